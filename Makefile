@@ -1,0 +1,57 @@
+# lowcap-learning: `make demo` runs the whole system on a local PostgreSQL, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+PG_VERSION ?= 15
+TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/postgres)
+DEMO_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/lowcap_learning_demo)
+BENCH_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/postgres)
+
+.PHONY: help deps postgres lint freeze test demo bench clean
+
+help:
+	@echo "make demo   - set up .venv and PostgreSQL, run the whole system on synthetic history"
+	@echo "make test   - install what tests need, lint, run every test (pgTAP + pytest)"
+	@echo "make bench  - performance figures (writes BENCHMARKS.md)"
+	@echo "make freeze - freeze sql/ into the alembic migration"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+deps: $(VENV)/.installed
+
+# PostgreSQL running, with pgTAP and plpgsql_check from Debian packages.
+postgres:
+	@if [ ! -f /usr/share/postgresql/$(PG_VERSION)/extension/pgtap.control ] || \
+	    [ ! -f /usr/share/postgresql/$(PG_VERSION)/extension/plpgsql_check.control ]; then \
+	  echo "installing postgresql-$(PG_VERSION)-pgtap and plpgsql-check"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    postgresql-$(PG_VERSION)-pgtap postgresql-$(PG_VERSION)-plpgsql-check) >/dev/null; \
+	fi
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $(PG_VERSION) main start
+	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
+	  echo "PostgreSQL did not start" >&2; exit 1
+
+lint: deps
+	$(VENV)/bin/sqlfluff lint sql migrations/versions/sql
+	$(VENV)/bin/ruff check pylib tests scripts migrations
+	$(PY) scripts/freeze_migration.py --check
+
+freeze: deps
+	$(PY) scripts/freeze_migration.py
+
+test: deps postgres lint
+	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest tests -q
+
+demo: deps postgres
+	DATABASE_URL=$(DEMO_DATABASE_URL) $(PY) scripts/demo.py
+
+bench: deps postgres
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) demo-output logs .pytest_cache .hypothesis

@@ -1,0 +1,98 @@
+"""migrate, status, ingest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lowcap_learning import db
+from lowcap_learning import migrate as migrations
+from lowcap_learning.ingest import IngestError, ingest_file, read_rows
+
+STATUS_ALLOCATION = """
+SELECT timeframe, current_allocation, roi_short, roi_long, n, updated_at
+FROM learning.timeframe_allocation()
+"""
+STATUS_GLOBAL = "SELECT roi_short, roi_long, n, updated_at FROM learning.global_roi()"
+
+
+def _fmt(value, digits: int = 6) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def status_data(conn) -> dict:
+    cur = conn.cursor()
+    allocation = [
+        dict(zip(("timeframe", "current_allocation", "roi_short", "roi_long", "n", "updated_at"), row, strict=False))
+        for row in cur.execute(STATUS_ALLOCATION).fetchall()
+    ]
+    g = cur.execute(STATUS_GLOBAL).fetchone()
+    return {
+        "allocation": allocation,
+        "global_roi": dict(zip(("roi_short", "roi_long", "n", "updated_at"), g, strict=False)),
+    }
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.option("--create-db/--no-create-db", default=True, help="Create the database if missing.")
+    @click.pass_obj
+    def migrate(obj, create_db: bool) -> None:
+        """Create or adopt the learning schema (alembic upgrade head)."""
+        if create_db and db.ensure_database(obj["url"]):
+            click.echo("created database")
+        migrations.upgrade(obj["url"])
+        click.echo("migrated to head")
+
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @click.pass_obj
+    def status(obj, as_json: bool) -> None:
+        """Allocation, ROI EWMAs, trade counts and global ROI."""
+        with db.connection(obj["url"]) as conn:
+            data = status_data(conn)
+        if as_json:
+            click.echo(json.dumps(data, default=str, indent=2))
+            return
+        click.echo(f"{'timeframe':<10}{'allocation':>12}{'roi_short':>12}{'roi_long':>12}{'n':>7}  updated_at")
+        for row in data["allocation"]:
+            click.echo(
+                f"{row['timeframe']:<10}{_fmt(row['current_allocation']):>12}{_fmt(row['roi_short']):>12}"
+                f"{_fmt(row['roi_long']):>12}{row['n']:>7}  {_fmt(row['updated_at'])}"
+            )
+        g = data["global_roi"]
+        click.echo(
+            f"{'global':<10}{'':>12}{_fmt(g['roi_short']):>12}{_fmt(g['roi_long']):>12}{g['n']:>7}"
+            f"  {_fmt(g['updated_at'])}"
+        )
+
+    @cli.command()
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option(
+        "--batch",
+        "batch_size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Commit every N rows (default: one transaction per file).",
+    )
+    @click.pass_obj
+    def ingest(obj, file: Path, batch_size: int | None) -> None:
+        """Insert closed trades from a CSV or JSONL file (through the learning trigger)."""
+        try:
+            total = sum(1 for _ in read_rows(file))
+            with (
+                db.connection(obj["url"]) as conn,
+                click.progressbar(
+                    length=total, label=f"ingesting {file.name}", file=click.get_text_stream("stderr")
+                ) as bar,
+            ):
+                result = ingest_file(conn, file, batch_size, progress=bar.update)
+        except IngestError as err:
+            raise click.ClickException(f"{file.name}: {err} (nothing from this batch was written)") from None
+        click.echo(f"ingested {result.inserted} trades in {result.batches} transaction(s)")

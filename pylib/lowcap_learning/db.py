@@ -1,0 +1,90 @@
+"""Connections, the canonical SQL, and the one place database errors become user messages."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+DEFAULT_URL = "postgresql:///lowcap_learning"
+ROOT = Path(__file__).resolve().parents[2]
+SQL_DIR = ROOT / "sql"
+MIGRATIONS_DIR = ROOT / "migrations"
+
+
+def database_url(url: str | None = None) -> str:
+    """The libpq URL to use: the argument, else DATABASE_URL, else the local default."""
+    return url or os.environ.get("DATABASE_URL") or DEFAULT_URL
+
+
+def connect(url: str | None = None, *, autocommit: bool = False, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(database_url(url), autocommit=autocommit, **kwargs)
+
+
+@contextmanager
+def connection(url: str | None = None, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    with connect(url, autocommit=autocommit) as conn:
+        yield conn
+
+
+def sql_files() -> list[Path]:
+    """The canonical SQL files in load order (sql/MANIFEST)."""
+    names = [
+        line.strip()
+        for line in (SQL_DIR / "MANIFEST").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    return [SQL_DIR / name for name in names]
+
+
+def canonical_sql() -> str:
+    """All canonical SQL as one script, in load order."""
+    return "\n".join(f"-- file: sql/{p.name}\n{p.read_text()}" for p in sql_files())
+
+
+def run_script(conn: psycopg.Connection, script: str) -> None:
+    """Run a multi-statement SQL script (no parameters: the simple query protocol)."""
+    conn.execute(script.encode())
+
+
+def ensure_database(url: str | None = None) -> bool:
+    """Create the URL's database if it does not exist; returns True when it was created."""
+    info = psycopg.conninfo.conninfo_to_dict(database_url(url))
+    dbname = info.get("dbname") or os.environ.get("PGDATABASE") or os.environ.get("USER", "postgres")
+    admin = dict(info, dbname="postgres")
+    with psycopg.connect(psycopg.conninfo.make_conninfo(**admin), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": dbname})
+        if exists.fetchone():
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        return True
+
+
+# Constraint names -> what the user should do. Messages raised by our own functions are already
+# written for people and pass through unchanged.
+CONSTRAINT_MESSAGES = {
+    "closed_trades_pkey": "trade_id already recorded: a closed trade counts once",
+    "closed_trades_timeframe_check": "timeframe must be one of 1m, 15m, 1h, 4h, 1d",
+    "closed_trades_rpnl_pct_check": "rpnl_pct must be a finite percent between -100 and 1000000",
+    "closed_trades_actions_check": "actions must be a JSON array",
+    "closed_trades_closed_at_check": "closed_at must be a finite timestamp",
+    "closed_trades_trade_id_check": "trade_id must not be empty",
+    "pattern_episode_events_decision_check": "decision must be acted or skipped",
+    "pattern_episode_events_outcome_check": "outcome must be success, failure, neutral or null",
+}
+
+
+def describe_error(err: psycopg.Error) -> str:
+    """A one-line message a user can act on, for any database error."""
+    diag = err.diag
+    constraint = diag.constraint_name
+    if constraint in CONSTRAINT_MESSAGES:
+        return f"{CONSTRAINT_MESSAGES[constraint]} ({constraint})"
+    if diag.sqlstate == "23502" and diag.column_name:  # not_null_violation
+        return f"{diag.column_name} is required (got null)"
+    primary = diag.message_primary or str(err).strip().splitlines()[0]
+    return primary

@@ -1,0 +1,811 @@
+-- Timeframe allocation learning (SPEC section 4): the ROI EWMA, the capped allocation step,
+-- position redistribution, and the closed_trades triggers that run them.
+
+-- learning.tracked_timeframes: the learning timeframes, in the order every array here uses.
+CREATE OR REPLACE FUNCTION learning.tracked_timeframes()
+RETURNS text []
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN ARRAY['15m', '1h', '4h'];
+
+-- learning.starting_allocation: the plan's starting split, same order as tracked_timeframes().
+CREATE OR REPLACE FUNCTION learning.starting_allocation()
+RETURNS double precision []
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN ARRAY[0.15, 0.50, 0.35]::double precision [];
+
+-- learning.trade_roi: a closed trade's ROI as a fraction (rpnl_pct is a percent).
+-- |rpnl_pct| < 1e-9 counts as flat: such values carry no signal and would underflow float8 maths.
+CREATE OR REPLACE FUNCTION learning.trade_roi(rpnl_pct double precision)
+RETURNS double precision
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE WHEN abs(rpnl_pct) < 1e-9 THEN 0 ELSE rpnl_pct / 100 END;
+
+-- learning._decay: exp(-age/tau) for age >= 0, exactly 0 past 230 tau (1e-100).
+-- PostgreSQL raises on float underflow, so tiny weights are cut to 0 instead.
+CREATE OR REPLACE FUNCTION learning._decay(age_seconds double precision, tau_seconds double precision)
+RETURNS double precision
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE WHEN age_seconds / tau_seconds > 230 THEN 0 ELSE exp(-age_seconds / tau_seconds) END;
+
+-- learning._scaled: x * factor where factor is a _decay() value, without float underflow errors.
+CREATE OR REPLACE FUNCTION learning._scaled(x double precision, factor double precision)
+RETURNS double precision
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE WHEN factor = 0 OR abs(x) < 1e-200 THEN 0 ELSE x * factor END;
+
+-- learning.ewma_fold: fold one observation into the running sums of a time-decayed mean.
+-- state = {ref_epoch, sum_short, weight_short, sum_long, weight_long}, sums taken at ref_epoch
+-- (the newest time seen): equal times weigh equally and a late observation folds in exactly.
+CREATE OR REPLACE FUNCTION learning.ewma_fold(
+    state double precision [],
+    roi double precision,
+    at_epoch double precision,
+    tau_short_seconds double precision,
+    tau_long_seconds double precision
+)
+RETURNS double precision []
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN state IS NULL OR state[3] = 0
+        THEN ARRAY[at_epoch, roi, 1, roi, 1]
+    WHEN at_epoch >= state[1]
+        THEN ARRAY[
+            at_epoch,
+            learning._scaled(state[2], learning._decay(at_epoch - state[1], tau_short_seconds)) + roi,
+            learning._scaled(state[3], learning._decay(at_epoch - state[1], tau_short_seconds)) + 1,
+            learning._scaled(state[4], learning._decay(at_epoch - state[1], tau_long_seconds)) + roi,
+            learning._scaled(state[5], learning._decay(at_epoch - state[1], tau_long_seconds)) + 1
+        ]
+    ELSE ARRAY[
+        state[1],
+        state[2] + learning._scaled(roi, learning._decay(state[1] - at_epoch, tau_short_seconds)),
+        state[3] + learning._decay(state[1] - at_epoch, tau_short_seconds),
+        state[4] + learning._scaled(roi, learning._decay(state[1] - at_epoch, tau_long_seconds)),
+        state[5] + learning._decay(state[1] - at_epoch, tau_long_seconds)
+    ]
+END;
+
+-- learning.ewma_short / ewma_long: the means a fold state holds (NULL when empty).
+CREATE OR REPLACE FUNCTION learning.ewma_short(state double precision [])
+RETURNS double precision
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE WHEN state[3] > 0 THEN state[2] / state[3] END;
+
+CREATE OR REPLACE FUNCTION learning.ewma_long(state double precision [])
+RETURNS double precision
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE WHEN state[5] > 0 THEN state[4] / state[5] END;
+
+DO $types$
+BEGIN
+    IF pg_catalog.to_regtype('learning.allocation_step_result') IS NULL THEN
+        CREATE TYPE learning.allocation_step_result AS (
+            new_allocation double precision [],
+            desired double precision [],
+            scores double precision [],
+            step_limit double precision,
+            reason text
+        );
+    END IF;
+END
+$types$;
+
+-- learning.allocation_step: one capped move of the allocation toward the ROI-desired split.
+-- Sign-safe scores, a floor, and one scale factor on the whole change vector so the sum, the
+-- direction and the cap hold exactly and timeframes without trades keep their value bit for bit.
+CREATE OR REPLACE FUNCTION learning.allocation_step(
+    p_current double precision [],
+    p_roi_short double precision [],
+    p_trade_counts integer [],
+    p_max_step double precision DEFAULT 0.003,
+    p_min_trades_full double precision DEFAULT 5,
+    p_min_allocation double precision DEFAULT 0.05
+)
+RETURNS learning.allocation_step_result
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+AS $$
+DECLARE
+    k integer := pg_catalog.cardinality(p_current);
+    result learning.allocation_step_result;
+    members integer [] := '{}';
+    m integer;
+    group_total double precision := 0;
+    min_roi double precision;
+    min_n integer;
+    score_sum double precision := 0;
+    floor_value double precision;
+    max_change double precision := 0;
+    i integer;
+BEGIN
+    FOR i IN 1..k LOOP
+        IF p_trade_counts[i] >= 1 THEN
+            members := members || i;
+            group_total := group_total + p_current[i];
+            min_roi := LEAST(min_roi, p_roi_short[i]);
+            min_n := LEAST(min_n, p_trade_counts[i]);
+        END IF;
+    END LOOP;
+    m := pg_catalog.cardinality(members);
+    result.new_allocation := p_current;
+    IF m < 2 THEN
+        result.reason := 'skip_one_timeframe';
+        RETURN result;
+    END IF;
+
+    result.scores := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
+    result.desired := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
+    FOREACH i IN ARRAY members LOOP
+        result.scores[i] := p_roi_short[i] - LEAST(0, min_roi);
+        score_sum := score_sum + result.scores[i];
+    END LOOP;
+    IF NOT score_sum > 0 THEN
+        FOREACH i IN ARRAY members LOOP
+            result.scores[i] := 1;
+        END LOOP;
+        score_sum := m;
+    END IF;
+
+    floor_value := LEAST(p_min_allocation, group_total / m);
+    FOREACH i IN ARRAY members LOOP
+        result.desired[i] := floor_value
+            + (group_total - m * floor_value) * result.scores[i] / score_sum;
+        max_change := GREATEST(max_change, abs(result.desired[i] - p_current[i]));
+    END LOOP;
+
+    result.step_limit := p_max_step * LEAST(1, min_n / p_min_trades_full);
+    IF max_change <= result.step_limit THEN
+        result.reason := 'reached_desired';
+        FOREACH i IN ARRAY members LOOP
+            result.new_allocation[i] := result.desired[i];
+        END LOOP;
+    ELSE
+        result.reason := 'step';
+        FOREACH i IN ARRAY members LOOP
+            result.new_allocation[i] := p_current[i]
+                + (result.desired[i] - p_current[i]) * result.step_limit / max_change;
+        END LOOP;
+    END IF;
+    RETURN result;
+END;
+$$;
+
+-- learning.redistribute_positions: rewrite each token's tracked positions to its total split by
+-- the allocation. One set-based UPDATE; rows whose value would not change are not written.
+CREATE OR REPLACE FUNCTION learning.redistribute_positions(p_allocation double precision [])
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = ''
+AS $$
+DECLARE
+    updated integer;
+BEGIN
+    WITH tracked AS (
+        SELECT
+            p.id,
+            p.total_allocation_pct,
+            a.alloc,
+            pg_catalog.sum(p.total_allocation_pct) OVER token AS token_total,
+            pg_catalog.sum(a.alloc) OVER token AS alloc_sum
+        FROM public.lowcap_positions AS p
+        INNER JOIN
+            unnest(learning.tracked_timeframes(), p_allocation) AS a (timeframe, alloc)
+            ON p.timeframe = a.timeframe
+        WHERE p.status IN ('watchlist', 'active', 'dormant')
+            AND p.total_allocation_pct IS NOT NULL
+        WINDOW token AS (PARTITION BY p.token_contract, p.token_chain)
+    ),
+
+    target AS (
+        SELECT
+            t.id,
+            t.token_total * t.alloc / t.alloc_sum AS new_pct
+        FROM tracked AS t
+        WHERE t.token_total <> 0 AND t.alloc_sum <> 0
+            AND t.total_allocation_pct IS DISTINCT FROM t.token_total * t.alloc / t.alloc_sum
+    )
+
+    UPDATE public.lowcap_positions AS p
+    SET total_allocation_pct = target.new_pct
+    FROM target
+    WHERE p.id = target.id;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    RETURN updated;
+END;
+$$;
+
+-- learning._initial_decision_maker_config: our keys of the decision_maker row before any trade.
+CREATE OR REPLACE FUNCTION learning._initial_decision_maker_config()
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+RETURN pg_catalog.jsonb_build_object(
+    'timeframe_allocation', (
+        SELECT
+            pg_catalog.jsonb_object_agg(
+                tf,
+                pg_catalog.jsonb_build_object(
+                    'current_allocation', alloc, 'roi_short', NULL, 'roi_long', NULL,
+                    'n', 0, 'updated_at', NULL
+                )
+            )
+        FROM unnest(learning.tracked_timeframes(), learning.starting_allocation())
+            AS a (tf, alloc)
+    ),
+    'global_roi', pg_catalog.jsonb_build_object(
+        'roi_short', NULL, 'roi_long', NULL, 'n', 0, 'updated_at', NULL
+    ),
+    'learning_state', '{}'::jsonb
+);
+
+-- learning.ensure_decision_maker_config: create or adopt the decision_maker row; returns it locked.
+-- The bot's legacy global_roi is in percent: it moves to global_roi_legacy_pct before ours replaces it.
+CREATE OR REPLACE FUNCTION learning.ensure_decision_maker_config()
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    cfg jsonb;
+BEGIN
+    SELECT config_data INTO cfg
+    FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO public.learning_configs (module_id, config_data, updated_by, notes)
+        VALUES (
+            'decision_maker', learning._initial_decision_maker_config(), 'lowcap-learning',
+            'timeframe allocation learned from closed_trades'
+        )
+        ON CONFLICT (module_id) DO NOTHING;
+        SELECT config_data INTO cfg
+        FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
+    END IF;
+    IF NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' THEN
+        cfg := cfg
+            || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'learning_state'
+                THEN pg_catalog.jsonb_build_object('global_roi_legacy_pct', cfg -> 'global_roi')
+                ELSE '{}'::jsonb END
+            || learning._initial_decision_maker_config();
+        UPDATE public.learning_configs
+        SET config_data = cfg, updated_at = pg_catalog.now(), updated_by = 'lowcap-learning'
+        WHERE module_id = 'decision_maker';
+    END IF;
+    RETURN cfg;
+END;
+$$;
+
+-- learning._series_state: the fold state of one series from the decision_maker config.
+CREATE OR REPLACE FUNCTION learning._series_state(p_cfg jsonb, p_series text)
+RETURNS double precision []
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+RETURN CASE
+    WHEN p_cfg -> 'learning_state' ? p_series
+        THEN
+            array(
+                SELECT pg_catalog.jsonb_array_elements_text(p_cfg -> 'learning_state' -> p_series)::double precision
+            )
+END;
+
+-- learning._decision_maker_config: the decision_maker keys for an allocation and fold states.
+-- states holds 4 series of 5 values (15m, 1h, 4h, global); counts holds their n.
+CREATE OR REPLACE FUNCTION learning._decision_maker_config(
+    p_allocation double precision [],
+    p_states double precision [],
+    p_counts integer []
+)
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+RETURN (
+    WITH series AS (
+        SELECT
+            s.idx,
+            s.name,
+            p_states[(s.idx - 1) * 5 + 1:s.idx * 5] AS state,
+            p_counts[s.idx] AS n
+        FROM
+            pg_catalog.unnest(learning.tracked_timeframes() || 'global'::text)
+            WITH ORDINALITY AS s (name, idx)
+    )
+
+    SELECT
+        pg_catalog.jsonb_build_object(
+            'timeframe_allocation', pg_catalog.jsonb_object_agg(
+                s.name,
+                pg_catalog.jsonb_build_object(
+                    'current_allocation', p_allocation[s.idx],
+                    'roi_short', learning.ewma_short(s.state),
+                    'roi_long', learning.ewma_long(s.state),
+                    'n', s.n,
+                    'updated_at', CASE WHEN s.n > 0 THEN pg_catalog.to_timestamp(s.state[1]) END
+                )
+            ) FILTER (WHERE s.name <> 'global'),
+            'global_roi', (pg_catalog.array_agg(
+                pg_catalog.jsonb_build_object(
+                    'roi_short', learning.ewma_short(s.state),
+                    'roi_long', learning.ewma_long(s.state),
+                    'n', s.n,
+                    'updated_at', CASE WHEN s.n > 0 THEN pg_catalog.to_timestamp(s.state[1]) END
+                )
+            ) FILTER (WHERE s.name = 'global'))[1],
+            'learning_state', pg_catalog.jsonb_object_agg(s.name, pg_catalog.to_jsonb(s.state))
+            || pg_catalog.jsonb_build_object(
+                'n', pg_catalog.to_jsonb(p_counts)
+            )
+        )
+    FROM series AS s
+);
+
+-- learning._fmt: a number for log lines (4 to 6 decimals, no float noise).
+CREATE OR REPLACE FUNCTION learning._fmt(x double precision, digits integer DEFAULT 4)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN coalesce(pg_catalog.round(x::numeric, digits)::text, 'null');
+
+-- learning._fmt_allocation: {15m: 0.15, 1h: 0.5, 4h: 0.35} as the plan's log lines show it.
+CREATE OR REPLACE FUNCTION learning._fmt_allocation(p_allocation double precision [])
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN '{' || (
+    SELECT pg_catalog.string_agg(tf || ': ' || learning._fmt(a, 6), ', ' ORDER BY i)
+    FROM unnest(learning.tracked_timeframes(), p_allocation) WITH ORDINALITY AS x (tf, a, i)
+) || '}';
+
+-- learning.trg_closed_trades_learn: AFTER INSERT (statement) on closed_trades.
+-- Takes each new trade as one step in (closed_at, trade_id) order under the decision_maker row
+-- lock, then redistributes positions once and writes strength facts, all in the same statement.
+CREATE OR REPLACE FUNCTION learning.trg_closed_trades_learn()
+RETURNS trigger
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    tun jsonb;
+    tau_short double precision;
+    tau_long double precision;
+    max_step double precision;
+    min_trades_full double precision;
+    min_allocation double precision;
+    tracked CONSTANT text [] := learning.tracked_timeframes();
+    cfg jsonb;
+    alloc double precision [];
+    alloc_start double precision [];
+    states double precision [];
+    counts integer [];
+    roi_short double precision [];
+    step learning.allocation_step_result;
+    t record;
+    i integer;
+    g CONSTANT integer := 4;
+    at_epoch double precision;
+    -- history rows, written once at the end
+    h_trade text [] := '{}';
+    h_tf text [] := '{}';
+    h_closed timestamptz [] := '{}';
+    h_roi double precision [] := '{}';
+    h_reason text [] := '{}';
+    h_before text [] := '{}';
+    h_after text [] := '{}';
+    h_desired text [] := '{}';
+    h_scores text [] := '{}';
+    h_roi_short text [] := '{}';
+    h_counts text [] := '{}';
+    h_limit double precision [] := '{}';
+    bad record;
+BEGIN
+    -- Actions are validated before anything is learned: a bad element fails the whole INSERT.
+    SELECT n.trade_id, e.ord, e.action INTO bad
+    FROM new_trades AS n
+    CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(n.actions) WITH ORDINALITY AS e (action, ord)
+    WHERE pg_catalog.jsonb_typeof(e.action) <> 'object'
+        OR pg_catalog.jsonb_typeof(e.action -> 'pattern_key') IS DISTINCT FROM 'string'
+        OR e.action ->> 'pattern_key' = ''
+        OR pg_catalog.jsonb_typeof(e.action -> 'action_category') IS DISTINCT FROM 'string'
+        OR coalesce(pg_catalog.jsonb_typeof(e.action -> 'scope'), 'object') NOT IN ('object', 'null')
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'closed_trades.actions[%] of trade % must be an object with string pattern_key and action_category and an object scope',
+            bad.ord - 1, bad.trade_id
+            USING ERRCODE = 'check_violation', DETAIL = 'got ' || pg_catalog.left(bad.action::text, 200),
+                COLUMN = 'actions', TABLE = 'closed_trades', SCHEMA = 'public';
+    END IF;
+
+    tun := learning.tunables();
+    tau_short := (tun ->> 'tau_short_days')::double precision * 86400;
+    tau_long := (tun ->> 'tau_long_days')::double precision * 86400;
+    max_step := (tun ->> 'max_step')::double precision;
+    min_trades_full := (tun ->> 'min_trades_full')::double precision;
+    min_allocation := (tun ->> 'min_allocation')::double precision;
+
+    -- The row lock serializes concurrent trade inserts: no lost update.
+    cfg := learning.ensure_decision_maker_config();
+    alloc := ARRAY(
+        SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
+        FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
+    );
+    alloc_start := alloc;
+    states := pg_catalog.array_fill(0::double precision, ARRAY[g * 5]);
+    counts := coalesce(
+        ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::integer),
+        '{}'
+    );
+    IF pg_catalog.cardinality(counts) <> g THEN
+        counts := pg_catalog.array_fill(0, ARRAY[g]);
+    END IF;
+    roi_short := pg_catalog.array_fill(NULL::double precision, ARRAY[g - 1]);
+    FOR i IN 1..g LOOP
+        IF cfg -> 'learning_state' ? (tracked || 'global'::text)[i] THEN
+            states[(i - 1) * 5 + 1:i * 5] := learning._series_state(cfg, (tracked || 'global'::text)[i]);
+            IF i < g THEN
+                roi_short[i] := learning.ewma_short(states[(i - 1) * 5 + 1:i * 5]);
+            END IF;
+        END IF;
+    END LOOP;
+
+    FOR t IN
+        SELECT n.trade_id, n.timeframe, n.closed_at, learning.trade_roi(n.rpnl_pct) AS roi
+        FROM new_trades AS n
+        ORDER BY n.closed_at, n.trade_id
+    LOOP
+        i := pg_catalog.array_position(tracked, t.timeframe);
+        h_trade := h_trade || t.trade_id;
+        h_tf := h_tf || t.timeframe;
+        h_closed := h_closed || t.closed_at;
+        h_roi := h_roi || t.roi;
+        h_before := h_before || alloc::text;
+        IF i IS NULL THEN
+            h_reason := h_reason || 'skip_untracked'::text;
+            h_desired := h_desired || NULL::text;
+            h_scores := h_scores || NULL::text;
+            h_limit := h_limit || NULL::double precision;
+        ELSE
+            at_epoch := EXTRACT(EPOCH FROM t.closed_at);
+            states[(i - 1) * 5 + 1:i * 5] := learning.ewma_fold(
+                states[(i - 1) * 5 + 1:i * 5], t.roi, at_epoch, tau_short, tau_long
+            );
+            states[(g - 1) * 5 + 1:g * 5] := learning.ewma_fold(
+                states[(g - 1) * 5 + 1:g * 5], t.roi, at_epoch, tau_short, tau_long
+            );
+            counts[i] := counts[i] + 1;
+            counts[g] := counts[g] + 1;
+            roi_short[i] := learning.ewma_short(states[(i - 1) * 5 + 1:i * 5]);
+            step := learning.allocation_step(
+                alloc, roi_short, counts[1:g - 1], max_step, min_trades_full, min_allocation
+            );
+            alloc := step.new_allocation;
+            h_reason := h_reason || step.reason;
+            h_desired := h_desired || step.desired::text;
+            h_scores := h_scores || step.scores::text;
+            h_limit := h_limit || step.step_limit;
+        END IF;
+        h_after := h_after || alloc::text;
+        h_roi_short := h_roi_short || roi_short::text;
+        h_counts := h_counts || counts[1:g - 1]::text;
+    END LOOP;
+
+    IF pg_catalog.cardinality(h_trade) = 0 THEN
+        RETURN NULL;
+    END IF;
+
+    UPDATE public.learning_configs
+    SET config_data = config_data || learning._decision_maker_config(alloc, states, counts),
+        updated_at = pg_catalog.now(),
+        updated_by = 'lowcap-learning'
+    WHERE module_id = 'decision_maker';
+
+    WITH history AS (
+        INSERT INTO learning.allocation_history (
+            trade_id, timeframe, closed_at, trade_roi, reason, allocation_before,
+            allocation_after, desired, scores, roi_short, trade_counts, step_limit
+        )
+        SELECT
+            h.trade_id, h.timeframe, h.closed_at, h.roi, h.reason, h.before::double precision [],
+            h.after::double precision [], h.desired::double precision [],
+            h.scores::double precision [], h.roi_short::double precision [],
+            h.counts::integer [], h.step_limit
+        FROM unnest(
+            h_trade, h_tf, h_closed, h_roi, h_reason, h_before, h_after, h_desired, h_scores,
+            h_roi_short, h_counts, h_limit
+        ) WITH ORDINALITY AS h (
+            trade_id, timeframe, closed_at, roi, reason, before, after, desired, scores,
+            roi_short, counts, step_limit, ord
+        )
+        ORDER BY h.ord
+        RETURNING *
+    )
+
+    INSERT INTO learning.learning_log (level, message)
+    SELECT l.level, l.message
+    FROM history AS h
+    CROSS JOIN LATERAL (
+        SELECT pg_catalog.array_position(tracked, h.timeframe) AS i
+    ) AS x
+    CROSS JOIN LATERAL (
+        VALUES
+        (
+            1,
+            'INFO',
+            CASE WHEN x.i IS NOT NULL THEN pg_catalog.format(
+                'ROI UPDATE: timeframe=%s | roi_short=%s | n=%s | trade_roi=%s | trade_id=%s',
+                h.timeframe, learning._fmt(h.roi_short[x.i], 6), h.trade_counts[x.i],
+                learning._fmt(h.trade_roi, 6), h.trade_id
+            ) END
+        ),
+        (
+            2,
+            'INFO',
+            CASE h.reason
+                WHEN 'skip_untracked' THEN pg_catalog.format(
+                    'ALLOCATION SKIP: %s is not a learning timeframe (learning: 15m, 1h, 4h) | trade_id=%s',
+                    h.timeframe, h.trade_id
+                )
+                WHEN 'skip_one_timeframe' THEN pg_catalog.format(
+                    'ALLOCATION SKIP: Only %s timeframe has trades (need 2+) | timeframes_with_trades=[%s]',
+                    (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(h.trade_counts) AS c (n) WHERE c.n > 0),
+                    (
+                        SELECT pg_catalog.string_agg(tf, ', ' ORDER BY o)
+                        FROM unnest(tracked, h.trade_counts) WITH ORDINALITY AS c (tf, n, o)
+                        WHERE c.n > 0
+                    )
+                )
+                ELSE pg_catalog.format(
+                    'ALLOCATION UPDATE: trigger=%s trade closed | old=%s | new=%s | change=%s%% | limit=%s | trade_id=%s',
+                    h.timeframe, learning._fmt_allocation(h.allocation_before),
+                    learning._fmt_allocation(h.allocation_after),
+                    learning._fmt(100 * (
+                        SELECT pg_catalog.max(abs(a - b))
+                        FROM unnest(h.allocation_after, h.allocation_before) AS d (a, b)
+                    ), 4),
+                    learning._fmt(h.step_limit, 6), h.trade_id
+                )
+            END
+        )
+    ) AS l (ord, level, message)
+    WHERE l.message IS NOT NULL
+    ORDER BY h.seq, l.ord;
+    PERFORM pg_catalog.pg_notify('learning_log', '');
+
+    IF alloc IS DISTINCT FROM alloc_start THEN
+        PERFORM learning.redistribute_positions(alloc);
+    END IF;
+
+    -- Strength facts (SPEC section 5): one row per action, with the trade's roi and outcome shape.
+    INSERT INTO public.pattern_trade_events (
+        pattern_key, action_category, scope, trade_id, roi, did_trim, reached_s3, "timestamp"
+    )
+    SELECT
+        e.action ->> 'pattern_key',
+        e.action ->> 'action_category',
+        coalesce(nullif(e.action -> 'scope', 'null'::jsonb), '{}'::jsonb),
+        n.trade_id,
+        learning.trade_roi(n.rpnl_pct),
+        coalesce(n.did_trim, EXISTS (
+            SELECT FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
+            WHERE x.a ->> 'action_category' = 'trim' OR x.a ->> 'decision_type' = 'trim'
+        )),
+        coalesce(n.reached_s3, EXISTS (
+            SELECT FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
+            WHERE x.a ->> 'state' = 'S3' OR pg_catalog.strpos(x.a ->> 'pattern_key', '.S3.') > 0
+        )),
+        n.closed_at
+    FROM new_trades AS n
+    CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(n.actions) WITH ORDINALITY AS e (action, ord)
+    ORDER BY n.closed_at, n.trade_id, e.ord;
+
+    RETURN NULL;
+END;
+$$;
+
+-- learning.trg_closed_trades_append_only: closed_trades is append-only (a correction is a new
+-- trade), so the learning state is always a function of its rows.
+CREATE OR REPLACE FUNCTION learning.trg_closed_trades_append_only()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    RAISE EXCEPTION 'closed_trades is append-only: % is refused (insert a correcting trade instead)', TG_OP
+        USING ERRCODE = 'prohibited_sql_statement_attempted', TABLE = 'closed_trades', SCHEMA = 'public';
+END;
+$$;
+
+DROP TRIGGER IF EXISTS _500_learn ON public.closed_trades;
+CREATE TRIGGER _500_learn
+AFTER INSERT ON public.closed_trades
+REFERENCING NEW TABLE AS new_trades
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_closed_trades_learn();
+
+DROP TRIGGER IF EXISTS _100_append_only ON public.closed_trades;
+CREATE TRIGGER _100_append_only
+BEFORE UPDATE OR DELETE OR TRUNCATE ON public.closed_trades
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_closed_trades_append_only();
+
+-- learning.timeframe_allocation: the current allocation and ROI EWMAs per tracked timeframe.
+CREATE OR REPLACE FUNCTION learning.timeframe_allocation()
+RETURNS TABLE (
+    timeframe text,
+    current_allocation double precision,
+    roi_short double precision,
+    roi_long double precision,
+    n integer,
+    updated_at timestamptz
+)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = ''
+BEGIN ATOMIC
+    SELECT
+        x.tf,
+        coalesce(
+            (c.config_data -> 'timeframe_allocation' -> x.tf ->> 'current_allocation')::double precision,
+            x.start
+        ),
+        (c.config_data -> 'timeframe_allocation' -> x.tf ->> 'roi_short')::double precision,
+        (c.config_data -> 'timeframe_allocation' -> x.tf ->> 'roi_long')::double precision,
+        coalesce((c.config_data -> 'timeframe_allocation' -> x.tf ->> 'n')::integer, 0),
+        (c.config_data -> 'timeframe_allocation' -> x.tf ->> 'updated_at')::timestamptz
+    FROM
+        unnest(learning.tracked_timeframes(), learning.starting_allocation())
+        WITH ORDINALITY AS x (tf, start, ord)
+    LEFT JOIN public.learning_configs AS c ON c.module_id = 'decision_maker'
+    ORDER BY x.ord;
+END;
+
+-- learning.global_roi: the ROI EWMAs over every tracked timeframe.
+CREATE OR REPLACE FUNCTION learning.global_roi()
+RETURNS TABLE (
+    roi_short double precision,
+    roi_long double precision,
+    n integer,
+    updated_at timestamptz
+)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = ''
+BEGIN ATOMIC
+    SELECT
+        (c.config_data -> 'global_roi' ->> 'roi_short')::double precision,
+        (c.config_data -> 'global_roi' ->> 'roi_long')::double precision,
+        coalesce((c.config_data -> 'global_roi' ->> 'n')::integer, 0),
+        (c.config_data -> 'global_roi' ->> 'updated_at')::timestamptz
+    FROM (SELECT 1) AS one
+    LEFT JOIN public.learning_configs AS c ON c.module_id = 'decision_maker';
+END;
+
+-- learning.recomputed_roi_state: the EWMA state every series would have from closed_trades alone.
+-- Closed form (sums at the newest closed_at): the oracle for `check` and the tau-change recompute.
+CREATE OR REPLACE FUNCTION learning.recomputed_roi_state(
+    p_tau_short_days double precision DEFAULT NULL,
+    p_tau_long_days double precision DEFAULT NULL
+)
+RETURNS TABLE (
+    series text,
+    ord integer,
+    state double precision [],
+    n integer
+)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+BEGIN ATOMIC
+    WITH taus AS (
+        SELECT
+            coalesce(p_tau_short_days, (learning.tunables() ->> 'tau_short_days')::double precision)
+            * 86400 AS tau_short,
+            coalesce(p_tau_long_days, (learning.tunables() ->> 'tau_long_days')::double precision)
+            * 86400 AS tau_long
+    ),
+
+    trades AS (
+        SELECT
+            s.name AS series,
+            s.ord::integer AS ord,
+            extract(EPOCH FROM t.closed_at)::double precision AS at_epoch,
+            learning.trade_roi(t.rpnl_pct) AS roi
+        FROM public.closed_trades AS t
+        INNER JOIN
+            pg_catalog.unnest(learning.tracked_timeframes() || 'global'::text)
+            WITH ORDINALITY AS s (name, ord)
+            ON t.timeframe = s.name OR (s.name = 'global' AND t.timeframe = any(learning.tracked_timeframes()))
+    ),
+
+    refs AS (
+        SELECT
+            tr.series,
+            pg_catalog.max(tr.at_epoch) AS ref
+        FROM trades AS tr
+        GROUP BY tr.series
+    )
+
+    SELECT
+        tr.series,
+        tr.ord,
+        ARRAY[
+            r.ref,
+            pg_catalog.sum(learning._scaled(tr.roi, learning._decay(r.ref - tr.at_epoch, taus.tau_short))),
+            pg_catalog.sum(learning._decay(r.ref - tr.at_epoch, taus.tau_short)),
+            pg_catalog.sum(learning._scaled(tr.roi, learning._decay(r.ref - tr.at_epoch, taus.tau_long))),
+            pg_catalog.sum(learning._decay(r.ref - tr.at_epoch, taus.tau_long))
+        ],
+        pg_catalog.count(*)::integer
+    FROM trades AS tr
+    INNER JOIN refs AS r ON tr.series = r.series
+    CROSS JOIN taus
+    GROUP BY tr.series, tr.ord, r.ref
+    ORDER BY tr.ord;
+END;
+
+-- learning.recompute_roi_state: rebuild the stored EWMA state from closed_trades (after a tau
+-- change); the allocation is left as it is.
+CREATE OR REPLACE FUNCTION learning.recompute_roi_state()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    cfg jsonb;
+    alloc double precision [];
+    states double precision [] := pg_catalog.array_fill(0::double precision, ARRAY[20]);
+    counts integer [] := ARRAY[0, 0, 0, 0];
+    r record;
+BEGIN
+    cfg := learning.ensure_decision_maker_config();
+    alloc := ARRAY(
+        SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
+        FROM pg_catalog.unnest(learning.tracked_timeframes()) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
+    );
+    FOR r IN SELECT * FROM learning.recomputed_roi_state() LOOP
+        states[(r.ord - 1) * 5 + 1:r.ord * 5] := r.state;
+        counts[r.ord] := r.n;
+    END LOOP;
+    UPDATE public.learning_configs
+    SET config_data = config_data || learning._decision_maker_config(alloc, states, counts),
+        updated_at = pg_catalog.now(),
+        updated_by = 'lowcap-learning'
+    WHERE module_id = 'decision_maker';
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'ROI RECOMPUTE: trades=%s | tau_short_days=%s | tau_long_days=%s',
+        counts[4], learning.tunables() ->> 'tau_short_days', learning.tunables() ->> 'tau_long_days'
+    ));
+    RETURN counts[4];
+END;
+$$;
+
+SELECT learning.ensure_decision_maker_config();

@@ -1,0 +1,1 @@
+-- episodes: filled in by its issue.

@@ -1,0 +1,1 @@
+-- tuning: filled in by its issue.

@@ -1,0 +1,1 @@
+-- strength: filled in by its issue.

@@ -1,0 +1,1 @@
+-- overrides: filled in by its issue.

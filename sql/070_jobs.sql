@@ -1,0 +1,1 @@
+-- jobs: filled in by its issue.

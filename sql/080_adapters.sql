@@ -1,0 +1,1 @@
+-- adapters: filled in by its issue.
