@@ -1,5 +1,6 @@
 """Alembic environment: plain SQL migrations over psycopg 3, version table of our own."""
 
+import psycopg
 from alembic import context
 from sqlalchemy import create_engine, pool
 
@@ -8,16 +9,14 @@ from lowcap_learning.db import database_url
 VERSION_TABLE = "lowcap_learning_alembic_version"  # the bot may run its own alembic
 
 
-def sqlalchemy_url() -> str:
-    url = context.config.get_main_option("sqlalchemy.url") or database_url()
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+def libpq_url() -> str:
+    return context.config.get_main_option("sqlalchemy.url") or database_url()
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(sqlalchemy_url(), poolclass=pool.NullPool)
+    # libpq parses the connection string (URL or key=value form); SQLAlchemy's URL parser knows only URLs.
+    url = libpq_url()
+    engine = create_engine("postgresql+psycopg://", poolclass=pool.NullPool, creator=lambda: psycopg.connect(url))
     with engine.connect() as connection:
         context.configure(
             connection=connection,

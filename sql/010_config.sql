@@ -13,22 +13,27 @@ BEGIN ATOMIC
 END;
 
 -- learning.tunables: every tunable of SPEC section 10, stored value or default, as one jsonb.
--- A missing key means its default, so the learning row may be absent or partial.
+-- A missing key means its default, so the learning row may be absent or partial. plpgsql so the
+-- plan is cached per session (PostgreSQL 15 re-plans a SQL function on every trigger call).
 CREATE OR REPLACE FUNCTION learning.tunables()
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = ''
-BEGIN ATOMIC
-    SELECT
-        pg_catalog.jsonb_object_agg(
-            s.key,
-            coalesce(c.config_data -> s.key, s.default_value)
-            ORDER BY s.key
-        )
-    FROM learning.tunable_specs AS s
-    LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning';
+AS $$
+BEGIN
+    RETURN (
+        SELECT
+            pg_catalog.jsonb_object_agg(
+                s.key,
+                coalesce(c.config_data -> s.key, s.default_value)
+                ORDER BY s.key
+            )
+        FROM learning.tunable_specs AS s
+        LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning'
+    );
 END;
+$$;
 
 -- learning._validate_tunable: raise unless value is allowed for key; returns the value.
 -- One place for the rule so SQL callers and the CLI see the same message.
@@ -165,7 +170,7 @@ BEGIN
     updated_at = pg_catalog.now(),
     updated_by = 'lowcap-learning';
     PERFORM learning._log('INFO', pg_catalog.format(
-        'FEATURE FLAG: module=%s | flag=%s | value=%s', p_module, p_flag, p_value
+        'FEATURE FLAG: module=%s | flag=%s | value=%s', p_module, p_flag, p_value::text
     ));
     RETURN p_value;
 END;

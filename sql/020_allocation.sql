@@ -126,7 +126,7 @@ AS $$
 DECLARE
     k integer := pg_catalog.cardinality(p_current);
     result learning.allocation_step_result;
-    members integer [] := '{}';
+    members integer [] := '{}'::integer [];
     m integer;
     group_total double precision := 0;
     min_roi double precision;
@@ -297,31 +297,34 @@ END;
 $$;
 
 -- learning._series_state: the fold state of one series from the decision_maker config.
+-- One cast, no sub-select and no SET clause, so it inlines (it runs four times per trigger call).
 CREATE OR REPLACE FUNCTION learning._series_state(p_cfg jsonb, p_series text)
 RETURNS double precision []
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+PARALLEL SAFE
 RETURN CASE
-    WHEN p_cfg -> 'learning_state' ? p_series
-        THEN
-            array(
-                SELECT pg_catalog.jsonb_array_elements_text(p_cfg -> 'learning_state' -> p_series)::double precision
-            )
+    WHEN pg_catalog.jsonb_typeof(p_cfg -> 'learning_state' -> p_series) = 'array'
+        THEN pg_catalog.translate(
+            (p_cfg -> 'learning_state' -> p_series)::text, '[]', '{}'
+        )::double precision []
 END;
 
 -- learning._decision_maker_config: the decision_maker keys for an allocation and fold states.
--- states holds 4 series of 5 values (15m, 1h, 4h, global); counts holds their n.
+-- states holds 4 series of 5 values (15m, 1h, 4h, global); counts holds their n. plpgsql, not
+-- SQL: PostgreSQL 15 re-plans a non-inlined SQL function on every call, this caches its plan.
 CREATE OR REPLACE FUNCTION learning._decision_maker_config(
     p_allocation double precision [],
     p_states double precision [],
     p_counts integer []
 )
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 IMMUTABLE
 SET search_path = ''
-RETURN (
+AS $$
+BEGIN
+    RETURN (
     WITH series AS (
         SELECT
             s.idx,
@@ -359,38 +362,48 @@ RETURN (
             )
         )
     FROM series AS s
-);
+    );
+END;
+$$;
 
 -- learning._fmt: a number for log lines (4 to 6 decimals, no float noise).
+-- No SET clause so it inlines into the trigger's log statement (called per history row).
 CREATE OR REPLACE FUNCTION learning._fmt(x double precision, digits integer DEFAULT 4)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
 RETURN coalesce(pg_catalog.round(x::numeric, digits)::text, 'null');
 
 -- learning._fmt_allocation: {15m: 0.15, 1h: 0.5, 4h: 0.35} as the plan's log lines show it.
+-- Written out for the three tracked timeframes, without a sub-select, so it inlines.
 CREATE OR REPLACE FUNCTION learning._fmt_allocation(p_allocation double precision [])
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
-RETURN '{' || (
-    SELECT pg_catalog.string_agg(tf || ': ' || learning._fmt(a, 6), ', ' ORDER BY i)
-    FROM unnest(learning.tracked_timeframes(), p_allocation) WITH ORDINALITY AS x (tf, a, i)
+RETURN '{' || pg_catalog.array_to_string(
+    ARRAY[
+        (learning.tracked_timeframes())[1] || ': ' || learning._fmt(p_allocation[1], 6),
+        (learning.tracked_timeframes())[2] || ': ' || learning._fmt(p_allocation[2], 6),
+        (learning.tracked_timeframes())[3] || ': ' || learning._fmt(p_allocation[3], 6)
+    ],
+    ', '
 ) || '}';
 
 -- learning.trg_closed_trades_learn: AFTER INSERT (statement) on closed_trades.
 -- Takes each new trade as one step in (closed_at, trade_id) order under the decision_maker row
 -- lock, then redistributes positions once and writes strength facts, all in the same statement.
+-- jit off: transition-table row estimates are far too high, and JIT compiling cost more than it saved.
+-- extra_float_digits 1: the state goes through jsonb and text exactly, whatever the client session set.
 CREATE OR REPLACE FUNCTION learning.trg_closed_trades_learn()
 RETURNS trigger
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = ''
+SET extra_float_digits = 1
+SET jit = off
 AS $$
 DECLARE
     tun jsonb;
@@ -402,7 +415,7 @@ DECLARE
     tracked CONSTANT text [] := learning.tracked_timeframes();
     cfg jsonb;
     alloc double precision [];
-    alloc_start double precision [];
+    alloc_moved boolean := false;
     states double precision [];
     counts integer [];
     roi_short double precision [];
@@ -411,20 +424,22 @@ DECLARE
     i integer;
     g CONSTANT integer := 4;
     at_epoch double precision;
+    st double precision [];
     -- history rows, written once at the end
-    h_trade text [] := '{}';
-    h_tf text [] := '{}';
-    h_closed timestamptz [] := '{}';
-    h_roi double precision [] := '{}';
-    h_reason text [] := '{}';
-    h_before text [] := '{}';
-    h_after text [] := '{}';
-    h_desired text [] := '{}';
-    h_scores text [] := '{}';
-    h_roi_short text [] := '{}';
-    h_counts text [] := '{}';
-    h_limit double precision [] := '{}';
+    h_trade text [] := '{}'::text [];
+    h_tf text [] := '{}'::text [];
+    h_closed timestamptz [] := '{}'::timestamptz [];
+    h_roi double precision [] := '{}'::double precision [];
+    h_reason text [] := '{}'::text [];
+    h_before text [] := '{}'::text [];
+    h_after text [] := '{}'::text [];
+    h_desired text [] := '{}'::text [];
+    h_scores text [] := '{}'::text [];
+    h_roi_short text [] := '{}'::text [];
+    h_counts text [] := '{}'::text [];
+    h_limit double precision [] := '{}'::double precision [];
     bad record;
+    cfg_tid tid;
 BEGIN
     -- Actions are validated before anything is learned: a bad element fails the whole INSERT.
     SELECT n.trade_id, e.ord, e.action INTO bad
@@ -443,20 +458,26 @@ BEGIN
                 COLUMN = 'actions', TABLE = 'closed_trades', SCHEMA = 'public';
     END IF;
 
+    -- The row lock serializes concurrent trade inserts: no lost update. Tunables are read after
+    -- it, so a trade that waited on a tau change folds with the tau that rebuilt the state.
+    -- The row's ctid is kept so the final UPDATE is a TID fetch: when another session's snapshot
+    -- holds back pruning, an index lookup walks every dead version of this row (twice per trade).
+    SELECT c.ctid, c.config_data INTO cfg_tid, cfg
+    FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
+    IF cfg_tid IS NULL OR NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' THEN
+        cfg := learning.ensure_decision_maker_config();
+        SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
+    END IF;
     tun := learning.tunables();
     tau_short := (tun ->> 'tau_short_days')::double precision * 86400;
     tau_long := (tun ->> 'tau_long_days')::double precision * 86400;
     max_step := (tun ->> 'max_step')::double precision;
     min_trades_full := (tun ->> 'min_trades_full')::double precision;
     min_allocation := (tun ->> 'min_allocation')::double precision;
-
-    -- The row lock serializes concurrent trade inserts: no lost update.
-    cfg := learning.ensure_decision_maker_config();
     alloc := ARRAY(
         SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
         FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
     );
-    alloc_start := alloc;
     states := pg_catalog.array_fill(0::double precision, ARRAY[g * 5]);
     counts := coalesce(
         ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::integer),
@@ -493,18 +514,18 @@ BEGIN
             h_limit := h_limit || NULL::double precision;
         ELSE
             at_epoch := EXTRACT(EPOCH FROM t.closed_at);
-            states[(i - 1) * 5 + 1:i * 5] := learning.ewma_fold(
-                states[(i - 1) * 5 + 1:i * 5], t.roi, at_epoch, tau_short, tau_long
-            );
-            states[(g - 1) * 5 + 1:g * 5] := learning.ewma_fold(
-                states[(g - 1) * 5 + 1:g * 5], t.roi, at_epoch, tau_short, tau_long
-            );
+            st := states[(i - 1) * 5 + 1:i * 5];
+            st := learning.ewma_fold(st, t.roi, at_epoch, tau_short, tau_long);
+            states[(i - 1) * 5 + 1:i * 5] := st;
+            roi_short[i] := learning.ewma_short(st);
+            st := states[(g - 1) * 5 + 1:g * 5];
+            states[(g - 1) * 5 + 1:g * 5] := learning.ewma_fold(st, t.roi, at_epoch, tau_short, tau_long);
             counts[i] := counts[i] + 1;
             counts[g] := counts[g] + 1;
-            roi_short[i] := learning.ewma_short(states[(i - 1) * 5 + 1:i * 5]);
             step := learning.allocation_step(
                 alloc, roi_short, counts[1:g - 1], max_step, min_trades_full, min_allocation
             );
+            alloc_moved := alloc_moved OR step.new_allocation IS DISTINCT FROM alloc;
             alloc := step.new_allocation;
             h_reason := h_reason || step.reason;
             h_desired := h_desired || step.desired::text;
@@ -524,7 +545,7 @@ BEGIN
     SET config_data = config_data || learning._decision_maker_config(alloc, states, counts),
         updated_at = pg_catalog.now(),
         updated_by = 'lowcap-learning'
-    WHERE module_id = 'decision_maker';
+    WHERE ctid = cfg_tid;
 
     WITH history AS (
         INSERT INTO learning.allocation_history (
@@ -573,13 +594,14 @@ BEGIN
                     h.timeframe, h.trade_id
                 )
                 WHEN 'skip_one_timeframe' THEN pg_catalog.format(
-                    'ALLOCATION SKIP: Only %s timeframe has trades (need 2+) | timeframes_with_trades=[%s]',
+                    'ALLOCATION SKIP: Only %s timeframe has trades (need 2+) | timeframes_with_trades=[%s] | trade_id=%s',
                     (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(h.trade_counts) AS c (n) WHERE c.n > 0),
                     (
                         SELECT pg_catalog.string_agg(tf, ', ' ORDER BY o)
                         FROM unnest(tracked, h.trade_counts) WITH ORDINALITY AS c (tf, n, o)
                         WHERE c.n > 0
-                    )
+                    ),
+                    h.trade_id
                 )
                 ELSE pg_catalog.format(
                     'ALLOCATION UPDATE: trigger=%s trade closed | old=%s | new=%s | change=%s%% | limit=%s | trade_id=%s',
@@ -598,7 +620,9 @@ BEGIN
     ORDER BY h.seq, l.ord;
     PERFORM pg_catalog.pg_notify('learning_log', '');
 
-    IF alloc IS DISTINCT FROM alloc_start THEN
+    -- Any step that moved counts, even if the statement ends where it began: one-by-one inserts
+    -- would have redistributed, and a multi-row INSERT must give the same positions.
+    IF alloc_moved THEN
         PERFORM learning.redistribute_positions(alloc);
     END IF;
 
@@ -606,22 +630,27 @@ BEGIN
     INSERT INTO public.pattern_trade_events (
         pattern_key, action_category, scope, trade_id, roi, did_trim, reached_s3, "timestamp"
     )
+    -- did_trim / reached_s3 are judged once per trade (one pass over its actions), not per action.
     SELECT
         e.action ->> 'pattern_key',
         e.action ->> 'action_category',
         coalesce(nullif(e.action -> 'scope', 'null'::jsonb), '{}'::jsonb),
         n.trade_id,
         learning.trade_roi(n.rpnl_pct),
-        coalesce(n.did_trim, EXISTS (
-            SELECT FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
-            WHERE x.a ->> 'action_category' = 'trim' OR x.a ->> 'decision_type' = 'trim'
-        )),
-        coalesce(n.reached_s3, EXISTS (
-            SELECT FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
-            WHERE x.a ->> 'state' = 'S3' OR pg_catalog.strpos(x.a ->> 'pattern_key', '.S3.') > 0
-        )),
+        f.did_trim,
+        f.reached_s3,
         n.closed_at
     FROM new_trades AS n
+    CROSS JOIN LATERAL (
+        SELECT
+            coalesce(n.did_trim, coalesce(pg_catalog.bool_or(
+                x.a ->> 'action_category' = 'trim' OR x.a ->> 'decision_type' = 'trim'
+            ), false)) AS did_trim,
+            coalesce(n.reached_s3, coalesce(pg_catalog.bool_or(
+                x.a ->> 'state' = 'S3' OR pg_catalog.strpos(x.a ->> 'pattern_key', '.S3.') > 0
+            ), false)) AS reached_s3
+        FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
+    ) AS f
     CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(n.actions) WITH ORDINALITY AS e (action, ord)
     ORDER BY n.closed_at, n.trade_id, e.ord;
 
@@ -771,13 +800,14 @@ BEGIN ATOMIC
 END;
 
 -- learning.recompute_roi_state: rebuild the stored EWMA state from closed_trades (after a tau
--- change); the allocation is left as it is.
+-- change); the allocation is left as it is. Exact float output, as in the trigger.
 CREATE OR REPLACE FUNCTION learning.recompute_roi_state()
 RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = ''
+SET extra_float_digits = 1
 AS $$
 DECLARE
     cfg jsonb;

@@ -1,1 +1,183 @@
--- tuning: filled in by its issue.
+-- Tuning miner (SPEC section 7): per pattern_key and scope slice of the episode windows in the
+-- lookback window, the rates WR, FPR, MR, DR as learning_lessons of type tuning_rates.
+
+-- learning._tuning_stats: the lesson stats of one slice from its summed counts
+-- [n, n_acted, n_skipped, acted_success, acted_failure, skipped_success, skipped_failure, n_neutral].
+-- Rates exclude neutral outcomes; a rate whose denominator is 0 is null (undefined, not 0).
+CREATE OR REPLACE FUNCTION learning._tuning_stats(p_sums double precision [])
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN pg_catalog.jsonb_build_object(
+    'wr', p_sums[4] / nullif(p_sums[2], 0),
+    'fpr', p_sums[5] / nullif(p_sums[2], 0),
+    'mr', p_sums[6] / nullif(p_sums[3], 0),
+    'dr', p_sums[7] / nullif(p_sums[3], 0),
+    'n_acted', p_sums[2]::bigint,
+    'n_skipped', p_sums[3]::bigint,
+    'n_wins', p_sums[4]::bigint,
+    'n_fps', p_sums[5]::bigint,
+    'n_misses', p_sums[6]::bigint,
+    'n_dodges', p_sums[7]::bigint,
+    'n_neutral', p_sums[8]::bigint,
+    'n_total', (p_sums[1] + p_sums[8])::bigint
+);
+
+-- learning.mine_tuning_lessons: mine tuning_rates lessons in (as_of - lookback, as_of]; returns the
+-- number of lessons. Unchanged lessons are not written; lessons not re-mined become inactive.
+CREATE OR REPLACE FUNCTION learning.mine_tuning_lessons(
+    p_as_of timestamptz DEFAULT pg_catalog.now(),
+    p_lookback interval DEFAULT NULL,
+    p_n_min integer DEFAULT NULL
+)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+SET client_min_messages = 'warning'
+AS $$
+DECLARE
+    tun jsonb := learning.tunables();
+    as_of timestamptz := coalesce(p_as_of, pg_catalog.now());
+    lookback interval := coalesce(
+        p_lookback,
+        pg_catalog.make_interval(secs => (tun ->> 'lookback_days')::double precision * 86400)
+    );
+    n_min integer := coalesce(p_n_min, (tun ->> 'n_min')::integer);
+    max_dims integer := (tun ->> 'max_slice_dims')::integer;
+    dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
+    started timestamptz := pg_catalog.clock_timestamp();
+    n_events bigint;
+    n_lessons integer;
+    n_written integer;
+    n_changed integer;
+    n_deactivated integer;
+    window_info jsonb;
+BEGIN
+    IF n_min IS NULL OR n_min < 1 THEN
+        RAISE EXCEPTION 'n_min must be a positive integer, got %', coalesce(n_min::text, 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lookback <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be positive, got %', lookback
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    window_info := pg_catalog.jsonb_build_object(
+        'window_start', as_of - lookback,
+        'window_end', as_of,
+        'lookback_days', pg_catalog.date_part('epoch', lookback) / 86400
+    );
+
+    DROP TABLE IF EXISTS pg_temp.slice_cells;
+    CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
+    SELECT
+        e.pattern_key,
+        learning.scope_dimensions(e.scope, dims) AS dims,
+        ARRAY[
+            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure')),
+            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'acted'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'skipped'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'acted'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'acted'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'skipped'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'skipped'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'neutral')
+        ]::double precision [] AS stats
+    FROM public.pattern_episode_events AS e
+    WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
+        AND e.outcome IN ('success', 'failure', 'neutral')
+    GROUP BY e.pattern_key, learning.scope_dimensions(e.scope, dims);
+
+    SELECT coalesce(pg_catalog.sum(c.stats[1]), 0)::bigint INTO n_events FROM pg_temp.slice_cells AS c;
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'TuningMiner starting | events=%s | lookback_days=%s', n_events, window_info ->> 'lookback_days'
+    ));
+
+    DROP TABLE IF EXISTS pg_temp._tm_lessons;
+    CREATE TEMP TABLE _tm_lessons ON COMMIT DROP AS
+    SELECT
+        f.pattern_key,
+        f.scope_subset,
+        f.stats[1]::integer AS n,
+        learning._tuning_stats(f.stats) || window_info AS stats,
+        -- New evidence (not only a moved window): these get a Created lesson line.
+        NOT EXISTS (
+            SELECT FROM public.learning_lessons AS l
+            WHERE l.module = 'pm' AND l.action_category = 'tuning'
+                AND l.pattern_key = f.pattern_key AND l.scope_subset = f.scope_subset
+                AND l.lesson_type = 'tuning_rates' AND l.status = 'active'
+                AND l.n = f.stats[1]
+                AND l.stats - 'window_start' - 'window_end' - 'lookback_days' = learning._tuning_stats(f.stats)
+        ) AS changed
+    FROM learning.frequent_slices(n_min, max_dims) AS f;
+    SELECT pg_catalog.count(*) INTO n_lessons FROM pg_temp._tm_lessons;
+
+    WITH written AS (
+        INSERT INTO public.learning_lessons AS l (
+            module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status
+        )
+        SELECT 'pm', t.pattern_key, 'tuning', t.scope_subset, t.n, t.stats, 'tuning_rates', 'active'
+        FROM pg_temp._tm_lessons AS t
+        ORDER BY t.pattern_key, t.scope_subset
+        ON CONFLICT (module, pattern_key, action_category, scope_subset) DO UPDATE
+        SET
+            n = excluded.n,
+            stats = excluded.stats,
+            lesson_type = excluded.lesson_type,
+            status = 'active',
+            updated_at = pg_catalog.now()
+        WHERE
+            l.n IS DISTINCT FROM excluded.n
+            OR l.stats IS DISTINCT FROM excluded.stats
+            OR l.status IS DISTINCT FROM 'active'
+            OR l.lesson_type IS DISTINCT FROM excluded.lesson_type
+        RETURNING l.id
+    )
+
+    SELECT pg_catalog.count(*)::integer INTO n_written FROM written;
+
+    -- A lesson whose window only moved is rewritten silently; new or changed evidence is logged.
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'TuningMiner: Created lesson | pattern=%s | scope=%s | n=%s | wr=%s fpr=%s mr=%s dr=%s',
+        w.pattern_key, learning._fmt_slice(w.scope_subset), w.n,
+        learning._fmt((w.stats ->> 'wr')::double precision, 3),
+        learning._fmt((w.stats ->> 'fpr')::double precision, 3),
+        learning._fmt((w.stats ->> 'mr')::double precision, 3),
+        learning._fmt((w.stats ->> 'dr')::double precision, 3)
+    ))
+    FROM pg_temp._tm_lessons AS w
+    WHERE w.changed
+    ORDER BY w.pattern_key, w.scope_subset;
+    GET DIAGNOSTICS n_changed = ROW_COUNT;
+
+    PERFORM learning._log('DEBUG', pg_catalog.format(
+        'TuningMiner: Scope slice passed | pattern=%s | scope=%s | n=%s',
+        t.pattern_key, learning._fmt_slice(t.scope_subset), t.n
+    ))
+    FROM pg_temp._tm_lessons AS t
+    WHERE t.scope_subset <> '{}'::jsonb
+    ORDER BY t.pattern_key, t.scope_subset;
+
+    UPDATE public.learning_lessons AS l
+    SET status = 'inactive', updated_at = pg_catalog.now()
+    WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.status = 'active'
+        AND NOT EXISTS (
+            SELECT FROM pg_temp._tm_lessons AS t
+            WHERE l.action_category = 'tuning'
+                AND t.pattern_key = l.pattern_key
+                AND t.scope_subset = l.scope_subset
+        );
+    GET DIAGNOSTICS n_deactivated = ROW_COUNT;
+
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'TuningMiner completed | lessons_created=%s | changed=%s | written=%s | deactivated=%s | duration=%ss',
+        n_lessons, n_changed, n_written, n_deactivated,
+        pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started)::numeric, 3)
+    ));
+    DROP TABLE IF EXISTS pg_temp.slice_cells, pg_temp._tm_lessons;
+    RETURN n_lessons;
+END;
+$$;

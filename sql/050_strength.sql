@@ -1,1 +1,588 @@
--- strength: filled in by its issue.
+-- PM strength learning (SPEC section 8): trade facts -> strength lessons (distinct trades per scope
+-- slice) -> pm_strength overrides. The runtime blend/steer maths live in Python (runtime.py).
+
+-- learning._num_close: two numbers agree within 1e-12, relative to the larger (at least 1).
+-- Re-runs sum in a different order; bit noise must not count as a change.
+CREATE OR REPLACE FUNCTION learning._num_close(a double precision, b double precision)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN a IS NOT DISTINCT FROM b
+OR pg_catalog.abs(a - b) <= 1e-12 * greatest(pg_catalog.abs(a), pg_catalog.abs(b), 1);
+
+-- learning._stats_close: two stats objects have the same keys and values, numbers within 1e-12.
+-- The writers compare with it so that re-running on unchanged data writes no row.
+CREATE OR REPLACE FUNCTION learning._stats_close(a jsonb, b jsonb)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN a IS NOT NULL AND b IS NOT NULL
+AND pg_catalog.jsonb_typeof(a) = 'object' AND pg_catalog.jsonb_typeof(b) = 'object'
+AND (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(a))
+= (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(b))
+AND NOT EXISTS (
+    SELECT FROM pg_catalog.jsonb_each(a) AS e (key, value)
+    WHERE NOT coalesce(
+        CASE
+            WHEN
+                pg_catalog.jsonb_typeof(e.value) = 'number'
+                AND pg_catalog.jsonb_typeof(b -> e.key) = 'number'
+                THEN learning._num_close(
+                    (e.value #>> '{}')::double precision, (b ->> e.key)::double precision
+                )
+            ELSE e.value = b -> e.key
+        END,
+        false
+    )
+);
+
+-- learning._jsonb_intersect: the (key, value) pairs two objects share.
+-- The intersection of two scopes is the cell of an inclusion-exclusion term.
+CREATE OR REPLACE FUNCTION learning._jsonb_intersect(a jsonb, b jsonb)
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN coalesce(
+    (
+        SELECT pg_catalog.jsonb_object_agg(e.key, e.value)
+        FROM pg_catalog.jsonb_each(a) AS e (key, value)
+        WHERE b -> e.key = e.value
+    ),
+    '{}'::jsonb
+);
+
+-- learning.strength_stats: the lesson stats of SPEC 8 from a slice's additive sums
+-- [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s] (x = tanh(roi/ROI_SCALE), w = |x|) and the
+-- window's mean roi. Pure so pgTAP can check the formulas on hand-computed sums.
+CREATE OR REPLACE FUNCTION learning.strength_stats(
+    p_sums double precision [],
+    p_baseline_roi double precision
+)
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN (
+    WITH s AS (
+        SELECT
+            pg_catalog.round(p_sums[1])::double precision AS n,
+            p_sums[2] AS sum_roi,
+            p_sums[3] AS sum_x,
+            p_sums[4] AS sum_x2,
+            p_sums[5] AS sum_w,
+            p_sums[6] AS sum_wa,
+            p_sums[7] AS sum_we,
+            p_sums[8] AS trims,
+            p_sums[9] AS s3s
+    ),
+
+    v AS (
+        SELECT
+            s.*,
+            CASE
+                WHEN s.n > 1 THEN greatest(0, (s.sum_x2 - s.sum_x * s.sum_x / s.n) / (s.n - 1))
+                ELSE 0
+            END AS variance,
+            -- exp underflows (an error in PostgreSQL) past n = 35000; support is 1 there.
+            CASE WHEN s.n > 35000 THEN 1 ELSE 1 - exp(-s.n / 50) END AS support
+        FROM s
+    ),
+
+    r AS (
+        SELECT
+            v.*,
+            1 / (1 + v.variance + 0.25 / v.n) AS reliability
+        FROM v
+    )
+
+    SELECT
+        pg_catalog.jsonb_build_object(
+            'n', r.n::bigint,
+            'mean_roi', r.sum_roi / r.n,
+            'edge_raw_roi', r.sum_roi / r.n - coalesce(p_baseline_roi, 0),
+            'p_trim', greatest(0, least(1, r.trims / r.n)),
+            'p_s3', greatest(0, least(1, r.s3s / r.n)),
+            'dirA', CASE WHEN r.sum_w > 1e-9 THEN greatest(-1, least(1, r.sum_wa / r.sum_w)) ELSE 0 END,
+            'dirE', CASE WHEN r.sum_w > 1e-9 THEN greatest(-1, least(1, r.sum_we / r.sum_w)) ELSE 0 END,
+            'variance', r.variance,
+            'support_score', r.support,
+            'reliability_score', r.reliability,
+            'confidence', r.support * r.reliability,
+            'sum_w', greatest(0, r.sum_w)
+        )
+    FROM r
+    WHERE r.n >= 1
+);
+
+-- learning.build_strength_lessons: pm_strength lessons of every (pattern, scope slice) with >= n_min
+-- distinct trades in (as_of - lookback, as_of]; upserts learning_lessons, deactivates the rest.
+-- A trade whose actions of one pattern carry several scopes becomes inclusion-exclusion cells, so
+-- every slice counts it once; cells feed learning.frequent_slices. Unchanged rows are not written.
+CREATE OR REPLACE FUNCTION learning.build_strength_lessons(
+    p_as_of timestamptz DEFAULT pg_catalog.now(),
+    p_lookback interval DEFAULT NULL,
+    p_n_min integer DEFAULT NULL
+)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+SET client_min_messages = 'warning'
+SET work_mem = '64MB'
+AS $$
+DECLARE
+    tun jsonb := learning.tunables();
+    v_as_of timestamptz := coalesce(p_as_of, pg_catalog.now());
+    v_lookback interval := coalesce(
+        p_lookback,
+        pg_catalog.make_interval(secs => (tun ->> 'lookback_days')::double precision * 86400)
+    );
+    v_n_min integer := coalesce(p_n_min, (tun ->> 'n_min')::integer);
+    v_max_dims integer := (tun ->> 'max_slice_dims')::integer;
+    v_scale double precision := (tun ->> 'roi_scale')::double precision;
+    v_dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
+    v_max_scopes CONSTANT integer := 12;
+    v_baseline double precision;
+    v_trades bigint;
+    v_capped bigint;
+    v_lessons integer;
+    v_inserted integer;
+    v_updated integer;
+    v_deactivated integer;
+BEGIN
+    IF v_n_min IS NULL OR v_n_min < 1 THEN
+        RAISE EXCEPTION 'n_min must be a positive integer, got %', v_n_min
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_lookback <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be positive, got %', v_lookback
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_trades, pg_temp._sl_scopes, pg_temp._sl_dims,
+        pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
+        pg_temp._sl_lessons;
+
+    -- Strength facts of the window (rows without roi are the bot's legacy R/R rows).
+    CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
+    SELECT
+        e.pattern_key,
+        e.trade_id,
+        e.scope,
+        e.roi,
+        e.did_trim,
+        e.reached_s3
+    FROM public.pattern_trade_events AS e
+    WHERE
+        e.roi IS NOT NULL
+        AND e."timestamp" > v_as_of - v_lookback
+        AND e."timestamp" <= v_as_of;
+
+    -- One outcome per trade: its roi (mean, should the bot write several) and shape flags.
+    CREATE TEMP TABLE _sl_trades ON COMMIT DROP AS
+    SELECT
+        e.trade_id,
+        pg_catalog.avg(e.roi) AS roi,
+        coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
+        coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
+    FROM pg_temp._sl_events AS e
+    GROUP BY e.trade_id;
+    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*) INTO v_baseline, v_trades FROM pg_temp._sl_trades AS t;
+
+    -- Distinct scopes -> their dimensions (scope_dimensions runs once per distinct scope), and
+    -- distinct dimension objects numbered so the per-trade work groups on integers, not jsonb.
+    CREATE TEMP TABLE _sl_scopes ON COMMIT DROP AS
+    SELECT
+        d.scope,
+        learning.scope_dimensions(d.scope, v_dims) AS dims
+    FROM (SELECT DISTINCT e.scope FROM pg_temp._sl_events AS e) AS d;
+    CREATE TEMP TABLE _sl_dims ON COMMIT DROP AS
+    SELECT
+        pg_catalog.row_number() OVER ()::integer AS dims_id,
+        x.dims
+    FROM (SELECT DISTINCT s.dims FROM pg_temp._sl_scopes AS s) AS x;
+    CREATE TEMP TABLE _sl_scope_ids ON COMMIT DROP AS
+    SELECT
+        s.scope,
+        d.dims_id
+    FROM pg_temp._sl_scopes AS s
+    INNER JOIN pg_temp._sl_dims AS d ON s.dims = d.dims;
+    ANALYZE pg_temp._sl_scope_ids;
+    ANALYZE pg_temp._sl_dims;
+
+    -- Distinct (pattern, trade, dims) and each trade's number of distinct dims per pattern.
+    CREATE TEMP TABLE _sl_ptd ON COMMIT DROP AS
+    SELECT
+        u.pattern_key,
+        u.trade_id,
+        u.dims_id,
+        pg_catalog.count(*) OVER (PARTITION BY u.pattern_key, u.trade_id) AS m
+    FROM (
+        SELECT DISTINCT
+            e.pattern_key,
+            e.trade_id,
+            i.dims_id
+        FROM pg_temp._sl_events AS e
+        INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
+    ) AS u;
+    ANALYZE pg_temp._sl_ptd;
+
+    -- Trades of a pattern with several dims: a dims contained in another of the same trade adds
+    -- nothing to the trade's union and is dropped (fewer inclusion-exclusion terms).
+    CREATE TEMP TABLE _sl_multi ON COMMIT DROP AS
+    SELECT
+        p.pattern_key,
+        p.trade_id,
+        d.dims
+    FROM pg_temp._sl_ptd AS p
+    INNER JOIN pg_temp._sl_dims AS d ON p.dims_id = d.dims_id
+    WHERE p.m > 1;
+    DELETE FROM pg_temp._sl_multi AS a
+    WHERE EXISTS (
+        SELECT FROM pg_temp._sl_multi AS b
+        WHERE
+            b.pattern_key = a.pattern_key AND b.trade_id = a.trade_id
+            AND b.dims <> a.dims AND b.dims @> a.dims
+    );
+
+    SELECT pg_catalog.count(*) INTO v_capped
+    FROM (
+        SELECT FROM pg_temp._sl_multi AS p
+        GROUP BY p.pattern_key, p.trade_id
+        HAVING pg_catalog.count(*) > v_max_scopes
+    ) AS p;
+    IF v_capped > 0 THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'STRENGTH LESSONS: trades_over_scope_cap=%s | cap=%s | counted by their first %s scopes',
+            v_capped, v_max_scopes, v_max_scopes
+        ));
+    END IF;
+
+    -- Per-trade values: x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).
+    CREATE TEMP TABLE _sl_tv ON COMMIT DROP AS
+    SELECT
+        tr.trade_id,
+        tr.roi,
+        pg_catalog.tanh(tr.roi / v_scale) AS x,
+        CASE WHEN tr.roi < 0 THEN -1 WHEN tr.roi > 0 AND tr.reached_s3 THEN 1 ELSE 0 END AS da,
+        CASE
+            WHEN tr.roi < 0 AND tr.did_trim THEN 1 WHEN tr.roi > 0 AND tr.reached_s3 THEN -1 ELSE 0
+        END AS de,
+        tr.did_trim::integer AS trim_flag,
+        tr.reached_s3::integer AS s3_flag
+    FROM pg_temp._sl_trades AS tr;
+    ANALYZE pg_temp._sl_tv;
+
+    -- Cells with the additive sums [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s]: a trade with one
+    -- dims is one cell; with m dims, the 2^m - 1 intersections with alternating signs
+    -- (inclusion-exclusion), merged per trade, so every slice holds the trade exactly once.
+    CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
+    WITH RECURSIVE single AS (
+        SELECT
+            p.pattern_key,
+            p.dims_id,
+            ARRAY[
+                pg_catalog.count(*),
+                pg_catalog.sum(t.roi),
+                pg_catalog.sum(t.x),
+                pg_catalog.sum(t.x * t.x),
+                pg_catalog.sum(abs(t.x)),
+                pg_catalog.sum(abs(t.x) * t.da),
+                pg_catalog.sum(abs(t.x) * t.de),
+                pg_catalog.sum(t.trim_flag),
+                pg_catalog.sum(t.s3_flag)
+            ]::double precision [] AS stats
+        FROM pg_temp._sl_ptd AS p
+        INNER JOIN pg_temp._sl_tv AS t ON p.trade_id = t.trade_id
+        WHERE p.m = 1
+        GROUP BY p.pattern_key, p.dims_id
+    ),
+
+    numbered AS (
+        SELECT
+            mu.pattern_key,
+            mu.trade_id,
+            mu.dims,
+            pg_catalog.row_number() OVER (PARTITION BY mu.pattern_key, mu.trade_id ORDER BY mu.dims) AS j
+        FROM pg_temp._sl_multi AS mu
+    ),
+
+    capped AS (
+        SELECT nb.* FROM numbered AS nb WHERE nb.j <= v_max_scopes
+    ),
+
+    terms (pattern_key, trade_id, j, dims, sign) AS (
+        SELECT
+            c.pattern_key,
+            c.trade_id,
+            c.j,
+            c.dims,
+            1
+        FROM capped AS c
+        UNION ALL
+        SELECT
+            t.pattern_key,
+            t.trade_id,
+            c.j,
+            learning._jsonb_intersect(t.dims, c.dims),
+            -t.sign
+        FROM terms AS t
+        INNER JOIN capped AS c
+            ON t.pattern_key = c.pattern_key AND t.trade_id = c.trade_id AND c.j > t.j
+    ),
+
+    merged AS (
+        SELECT
+            t.pattern_key,
+            t.trade_id,
+            t.dims,
+            pg_catalog.sum(t.sign) AS sign
+        FROM terms AS t
+        GROUP BY t.pattern_key, t.trade_id, t.dims
+        HAVING pg_catalog.sum(t.sign) <> 0
+    )
+
+    SELECT
+        s.pattern_key,
+        d.dims,
+        s.stats
+    FROM single AS s
+    INNER JOIN pg_temp._sl_dims AS d ON s.dims_id = d.dims_id
+    UNION ALL
+    SELECT
+        mg.pattern_key,
+        mg.dims,
+        ARRAY[
+            pg_catalog.sum(mg.sign),
+            pg_catalog.sum(mg.sign * t.roi),
+            pg_catalog.sum(mg.sign * t.x),
+            pg_catalog.sum(mg.sign * t.x * t.x),
+            pg_catalog.sum(mg.sign * abs(t.x)),
+            pg_catalog.sum(mg.sign * abs(t.x) * t.da),
+            pg_catalog.sum(mg.sign * abs(t.x) * t.de),
+            pg_catalog.sum(mg.sign * t.trim_flag),
+            pg_catalog.sum(mg.sign * t.s3_flag)
+        ]::double precision []
+    FROM merged AS mg
+    INNER JOIN pg_temp._sl_tv AS t ON mg.trade_id = t.trade_id
+    GROUP BY mg.pattern_key, mg.dims;
+
+    CREATE TEMP TABLE _sl_lessons ON COMMIT DROP AS
+    SELECT
+        f.pattern_key,
+        f.scope_subset,
+        learning.strength_stats(f.stats, v_baseline) AS stats
+    FROM learning.frequent_slices(v_n_min, v_max_dims) AS f;
+    DELETE FROM pg_temp._sl_lessons AS l WHERE l.stats IS NULL;
+    SELECT pg_catalog.count(*) INTO v_lessons FROM pg_temp._sl_lessons;
+
+    WITH written AS (
+        INSERT INTO public.learning_lessons AS l (
+            module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status,
+            created_at, updated_at
+        )
+        SELECT
+            'pm',
+            s.pattern_key,
+            'pm_strength',
+            s.scope_subset,
+            (s.stats ->> 'n')::integer,
+            s.stats,
+            'pm_strength',
+            'active',
+            pg_catalog.now(),
+            pg_catalog.now()
+        FROM pg_temp._sl_lessons AS s
+        ON CONFLICT (module, pattern_key, action_category, scope_subset) DO UPDATE
+            SET
+                n = excluded.n,
+                stats = excluded.stats,
+                lesson_type = excluded.lesson_type,
+                status = 'active',
+                updated_at = excluded.updated_at
+            WHERE
+                l.status IS DISTINCT FROM 'active'
+                OR l.n IS DISTINCT FROM excluded.n
+                OR l.lesson_type IS DISTINCT FROM excluded.lesson_type
+                OR NOT learning._stats_close(l.stats, excluded.stats)
+        RETURNING (l.xmax = 0) AS inserted
+    )
+
+    SELECT
+        pg_catalog.count(*) FILTER (WHERE w.inserted),
+        pg_catalog.count(*) FILTER (WHERE NOT w.inserted)
+    INTO v_inserted, v_updated
+    FROM written AS w;
+
+    UPDATE public.learning_lessons AS l
+    SET status = 'inactive', updated_at = pg_catalog.now()
+    WHERE
+        l.module = 'pm'
+        AND l.action_category = 'pm_strength'
+        AND l.status = 'active'
+        AND NOT EXISTS (
+            SELECT FROM pg_temp._sl_lessons AS s
+            WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
+        );
+    GET DIAGNOSTICS v_deactivated = ROW_COUNT;
+
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'STRENGTH LESSONS: as_of=%s | trades=%s | lessons=%s | new=%s | updated=%s | deactivated=%s | n_min=%s',
+        v_as_of, v_trades, v_lessons, v_inserted, v_updated, v_deactivated, v_n_min
+    ));
+    PERFORM pg_catalog.set_config('learning.strength_lessons_counts', pg_catalog.jsonb_build_object(
+        'trades', v_trades, 'lessons', v_lessons, 'active', v_lessons, 'inserted', v_inserted,
+        'updated', v_updated, 'deactivated', v_deactivated
+    )::text, true);
+
+    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_trades, pg_temp._sl_scopes, pg_temp._sl_dims,
+        pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
+        pg_temp._sl_lessons;
+    RETURN v_lessons;
+END;
+$$;
+
+-- learning.materialize_strength_overrides: every active pm_strength lesson with (dirA, dirE) <> (0, 0)
+-- becomes an active pm_strength override; every other pm_strength override (the bot's legacy ones
+-- included) is deactivated. Unchanged rows are not written; each write is one log line.
+CREATE OR REPLACE FUNCTION learning.materialize_strength_overrides()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+SET client_min_messages = 'warning'
+AS $$
+DECLARE
+    v_active integer;
+    v_written integer;
+    v_deactivated integer;
+    v_no_override integer;
+BEGIN
+    DROP TABLE IF EXISTS pg_temp._so_target;
+    CREATE TEMP TABLE _so_target ON COMMIT DROP AS
+    SELECT
+        l.pattern_key,
+        l.scope_subset,
+        (l.stats ->> 'dirA')::double precision AS dira,
+        (l.stats ->> 'dirE')::double precision AS dire,
+        (l.stats ->> 'confidence')::double precision AS confidence,
+        (l.stats ->> 'edge_raw_roi')::double precision AS edge,
+        l.n
+    FROM public.learning_lessons AS l
+    WHERE
+        l.module = 'pm'
+        AND l.action_category = 'pm_strength'
+        AND l.lesson_type = 'pm_strength'
+        AND l.status = 'active';
+
+    -- A lesson without direction steers nothing: say so instead of writing an override.
+    SELECT pg_catalog.count(*) INTO v_no_override FROM (
+        SELECT learning._log('INFO', pg_catalog.format(
+        'STRENGTH NO OVERRIDE: pattern=%s | dirA=0 dirE=0 conf=%s edge=%s n=%s | scope=%s | reason=no direction (wins without S3 only, or roi 0)',
+        t.pattern_key, learning._fmt(t.confidence), learning._fmt(t.edge), t.n, t.scope_subset
+    ))
+    FROM pg_temp._so_target AS t
+    WHERE t.dira = 0 AND t.dire = 0) AS x;
+    DELETE FROM pg_temp._so_target AS t WHERE t.dira = 0 AND t.dire = 0;
+    SELECT pg_catalog.count(*) INTO v_active FROM pg_temp._so_target;
+
+    WITH written AS (
+        INSERT INTO public.pm_overrides AS o (
+            pattern_key, action_category, scope_subset, multiplier, tuning_params, confidence_score,
+            dira, dire, edge_raw_roi, n, status, last_updated_at
+        )
+        SELECT
+            t.pattern_key,
+            'pm_strength',
+            t.scope_subset,
+            1.0,
+            NULL,
+            t.confidence,
+            t.dira,
+            t.dire,
+            t.edge,
+            t.n,
+            'active',
+            pg_catalog.now()
+        FROM pg_temp._so_target AS t
+        ON CONFLICT (pattern_key, action_category, scope_subset) DO UPDATE
+            SET
+                multiplier = excluded.multiplier,
+                tuning_params = excluded.tuning_params,
+                confidence_score = excluded.confidence_score,
+                dira = excluded.dira,
+                dire = excluded.dire,
+                edge_raw_roi = excluded.edge_raw_roi,
+                n = excluded.n,
+                status = 'active',
+                last_updated_at = excluded.last_updated_at
+            WHERE
+                o.status IS DISTINCT FROM 'active'
+                OR o.multiplier IS DISTINCT FROM excluded.multiplier
+                OR o.tuning_params IS NOT NULL
+                OR o.n IS DISTINCT FROM excluded.n
+                OR NOT learning._num_close(o.confidence_score, excluded.confidence_score)
+                OR NOT learning._num_close(o.dira, excluded.dira)
+                OR NOT learning._num_close(o.dire, excluded.dire)
+                OR NOT learning._num_close(o.edge_raw_roi, excluded.edge_raw_roi)
+        RETURNING o.pattern_key, o.scope_subset, o.dira, o.dire, o.confidence_score, o.edge_raw_roi, o.n
+    ),
+
+    logged AS (
+        SELECT learning._log('INFO', pg_catalog.format(
+            'STRENGTH OVERRIDE: pattern=%s | dirA=%s dirE=%s conf=%s edge=%s n=%s | scope=%s',
+            w.pattern_key, learning._fmt(w.dira), learning._fmt(w.dire),
+            learning._fmt(w.confidence_score), learning._fmt(w.edge_raw_roi), w.n, w.scope_subset
+        ))
+        FROM written AS w
+    )
+
+    SELECT pg_catalog.count(*) INTO v_written FROM logged;
+
+    WITH gone AS (
+        UPDATE public.pm_overrides AS o
+        SET status = 'inactive', last_updated_at = pg_catalog.now()
+        WHERE
+            o.action_category = 'pm_strength'
+            AND o.status IS DISTINCT FROM 'inactive'
+            AND NOT EXISTS (
+                SELECT FROM pg_temp._so_target AS t
+                WHERE t.pattern_key = o.pattern_key AND t.scope_subset = o.scope_subset
+            )
+        RETURNING o.pattern_key, o.scope_subset, o.dira, o.n
+    ),
+
+    logged AS (
+        SELECT learning._log('INFO', pg_catalog.format(
+            'STRENGTH OVERRIDE DEACTIVATED: pattern=%s | n=%s | scope=%s | reason=%s',
+            g.pattern_key, coalesce(g.n::text, 'null'), g.scope_subset,
+            CASE
+                WHEN g.dira IS NULL THEN 'legacy size multiplier row'
+                ELSE 'no active lesson with a direction'
+            END
+        ))
+        FROM gone AS g
+    )
+
+    SELECT pg_catalog.count(*) INTO v_deactivated FROM logged;
+
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'STRENGTH MATERIALIZER: active=%s | written=%s | deactivated=%s | no_override=%s',
+        v_active, v_written, v_deactivated, v_no_override
+    ));
+    PERFORM pg_catalog.set_config('learning.strength_overrides_counts', pg_catalog.jsonb_build_object(
+        'active', v_active, 'written', v_written, 'deactivated', v_deactivated,
+        'no_override', v_no_override
+    )::text, true);
+    DROP TABLE IF EXISTS pg_temp._so_target;
+    RETURN v_active;
+END;
+$$;

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "strength",  # explain strength
     "tuning",  # explain tuning
     "ops",  # run, scheduler, flags, config, logs, explain allocation, plot, demo, check
+    "check",  # check (recompute and compare the learning state)
 ]
 
 

@@ -68,7 +68,7 @@ def _clean(value):
 def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, row) pairs from a .csv or .jsonl/.json-lines file."""
     suffix = path.suffix.lower()
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheet CSVs start with a BOM
         if suffix == ".csv":
             reader = csv.DictReader(handle)
             unknown = set(reader.fieldnames or ()) - set(COLUMNS)

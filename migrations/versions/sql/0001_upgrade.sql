@@ -337,22 +337,27 @@ BEGIN ATOMIC
 END;
 
 -- learning.tunables: every tunable of SPEC section 10, stored value or default, as one jsonb.
--- A missing key means its default, so the learning row may be absent or partial.
+-- A missing key means its default, so the learning row may be absent or partial. plpgsql so the
+-- plan is cached per session (PostgreSQL 15 re-plans a SQL function on every trigger call).
 CREATE OR REPLACE FUNCTION learning.tunables()
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = ''
-BEGIN ATOMIC
-    SELECT
-        pg_catalog.jsonb_object_agg(
-            s.key,
-            coalesce(c.config_data -> s.key, s.default_value)
-            ORDER BY s.key
-        )
-    FROM learning.tunable_specs AS s
-    LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning';
+AS $$
+BEGIN
+    RETURN (
+        SELECT
+            pg_catalog.jsonb_object_agg(
+                s.key,
+                coalesce(c.config_data -> s.key, s.default_value)
+                ORDER BY s.key
+            )
+        FROM learning.tunable_specs AS s
+        LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning'
+    );
 END;
+$$;
 
 -- learning._validate_tunable: raise unless value is allowed for key; returns the value.
 -- One place for the rule so SQL callers and the CLI see the same message.
@@ -489,7 +494,7 @@ BEGIN
     updated_at = pg_catalog.now(),
     updated_by = 'lowcap-learning';
     PERFORM learning._log('INFO', pg_catalog.format(
-        'FEATURE FLAG: module=%s | flag=%s | value=%s', p_module, p_flag, p_value
+        'FEATURE FLAG: module=%s | flag=%s | value=%s', p_module, p_flag, p_value::text
     ));
     RETURN p_value;
 END;
@@ -624,7 +629,7 @@ AS $$
 DECLARE
     k integer := pg_catalog.cardinality(p_current);
     result learning.allocation_step_result;
-    members integer [] := '{}';
+    members integer [] := '{}'::integer [];
     m integer;
     group_total double precision := 0;
     min_roi double precision;
@@ -795,31 +800,34 @@ END;
 $$;
 
 -- learning._series_state: the fold state of one series from the decision_maker config.
+-- One cast, no sub-select and no SET clause, so it inlines (it runs four times per trigger call).
 CREATE OR REPLACE FUNCTION learning._series_state(p_cfg jsonb, p_series text)
 RETURNS double precision []
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+PARALLEL SAFE
 RETURN CASE
-    WHEN p_cfg -> 'learning_state' ? p_series
-        THEN
-            array(
-                SELECT pg_catalog.jsonb_array_elements_text(p_cfg -> 'learning_state' -> p_series)::double precision
-            )
+    WHEN pg_catalog.jsonb_typeof(p_cfg -> 'learning_state' -> p_series) = 'array'
+        THEN pg_catalog.translate(
+            (p_cfg -> 'learning_state' -> p_series)::text, '[]', '{}'
+        )::double precision []
 END;
 
 -- learning._decision_maker_config: the decision_maker keys for an allocation and fold states.
--- states holds 4 series of 5 values (15m, 1h, 4h, global); counts holds their n.
+-- states holds 4 series of 5 values (15m, 1h, 4h, global); counts holds their n. plpgsql, not
+-- SQL: PostgreSQL 15 re-plans a non-inlined SQL function on every call, this caches its plan.
 CREATE OR REPLACE FUNCTION learning._decision_maker_config(
     p_allocation double precision [],
     p_states double precision [],
     p_counts integer []
 )
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 IMMUTABLE
 SET search_path = ''
-RETURN (
+AS $$
+BEGIN
+    RETURN (
     WITH series AS (
         SELECT
             s.idx,
@@ -857,38 +865,48 @@ RETURN (
             )
         )
     FROM series AS s
-);
+    );
+END;
+$$;
 
 -- learning._fmt: a number for log lines (4 to 6 decimals, no float noise).
+-- No SET clause so it inlines into the trigger's log statement (called per history row).
 CREATE OR REPLACE FUNCTION learning._fmt(x double precision, digits integer DEFAULT 4)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
 RETURN coalesce(pg_catalog.round(x::numeric, digits)::text, 'null');
 
 -- learning._fmt_allocation: {15m: 0.15, 1h: 0.5, 4h: 0.35} as the plan's log lines show it.
+-- Written out for the three tracked timeframes, without a sub-select, so it inlines.
 CREATE OR REPLACE FUNCTION learning._fmt_allocation(p_allocation double precision [])
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
-RETURN '{' || (
-    SELECT pg_catalog.string_agg(tf || ': ' || learning._fmt(a, 6), ', ' ORDER BY i)
-    FROM unnest(learning.tracked_timeframes(), p_allocation) WITH ORDINALITY AS x (tf, a, i)
+RETURN '{' || pg_catalog.array_to_string(
+    ARRAY[
+        (learning.tracked_timeframes())[1] || ': ' || learning._fmt(p_allocation[1], 6),
+        (learning.tracked_timeframes())[2] || ': ' || learning._fmt(p_allocation[2], 6),
+        (learning.tracked_timeframes())[3] || ': ' || learning._fmt(p_allocation[3], 6)
+    ],
+    ', '
 ) || '}';
 
 -- learning.trg_closed_trades_learn: AFTER INSERT (statement) on closed_trades.
 -- Takes each new trade as one step in (closed_at, trade_id) order under the decision_maker row
 -- lock, then redistributes positions once and writes strength facts, all in the same statement.
+-- jit off: transition-table row estimates are far too high, and JIT compiling cost more than it saved.
+-- extra_float_digits 1: the state goes through jsonb and text exactly, whatever the client session set.
 CREATE OR REPLACE FUNCTION learning.trg_closed_trades_learn()
 RETURNS trigger
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = ''
+SET extra_float_digits = 1
+SET jit = off
 AS $$
 DECLARE
     tun jsonb;
@@ -900,7 +918,7 @@ DECLARE
     tracked CONSTANT text [] := learning.tracked_timeframes();
     cfg jsonb;
     alloc double precision [];
-    alloc_start double precision [];
+    alloc_moved boolean := false;
     states double precision [];
     counts integer [];
     roi_short double precision [];
@@ -909,20 +927,22 @@ DECLARE
     i integer;
     g CONSTANT integer := 4;
     at_epoch double precision;
+    st double precision [];
     -- history rows, written once at the end
-    h_trade text [] := '{}';
-    h_tf text [] := '{}';
-    h_closed timestamptz [] := '{}';
-    h_roi double precision [] := '{}';
-    h_reason text [] := '{}';
-    h_before text [] := '{}';
-    h_after text [] := '{}';
-    h_desired text [] := '{}';
-    h_scores text [] := '{}';
-    h_roi_short text [] := '{}';
-    h_counts text [] := '{}';
-    h_limit double precision [] := '{}';
+    h_trade text [] := '{}'::text [];
+    h_tf text [] := '{}'::text [];
+    h_closed timestamptz [] := '{}'::timestamptz [];
+    h_roi double precision [] := '{}'::double precision [];
+    h_reason text [] := '{}'::text [];
+    h_before text [] := '{}'::text [];
+    h_after text [] := '{}'::text [];
+    h_desired text [] := '{}'::text [];
+    h_scores text [] := '{}'::text [];
+    h_roi_short text [] := '{}'::text [];
+    h_counts text [] := '{}'::text [];
+    h_limit double precision [] := '{}'::double precision [];
     bad record;
+    cfg_tid tid;
 BEGIN
     -- Actions are validated before anything is learned: a bad element fails the whole INSERT.
     SELECT n.trade_id, e.ord, e.action INTO bad
@@ -941,20 +961,26 @@ BEGIN
                 COLUMN = 'actions', TABLE = 'closed_trades', SCHEMA = 'public';
     END IF;
 
+    -- The row lock serializes concurrent trade inserts: no lost update. Tunables are read after
+    -- it, so a trade that waited on a tau change folds with the tau that rebuilt the state.
+    -- The row's ctid is kept so the final UPDATE is a TID fetch: when another session's snapshot
+    -- holds back pruning, an index lookup walks every dead version of this row (twice per trade).
+    SELECT c.ctid, c.config_data INTO cfg_tid, cfg
+    FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
+    IF cfg_tid IS NULL OR NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' THEN
+        cfg := learning.ensure_decision_maker_config();
+        SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
+    END IF;
     tun := learning.tunables();
     tau_short := (tun ->> 'tau_short_days')::double precision * 86400;
     tau_long := (tun ->> 'tau_long_days')::double precision * 86400;
     max_step := (tun ->> 'max_step')::double precision;
     min_trades_full := (tun ->> 'min_trades_full')::double precision;
     min_allocation := (tun ->> 'min_allocation')::double precision;
-
-    -- The row lock serializes concurrent trade inserts: no lost update.
-    cfg := learning.ensure_decision_maker_config();
     alloc := ARRAY(
         SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
         FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
     );
-    alloc_start := alloc;
     states := pg_catalog.array_fill(0::double precision, ARRAY[g * 5]);
     counts := coalesce(
         ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::integer),
@@ -991,18 +1017,18 @@ BEGIN
             h_limit := h_limit || NULL::double precision;
         ELSE
             at_epoch := EXTRACT(EPOCH FROM t.closed_at);
-            states[(i - 1) * 5 + 1:i * 5] := learning.ewma_fold(
-                states[(i - 1) * 5 + 1:i * 5], t.roi, at_epoch, tau_short, tau_long
-            );
-            states[(g - 1) * 5 + 1:g * 5] := learning.ewma_fold(
-                states[(g - 1) * 5 + 1:g * 5], t.roi, at_epoch, tau_short, tau_long
-            );
+            st := states[(i - 1) * 5 + 1:i * 5];
+            st := learning.ewma_fold(st, t.roi, at_epoch, tau_short, tau_long);
+            states[(i - 1) * 5 + 1:i * 5] := st;
+            roi_short[i] := learning.ewma_short(st);
+            st := states[(g - 1) * 5 + 1:g * 5];
+            states[(g - 1) * 5 + 1:g * 5] := learning.ewma_fold(st, t.roi, at_epoch, tau_short, tau_long);
             counts[i] := counts[i] + 1;
             counts[g] := counts[g] + 1;
-            roi_short[i] := learning.ewma_short(states[(i - 1) * 5 + 1:i * 5]);
             step := learning.allocation_step(
                 alloc, roi_short, counts[1:g - 1], max_step, min_trades_full, min_allocation
             );
+            alloc_moved := alloc_moved OR step.new_allocation IS DISTINCT FROM alloc;
             alloc := step.new_allocation;
             h_reason := h_reason || step.reason;
             h_desired := h_desired || step.desired::text;
@@ -1022,7 +1048,7 @@ BEGIN
     SET config_data = config_data || learning._decision_maker_config(alloc, states, counts),
         updated_at = pg_catalog.now(),
         updated_by = 'lowcap-learning'
-    WHERE module_id = 'decision_maker';
+    WHERE ctid = cfg_tid;
 
     WITH history AS (
         INSERT INTO learning.allocation_history (
@@ -1071,13 +1097,14 @@ BEGIN
                     h.timeframe, h.trade_id
                 )
                 WHEN 'skip_one_timeframe' THEN pg_catalog.format(
-                    'ALLOCATION SKIP: Only %s timeframe has trades (need 2+) | timeframes_with_trades=[%s]',
+                    'ALLOCATION SKIP: Only %s timeframe has trades (need 2+) | timeframes_with_trades=[%s] | trade_id=%s',
                     (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(h.trade_counts) AS c (n) WHERE c.n > 0),
                     (
                         SELECT pg_catalog.string_agg(tf, ', ' ORDER BY o)
                         FROM unnest(tracked, h.trade_counts) WITH ORDINALITY AS c (tf, n, o)
                         WHERE c.n > 0
-                    )
+                    ),
+                    h.trade_id
                 )
                 ELSE pg_catalog.format(
                     'ALLOCATION UPDATE: trigger=%s trade closed | old=%s | new=%s | change=%s%% | limit=%s | trade_id=%s',
@@ -1096,7 +1123,9 @@ BEGIN
     ORDER BY h.seq, l.ord;
     PERFORM pg_catalog.pg_notify('learning_log', '');
 
-    IF alloc IS DISTINCT FROM alloc_start THEN
+    -- Any step that moved counts, even if the statement ends where it began: one-by-one inserts
+    -- would have redistributed, and a multi-row INSERT must give the same positions.
+    IF alloc_moved THEN
         PERFORM learning.redistribute_positions(alloc);
     END IF;
 
@@ -1104,22 +1133,27 @@ BEGIN
     INSERT INTO public.pattern_trade_events (
         pattern_key, action_category, scope, trade_id, roi, did_trim, reached_s3, "timestamp"
     )
+    -- did_trim / reached_s3 are judged once per trade (one pass over its actions), not per action.
     SELECT
         e.action ->> 'pattern_key',
         e.action ->> 'action_category',
         coalesce(nullif(e.action -> 'scope', 'null'::jsonb), '{}'::jsonb),
         n.trade_id,
         learning.trade_roi(n.rpnl_pct),
-        coalesce(n.did_trim, EXISTS (
-            SELECT FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
-            WHERE x.a ->> 'action_category' = 'trim' OR x.a ->> 'decision_type' = 'trim'
-        )),
-        coalesce(n.reached_s3, EXISTS (
-            SELECT FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
-            WHERE x.a ->> 'state' = 'S3' OR pg_catalog.strpos(x.a ->> 'pattern_key', '.S3.') > 0
-        )),
+        f.did_trim,
+        f.reached_s3,
         n.closed_at
     FROM new_trades AS n
+    CROSS JOIN LATERAL (
+        SELECT
+            coalesce(n.did_trim, coalesce(pg_catalog.bool_or(
+                x.a ->> 'action_category' = 'trim' OR x.a ->> 'decision_type' = 'trim'
+            ), false)) AS did_trim,
+            coalesce(n.reached_s3, coalesce(pg_catalog.bool_or(
+                x.a ->> 'state' = 'S3' OR pg_catalog.strpos(x.a ->> 'pattern_key', '.S3.') > 0
+            ), false)) AS reached_s3
+        FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
+    ) AS f
     CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(n.actions) WITH ORDINALITY AS e (action, ord)
     ORDER BY n.closed_at, n.trade_id, e.ord;
 
@@ -1269,13 +1303,14 @@ BEGIN ATOMIC
 END;
 
 -- learning.recompute_roi_state: rebuild the stored EWMA state from closed_trades (after a tau
--- change); the allocation is left as it is.
+-- change); the allocation is left as it is. Exact float output, as in the trigger.
 CREATE OR REPLACE FUNCTION learning.recompute_roi_state()
 RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = ''
+SET extra_float_digits = 1
 AS $$
 DECLARE
     cfg jsonb;
@@ -1308,23 +1343,1844 @@ $$;
 
 SELECT learning.ensure_decision_maker_config();
 
+-- file: sql/025_slices.sql
+-- Scope slices (SPEC section 7), shared by the strength builder and the tuning miner: the scope
+-- dimensions of a row, and the level-wise (apriori) search of every slice with enough support.
+
+-- learning.scope_dimensions: the top-level keys of p_scope with a string, number or boolean value,
+-- restricted to p_dims unless it is empty. Pure pg_catalog SQL, no SET clause, so it inlines.
+CREATE OR REPLACE FUNCTION learning.scope_dimensions(p_scope jsonb, p_dims text [] DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN pg_catalog.jsonb_typeof(p_scope) = 'object'
+        THEN coalesce(
+            (
+                SELECT pg_catalog.jsonb_object_agg(e.key, e.value)
+                FROM pg_catalog.jsonb_each(p_scope) AS e (key, value)
+                WHERE
+                    pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+                    AND (coalesce(pg_catalog.cardinality(p_dims), 0) = 0 OR e.key = any(p_dims))
+            ),
+            '{}'::jsonb
+        )
+    ELSE '{}'::jsonb
+END;
+
+-- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
+-- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
+-- Level by level on aggregated cells: level k extends the frequent (k-1)-slices a cell contains with
+-- the cell's frequent pairs whose key sorts after the slice's last key (each slice built once).
+-- Pairs are numbered in key order so a slice is an int[] while it is counted (far cheaper than jsonb)
+-- and a cell's frequent pairs are one sorted array, extended by slicing instead of a join.
+CREATE OR REPLACE FUNCTION learning.frequent_slices(p_n_min integer, p_max_dims integer)
+RETURNS TABLE (pattern_key text, scope_subset jsonb, stats double precision [])
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = ''
+SET client_min_messages = 'warning'
+AS $$
+DECLARE
+    width integer;
+    sums text;
+    cell_sums text;
+    level integer := 0;
+    max_level integer := GREATEST(coalesce(p_max_dims, 0), 0);
+    found_rows bigint;
+BEGIN
+    IF pg_catalog.to_regclass('pg_temp.slice_cells') IS NULL THEN
+        RAISE EXCEPTION 'learning.frequent_slices needs the temp table pg_temp.slice_cells'
+            USING ERRCODE = 'undefined_table',
+                HINT = 'CREATE TEMP TABLE slice_cells (pattern_key text, dims jsonb, stats float8[])';
+    END IF;
+    SELECT pg_catalog.max(pg_catalog.cardinality(c.stats)) INTO width FROM pg_temp.slice_cells AS c;
+    IF width IS NULL OR width < 1 THEN
+        RETURN;
+    END IF;
+    DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_raw, pg_temp._fs_items, pg_temp._fs_pairs,
+        pg_temp._fs_citems, pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out;
+    -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).
+    SELECT
+        pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.stats[%s]) AS s%s', i, i), ', ' ORDER BY i),
+        pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.s%s)', i), ', ' ORDER BY i)
+    INTO cell_sums, sums
+    FROM pg_catalog.generate_series(1, width) AS i;
+    EXECUTE pg_catalog.format(
+        'CREATE TEMP TABLE _fs_cells ON COMMIT DROP AS
+         SELECT pg_catalog.row_number() OVER () AS cell_id, g.*
+         FROM (
+             SELECT c.pattern_key, c.dims, %s
+             FROM pg_temp.slice_cells AS c
+             WHERE c.pattern_key IS NOT NULL
+             GROUP BY c.pattern_key, c.dims
+         ) AS g',
+        cell_sums
+    );
+    ANALYZE pg_temp._fs_cells;
+    CREATE TEMP TABLE _fs_items (
+        item_id integer, pattern_key text, key text COLLATE "C", value jsonb
+    ) ON COMMIT DROP;
+    CREATE TEMP TABLE _fs_out (
+        out_id bigint GENERATED ALWAYS AS IDENTITY,
+        pattern_key text,
+        ids integer [],
+        stats double precision []
+    ) ON COMMIT DROP;
+
+    -- Level 0: the empty slice of every pattern.
+    EXECUTE pg_catalog.format(
+        'INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+         SELECT c.pattern_key, ''{}''::integer [], ARRAY[%s]
+         FROM pg_temp._fs_cells AS c
+         GROUP BY c.pattern_key
+         HAVING pg_catalog.sum(c.s1) >= $1',
+        sums
+    ) USING p_n_min;
+    GET DIAGNOSTICS found_rows = ROW_COUNT;
+
+    IF found_rows > 0 AND max_level >= 1 THEN
+        -- Every scalar (key, value) pair of every cell of a supported pattern.
+        CREATE TEMP TABLE _fs_raw ON COMMIT DROP AS
+        SELECT
+            c.cell_id,
+            c.pattern_key,
+            e.key COLLATE "C" AS key,
+            e.value
+        FROM pg_temp._fs_cells AS c
+        INNER JOIN pg_temp._fs_out AS o ON c.pattern_key = o.pattern_key
+        CROSS JOIN LATERAL pg_catalog.jsonb_each(
+            CASE WHEN pg_catalog.jsonb_typeof(c.dims) = 'object' THEN c.dims ELSE '{}'::jsonb END
+        ) AS e (key, value)
+        WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean');
+        ANALYZE pg_temp._fs_raw;
+
+        -- Items: distinct (pattern, key, value), numbered in key order, so a cell's items sorted by
+        -- id are sorted by key and a slice's ids are increasing.
+        INSERT INTO pg_temp._fs_items (item_id, pattern_key, key, value)
+        SELECT
+            pg_catalog.row_number() OVER (ORDER BY d.key, d.pattern_key, d.value)::integer AS item_id,
+            d.pattern_key,
+            d.key,
+            d.value
+        FROM (SELECT DISTINCT r.pattern_key, r.key, r.value FROM pg_temp._fs_raw AS r) AS d;
+        ANALYZE pg_temp._fs_items;
+
+        CREATE TEMP TABLE _fs_pairs ON COMMIT DROP AS
+        SELECT
+            r.cell_id,
+            i.item_id
+        FROM pg_temp._fs_raw AS r
+        INNER JOIN pg_temp._fs_items AS i
+            ON r.pattern_key = i.pattern_key AND r.key = i.key AND r.value = i.value;
+        DROP TABLE pg_temp._fs_raw;
+        ANALYZE pg_temp._fs_pairs;
+
+        -- Level 1: one slice per item.
+        EXECUTE pg_catalog.format(
+            'CREATE TEMP TABLE _fs_level ON COMMIT DROP AS
+             SELECT ARRAY[p.item_id] AS ids, ARRAY[%s] AS stats
+             FROM pg_temp._fs_pairs AS p
+             INNER JOIN pg_temp._fs_cells AS c ON p.cell_id = c.cell_id
+             GROUP BY p.item_id
+             HAVING pg_catalog.sum(c.s1) >= $1',
+            sums
+        ) USING p_n_min;
+        GET DIAGNOSTICS found_rows = ROW_COUNT;
+        level := 1;
+        INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+        SELECT i.pattern_key, l.ids, l.stats
+        FROM pg_temp._fs_level AS l
+        INNER JOIN pg_temp._fs_items AS i ON l.ids[1] = i.item_id;
+
+        -- Each cell's frequent items in key order (apriori: only they can extend a slice).
+        CREATE TEMP TABLE _fs_citems ON COMMIT DROP AS
+        SELECT
+            p.cell_id,
+            pg_catalog.array_agg(p.item_id ORDER BY p.item_id) AS items
+        FROM pg_temp._fs_pairs AS p
+        INNER JOIN pg_temp._fs_level AS l ON l.ids[1] = p.item_id
+        GROUP BY p.cell_id
+        HAVING pg_catalog.count(*) >= 2;
+        CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
+        SELECT
+            c.cell_id,
+            ARRAY[u.item_id] AS ids,
+            u.pos::integer AS pos
+        FROM pg_temp._fs_citems AS c
+        CROSS JOIN LATERAL pg_catalog.unnest(c.items) WITH ORDINALITY AS u (item_id, pos);
+        ANALYZE pg_temp._fs_citems;
+        ANALYZE pg_temp._fs_cur;
+    END IF;
+
+    WHILE found_rows > 0 AND level < max_level LOOP
+        level := level + 1;
+        -- Extend each frequent (k-1)-slice of a cell with each later frequent item of that cell.
+        DROP TABLE IF EXISTS pg_temp._fs_next;
+        CREATE TEMP TABLE _fs_next ON COMMIT DROP AS
+        SELECT
+            cur.cell_id,
+            cur.ids || u.item_id AS ids,
+            cur.pos + u.step::integer AS pos
+        FROM pg_temp._fs_cur AS cur
+        INNER JOIN pg_temp._fs_citems AS c ON cur.cell_id = c.cell_id
+        CROSS JOIN LATERAL
+            pg_catalog.unnest(c.items[cur.pos + 1:]) WITH ORDINALITY AS u (item_id, step);
+        ANALYZE pg_temp._fs_next;
+
+        DROP TABLE IF EXISTS pg_temp._fs_level;
+        EXECUTE pg_catalog.format(
+            'CREATE TEMP TABLE _fs_level ON COMMIT DROP AS
+             SELECT n.ids, ARRAY[%s] AS stats
+             FROM pg_temp._fs_next AS n
+             INNER JOIN pg_temp._fs_cells AS c ON n.cell_id = c.cell_id
+             GROUP BY n.ids
+             HAVING pg_catalog.sum(c.s1) >= $1',
+            sums
+        ) USING p_n_min;
+        GET DIAGNOSTICS found_rows = ROW_COUNT;
+        INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+        SELECT i.pattern_key, l.ids, l.stats
+        FROM pg_temp._fs_level AS l
+        INNER JOIN pg_temp._fs_items AS i ON l.ids[1] = i.item_id;
+
+        IF found_rows > 0 AND level < max_level THEN
+            DROP TABLE IF EXISTS pg_temp._fs_cur;
+            CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
+            SELECT n.cell_id, n.ids, n.pos
+            FROM pg_temp._fs_next AS n
+            INNER JOIN pg_temp._fs_level AS l ON n.ids = l.ids;
+            ANALYZE pg_temp._fs_cur;
+        END IF;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT
+        o.pattern_key,
+        coalesce(
+            pg_catalog.jsonb_object_agg(i.key, i.value) FILTER (WHERE i.item_id IS NOT NULL),
+            '{}'::jsonb
+        ),
+        o.stats
+    FROM pg_temp._fs_out AS o
+    LEFT JOIN LATERAL pg_catalog.unnest(o.ids) AS u (item_id) ON true
+    LEFT JOIN pg_temp._fs_items AS i ON u.item_id = i.item_id
+    GROUP BY o.out_id, o.pattern_key, o.stats;
+    DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_items, pg_temp._fs_pairs, pg_temp._fs_citems,
+        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out;
+END;
+$$;
+
 -- file: sql/030_episodes.sql
--- episodes: filled in by its issue.
+-- Episode capture (SPEC section 6): a BEFORE INSERT trigger on pattern_episode_events turns the
+-- bot's factors.samples plus thresholds into the summary the tuning miner and the lever simulation
+-- read, and learning.set_episode_outcome sets the outcome of every window of an episode.
+
+-- learning._num: a jsonb number as float8, NULL for anything else (strings, booleans, null, |x| >= 1e300);
+-- |x| < 1e-300 is 0 (the float8 cast would raise on underflow). Pure pg_catalog SQL, no SET: it inlines.
+CREATE OR REPLACE FUNCTION learning._num(p_value jsonb)
+RETURNS double precision
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN pg_catalog.jsonb_typeof(p_value) = 'number'
+        THEN CASE
+            WHEN pg_catalog.abs((p_value #>> '{}')::numeric) >= 1e300 THEN NULL
+            WHEN pg_catalog.abs((p_value #>> '{}')::numeric) < 1e-300 THEN 0.0
+            ELSE (p_value #>> '{}')::double precision
+        END
+END;
+
+-- learning._flag: a jsonb boolean as boolean, NULL for anything else.
+-- The bot's flags are booleans; a string "true" is junk, not a flag.
+CREATE OR REPLACE FUNCTION learning._flag(p_value jsonb)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE WHEN pg_catalog.jsonb_typeof(p_value) = 'boolean' THEN (p_value #>> '{}')::boolean END;
+
+-- learning._fmt_slice: a scope as the plan's log lines show it, {timeframe: 15m, chain: solana}.
+-- Keys sorted so that one slice always prints the same.
+CREATE OR REPLACE FUNCTION learning._fmt_slice(p_scope jsonb)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN '{' || coalesce(
+    (
+        SELECT pg_catalog.string_agg(e.key || ': ' || (e.value #>> '{}'), ', ' ORDER BY e.key)
+        FROM pg_catalog.jsonb_each(
+            CASE WHEN pg_catalog.jsonb_typeof(p_scope) = 'object' THEN p_scope ELSE '{}'::jsonb END
+        ) AS e (key, value)
+    ),
+    ''
+) || '}';
+
+-- learning.gate_thresholds: [ts_min, halo_max, slope_min] of an event's factors, defaults filled in.
+-- Missing or non-numeric thresholds default to 0.60, 1.0, 0.0; a non-positive ts_min or halo_max
+-- counts as missing (so a lever's sign always means the same direction). Shared with the simulation.
+CREATE OR REPLACE FUNCTION learning.gate_thresholds(p_factors jsonb)
+RETURNS double precision []
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN ARRAY[
+    CASE
+        WHEN learning._num(p_factors -> 'ts_min') > 0 THEN learning._num(p_factors -> 'ts_min')
+        ELSE 0.60
+    END,
+    CASE
+        WHEN learning._num(p_factors -> 'halo_max') > 0 THEN learning._num(p_factors -> 'halo_max')
+        ELSE 1.0
+    END,
+    coalesce(learning._num(p_factors -> 'slope_min'), 0.0)
+]::double precision [];
+
+-- learning._missing_thresholds: the names of the thresholds gate_thresholds had to default.
+-- Same rule as gate_thresholds, kept beside it so the warning and the default never disagree.
+CREATE OR REPLACE FUNCTION learning._missing_thresholds(p_factors jsonb)
+RETURNS text []
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN pg_catalog.array_remove(
+    ARRAY[
+        CASE WHEN coalesce(learning._num(p_factors -> 'ts_min') > 0, false) THEN NULL ELSE 'ts_min' END,
+        CASE WHEN coalesce(learning._num(p_factors -> 'halo_max') > 0, false) THEN NULL ELSE 'halo_max' END,
+        CASE WHEN learning._num(p_factors -> 'slope_min') IS NULL THEN 'slope_min' END
+    ]::text [],
+    NULL
+);
+
+-- learning.blocked_by: the gates (ts, slope, halo, in that order) that fail for a decision sample
+-- under thresholds [ts_min, halo_max, slope_min]; the value when present, else its flag, else failed.
+-- This is the base judgement of the lever simulation (lowcap_learning.simulate mirrors it in numpy).
+CREATE OR REPLACE FUNCTION learning.blocked_by(p_sample jsonb, p_thresholds double precision [])
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN (
+    SELECT coalesce(pg_catalog.jsonb_agg(g.gate ORDER BY g.ord), '[]'::jsonb)
+    FROM (
+        VALUES
+        (
+            1, 'ts',
+            CASE
+                WHEN learning._num(p_sample -> 'ts_score') IS NOT NULL
+                    THEN learning._num(p_sample -> 'ts_score') < p_thresholds[1]
+                ELSE NOT coalesce(learning._flag(p_sample -> 'ts_ok'), false)
+            END
+        ),
+        (
+            2, 'slope',
+            CASE
+                WHEN
+                    learning._num(p_sample -> 'ema60_slope') IS NOT NULL
+                    OR learning._num(p_sample -> 'ema144_slope') IS NOT NULL
+                    THEN NOT (
+                        coalesce(learning._num(p_sample -> 'ema60_slope') > p_thresholds[3], false)
+                        OR coalesce(learning._num(p_sample -> 'ema144_slope') >= p_thresholds[3], false)
+                    )
+                ELSE NOT coalesce(learning._flag(p_sample -> 'slope_ok'), false)
+            END
+        ),
+        (
+            3, 'halo',
+            CASE
+                WHEN learning._num(p_sample -> 'halo_distance') IS NOT NULL
+                    THEN learning._num(p_sample -> 'halo_distance') > p_thresholds[2]
+                ELSE NOT coalesce(learning._flag(p_sample -> 'entry_zone_ok'), false)
+            END
+        )
+    ) AS g (ord, gate, failed)
+    WHERE g.failed
+);
+
+-- learning.summarize_samples: the SPEC 6 summary of a samples array (min/max/median per numeric
+-- field, gate flags any-over-samples, decision_sample) plus a list of problems found in it.
+-- One set-based statement over the array (PL/pgSQL so that its plan is cached across rows);
+-- non-object samples and non-numeric junk are ignored.
+CREATE OR REPLACE FUNCTION learning.summarize_samples(
+    p_samples jsonb,
+    OUT summary jsonb,
+    OUT problems text []
+)
+RETURNS record
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+AS $$
+DECLARE
+    n_all bigint;
+    n_obj bigint;
+    last_sample jsonb;
+    numeric_part jsonb;
+    flags jsonb;
+    junk text;
+BEGIN
+    -- One pass over the array: counts and the last object sample.
+    SELECT
+        pg_catalog.count(*),
+        pg_catalog.count(*) FILTER (WHERE pg_catalog.jsonb_typeof(e.v) = 'object'),
+        (pg_catalog.array_agg(e.v ORDER BY e.ord DESC) FILTER (WHERE pg_catalog.jsonb_typeof(e.v) = 'object'))[1]
+    INTO n_all, n_obj, last_sample
+    FROM pg_catalog.jsonb_array_elements(p_samples) WITH ORDINALITY AS e (v, ord);
+
+    -- One pass over every (sample, field): per-field statistics, flags and junk counts.
+    WITH per_key AS (
+        SELECT
+            f.key,
+            pg_catalog.min(learning._num(f.value)) AS mn,
+            pg_catalog.max(learning._num(f.value)) AS mx,
+            pg_catalog.percentile_cont(0.5) WITHIN GROUP (ORDER BY learning._num(f.value)) AS med,
+            pg_catalog.count(learning._num(f.value)) AS n_num,
+            pg_catalog.count(*) FILTER (
+                WHERE learning._num(f.value) IS NULL
+                AND pg_catalog.jsonb_typeof(f.value) NOT IN ('null', 'boolean')
+            ) AS n_junk,
+            pg_catalog.bool_or(learning._flag(f.value)) AS any_flag
+        FROM pg_catalog.jsonb_array_elements(p_samples) AS e (v)
+        CROSS JOIN LATERAL pg_catalog.jsonb_each(
+            CASE WHEN pg_catalog.jsonb_typeof(e.v) = 'object' THEN e.v ELSE '{}'::jsonb END
+        ) AS f (key, value)
+        GROUP BY f.key
+    )
+
+    SELECT
+        pg_catalog.jsonb_object_agg(x.k, x.v) FILTER (WHERE x.k IS NOT NULL),
+        (
+            SELECT pg_catalog.jsonb_object_agg(q.key, q.any_flag)
+            FROM per_key AS q
+            WHERE q.key IN ('entry_zone_ok', 'ts_ok', 'slope_ok') AND q.any_flag IS NOT NULL
+        ),
+        (
+            SELECT pg_catalog.string_agg(q.key || '(' || q.n_junk || ')', ', ' ORDER BY q.key)
+            FROM per_key AS q
+            WHERE q.n_junk > 0
+                AND (q.n_num > 0 OR q.key IN ('ts_score', 'halo_distance', 'ema60_slope', 'ema144_slope'))
+        )
+    INTO numeric_part, flags, junk
+    FROM per_key AS p
+    LEFT JOIN LATERAL (
+        VALUES
+        (p.key || '_min', pg_catalog.to_jsonb(p.mn)),
+        (p.key || '_max', pg_catalog.to_jsonb(p.mx)),
+        (p.key || '_median', pg_catalog.to_jsonb(p.med))
+    ) AS x (k, v) ON p.n_num > 0;
+
+    summary := coalesce(numeric_part, '{}'::jsonb)
+        || coalesce(flags, '{}'::jsonb)
+        || pg_catalog.jsonb_build_object(
+            'decision_sample', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                'ts_score', learning._num(last_sample -> 'ts_score'),
+                'halo_distance', learning._num(last_sample -> 'halo_distance'),
+                'ema60_slope', learning._num(last_sample -> 'ema60_slope'),
+                'ema144_slope', learning._num(last_sample -> 'ema144_slope'),
+                'ts_ok', learning._flag(last_sample -> 'ts_ok'),
+                'slope_ok', learning._flag(last_sample -> 'slope_ok'),
+                'entry_zone_ok', learning._flag(last_sample -> 'entry_zone_ok')
+            )),
+            'n_samples', n_obj
+        );
+    problems := pg_catalog.array_remove(
+        ARRAY[
+            CASE
+                WHEN n_all > n_obj THEN pg_catalog.format('%s of %s samples are not objects', n_all - n_obj, n_all)
+            END,
+            'non-numeric values ignored: ' || junk
+        ]::text [],
+        NULL
+    );
+END;
+$$;
+
+-- learning.trg_pattern_episode_events_capture: BEFORE INSERT, replaces factors.samples by the
+-- summary, adds blocked_by (skipped) or the *_acted values (acted), and logs the event. A malformed
+-- factors value never fails the bot's insert: the row is kept as given and a WARNING is logged.
+CREATE OR REPLACE FUNCTION learning.trg_pattern_episode_events_capture()
+RETURNS trigger
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    f jsonb := NEW.factors;
+    summary jsonb;
+    problems text [];
+    last_sample jsonb;
+    missing text [];
+    blocked jsonb;
+BEGIN
+    IF pg_catalog.jsonb_typeof(f) IS DISTINCT FROM 'object' THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'EPISODE EVENT: Invalid factors | episode_id=%s | reason=factors is %s, not an object | kept as given',
+            NEW.episode_id, coalesce(pg_catalog.jsonb_typeof(f), 'null')
+        ));
+        PERFORM learning._log('INFO', pg_catalog.format(
+            'EPISODE EVENT: pattern=%s | decision=%s | episode_id=%s', NEW.pattern_key, NEW.decision, NEW.episode_id
+        ));
+        RETURN NEW;
+    END IF;
+
+    IF f ? 'samples' THEN
+        IF pg_catalog.jsonb_typeof(f -> 'samples') = 'array' THEN
+            SELECT s.summary, s.problems INTO summary, problems
+            FROM learning.summarize_samples(f -> 'samples') AS s;
+            last_sample := summary -> 'decision_sample';
+            f := (f - 'samples') || summary;
+            IF NEW.decision = 'acted' THEN
+                f := f || pg_catalog.jsonb_build_object(
+                    'ts_score_acted', last_sample -> 'ts_score',
+                    'halo_distance_acted', last_sample -> 'halo_distance',
+                    'slope_acted', last_sample -> 'ema60_slope'
+                );
+            ELSIF NEW.decision = 'skipped' THEN
+                blocked := learning.blocked_by(last_sample, learning.gate_thresholds(f));
+                f := f || pg_catalog.jsonb_build_object('blocked_by', blocked);
+            END IF;
+            IF pg_catalog.cardinality(problems) > 0 THEN
+                PERFORM learning._log('WARNING', pg_catalog.format(
+                    'EPISODE EVENT: Invalid samples | episode_id=%s | reason=%s',
+                    NEW.episode_id, pg_catalog.array_to_string(problems, '; ')
+                ));
+            END IF;
+        ELSE
+            f := f || pg_catalog.jsonb_build_object(
+                'capture_error', 'samples is ' || pg_catalog.jsonb_typeof(f -> 'samples') || ', not an array'
+            );
+            PERFORM learning._log('WARNING', pg_catalog.format(
+                'EPISODE EVENT: Invalid samples | episode_id=%s | reason=samples is %s, not an array | kept as given',
+                NEW.episode_id, pg_catalog.jsonb_typeof(f -> 'samples')
+            ));
+        END IF;
+    END IF;
+
+    missing := learning._missing_thresholds(f);
+    IF pg_catalog.cardinality(missing) > 0 THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'EPISODE EVENT: Missing threshold data | episode_id=%s | missing=[%s]',
+            NEW.episode_id, pg_catalog.array_to_string(missing, ', ')
+        ));
+    END IF;
+
+    NEW.factors := f;
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'EPISODE EVENT: pattern=%s | decision=%s | episode_id=%s%s',
+        NEW.pattern_key, NEW.decision, NEW.episode_id,
+        CASE
+            WHEN NEW.decision = 'skipped' AND pg_catalog.jsonb_typeof(f -> 'blocked_by') = 'array'
+                THEN ' | blocked_by=[' || coalesce((
+                    SELECT pg_catalog.string_agg(b.g, ', ' ORDER BY b.ord)
+                    FROM pg_catalog.jsonb_array_elements_text(f -> 'blocked_by') WITH ORDINALITY AS b (g, ord)
+                ), '') || ']'
+            ELSE ''
+        END
+    ));
+    RETURN NEW;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS _100_capture ON public.pattern_episode_events;
+CREATE TRIGGER _100_capture
+BEFORE INSERT ON public.pattern_episode_events
+FOR EACH ROW EXECUTE FUNCTION learning.trg_pattern_episode_events_capture();
+
+-- learning.set_episode_outcome: set the outcome of every window of an episode; returns the count.
+-- updated_at moves only on windows whose outcome changes, so a repeated call is a no-op.
+CREATE OR REPLACE FUNCTION learning.set_episode_outcome(p_episode_id text, p_outcome text)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    windows integer;
+BEGIN
+    IF p_outcome IS NULL OR p_outcome NOT IN ('success', 'failure', 'neutral') THEN
+        RAISE EXCEPTION 'outcome must be success, failure or neutral, got %', coalesce(p_outcome, 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_episode_id IS NULL THEN
+        RAISE EXCEPTION 'episode_id is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE public.pattern_episode_events AS e
+    SET
+        outcome = p_outcome,
+        updated_at = CASE WHEN e.outcome IS DISTINCT FROM p_outcome THEN pg_catalog.now() ELSE e.updated_at END
+    WHERE e.episode_id = p_episode_id;
+    GET DIAGNOSTICS windows = ROW_COUNT;
+    PERFORM learning._log(
+        CASE WHEN windows = 0 THEN 'WARNING' ELSE 'INFO' END,
+        pg_catalog.format(
+            'EPISODE OUTCOME: episode_id=%s | outcome=%s | windows_updated=%s', p_episode_id, p_outcome, windows
+        )
+    );
+    RETURN windows;
+END;
+$$;
 
 -- file: sql/040_tuning.sql
--- tuning: filled in by its issue.
+-- Tuning miner (SPEC section 7): per pattern_key and scope slice of the episode windows in the
+-- lookback window, the rates WR, FPR, MR, DR as learning_lessons of type tuning_rates.
+
+-- learning._tuning_stats: the lesson stats of one slice from its summed counts
+-- [n, n_acted, n_skipped, acted_success, acted_failure, skipped_success, skipped_failure, n_neutral].
+-- Rates exclude neutral outcomes; a rate whose denominator is 0 is null (undefined, not 0).
+CREATE OR REPLACE FUNCTION learning._tuning_stats(p_sums double precision [])
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN pg_catalog.jsonb_build_object(
+    'wr', p_sums[4] / nullif(p_sums[2], 0),
+    'fpr', p_sums[5] / nullif(p_sums[2], 0),
+    'mr', p_sums[6] / nullif(p_sums[3], 0),
+    'dr', p_sums[7] / nullif(p_sums[3], 0),
+    'n_acted', p_sums[2]::bigint,
+    'n_skipped', p_sums[3]::bigint,
+    'n_wins', p_sums[4]::bigint,
+    'n_fps', p_sums[5]::bigint,
+    'n_misses', p_sums[6]::bigint,
+    'n_dodges', p_sums[7]::bigint,
+    'n_neutral', p_sums[8]::bigint,
+    'n_total', (p_sums[1] + p_sums[8])::bigint
+);
+
+-- learning.mine_tuning_lessons: mine tuning_rates lessons in (as_of - lookback, as_of]; returns the
+-- number of lessons. Unchanged lessons are not written; lessons not re-mined become inactive.
+CREATE OR REPLACE FUNCTION learning.mine_tuning_lessons(
+    p_as_of timestamptz DEFAULT pg_catalog.now(),
+    p_lookback interval DEFAULT NULL,
+    p_n_min integer DEFAULT NULL
+)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+SET client_min_messages = 'warning'
+AS $$
+DECLARE
+    tun jsonb := learning.tunables();
+    as_of timestamptz := coalesce(p_as_of, pg_catalog.now());
+    lookback interval := coalesce(
+        p_lookback,
+        pg_catalog.make_interval(secs => (tun ->> 'lookback_days')::double precision * 86400)
+    );
+    n_min integer := coalesce(p_n_min, (tun ->> 'n_min')::integer);
+    max_dims integer := (tun ->> 'max_slice_dims')::integer;
+    dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
+    started timestamptz := pg_catalog.clock_timestamp();
+    n_events bigint;
+    n_lessons integer;
+    n_written integer;
+    n_changed integer;
+    n_deactivated integer;
+    window_info jsonb;
+BEGIN
+    IF n_min IS NULL OR n_min < 1 THEN
+        RAISE EXCEPTION 'n_min must be a positive integer, got %', coalesce(n_min::text, 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lookback <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be positive, got %', lookback
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    window_info := pg_catalog.jsonb_build_object(
+        'window_start', as_of - lookback,
+        'window_end', as_of,
+        'lookback_days', pg_catalog.date_part('epoch', lookback) / 86400
+    );
+
+    DROP TABLE IF EXISTS pg_temp.slice_cells;
+    CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
+    SELECT
+        e.pattern_key,
+        learning.scope_dimensions(e.scope, dims) AS dims,
+        ARRAY[
+            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure')),
+            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'acted'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'skipped'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'acted'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'acted'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'skipped'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'skipped'),
+            pg_catalog.count(*) FILTER (WHERE e.outcome = 'neutral')
+        ]::double precision [] AS stats
+    FROM public.pattern_episode_events AS e
+    WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
+        AND e.outcome IN ('success', 'failure', 'neutral')
+    GROUP BY e.pattern_key, learning.scope_dimensions(e.scope, dims);
+
+    SELECT coalesce(pg_catalog.sum(c.stats[1]), 0)::bigint INTO n_events FROM pg_temp.slice_cells AS c;
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'TuningMiner starting | events=%s | lookback_days=%s', n_events, window_info ->> 'lookback_days'
+    ));
+
+    DROP TABLE IF EXISTS pg_temp._tm_lessons;
+    CREATE TEMP TABLE _tm_lessons ON COMMIT DROP AS
+    SELECT
+        f.pattern_key,
+        f.scope_subset,
+        f.stats[1]::integer AS n,
+        learning._tuning_stats(f.stats) || window_info AS stats,
+        -- New evidence (not only a moved window): these get a Created lesson line.
+        NOT EXISTS (
+            SELECT FROM public.learning_lessons AS l
+            WHERE l.module = 'pm' AND l.action_category = 'tuning'
+                AND l.pattern_key = f.pattern_key AND l.scope_subset = f.scope_subset
+                AND l.lesson_type = 'tuning_rates' AND l.status = 'active'
+                AND l.n = f.stats[1]
+                AND l.stats - 'window_start' - 'window_end' - 'lookback_days' = learning._tuning_stats(f.stats)
+        ) AS changed
+    FROM learning.frequent_slices(n_min, max_dims) AS f;
+    SELECT pg_catalog.count(*) INTO n_lessons FROM pg_temp._tm_lessons;
+
+    WITH written AS (
+        INSERT INTO public.learning_lessons AS l (
+            module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status
+        )
+        SELECT 'pm', t.pattern_key, 'tuning', t.scope_subset, t.n, t.stats, 'tuning_rates', 'active'
+        FROM pg_temp._tm_lessons AS t
+        ORDER BY t.pattern_key, t.scope_subset
+        ON CONFLICT (module, pattern_key, action_category, scope_subset) DO UPDATE
+        SET
+            n = excluded.n,
+            stats = excluded.stats,
+            lesson_type = excluded.lesson_type,
+            status = 'active',
+            updated_at = pg_catalog.now()
+        WHERE
+            l.n IS DISTINCT FROM excluded.n
+            OR l.stats IS DISTINCT FROM excluded.stats
+            OR l.status IS DISTINCT FROM 'active'
+            OR l.lesson_type IS DISTINCT FROM excluded.lesson_type
+        RETURNING l.id
+    )
+
+    SELECT pg_catalog.count(*)::integer INTO n_written FROM written;
+
+    -- A lesson whose window only moved is rewritten silently; new or changed evidence is logged.
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'TuningMiner: Created lesson | pattern=%s | scope=%s | n=%s | wr=%s fpr=%s mr=%s dr=%s',
+        w.pattern_key, learning._fmt_slice(w.scope_subset), w.n,
+        learning._fmt((w.stats ->> 'wr')::double precision, 3),
+        learning._fmt((w.stats ->> 'fpr')::double precision, 3),
+        learning._fmt((w.stats ->> 'mr')::double precision, 3),
+        learning._fmt((w.stats ->> 'dr')::double precision, 3)
+    ))
+    FROM pg_temp._tm_lessons AS w
+    WHERE w.changed
+    ORDER BY w.pattern_key, w.scope_subset;
+    GET DIAGNOSTICS n_changed = ROW_COUNT;
+
+    PERFORM learning._log('DEBUG', pg_catalog.format(
+        'TuningMiner: Scope slice passed | pattern=%s | scope=%s | n=%s',
+        t.pattern_key, learning._fmt_slice(t.scope_subset), t.n
+    ))
+    FROM pg_temp._tm_lessons AS t
+    WHERE t.scope_subset <> '{}'::jsonb
+    ORDER BY t.pattern_key, t.scope_subset;
+
+    UPDATE public.learning_lessons AS l
+    SET status = 'inactive', updated_at = pg_catalog.now()
+    WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.status = 'active'
+        AND NOT EXISTS (
+            SELECT FROM pg_temp._tm_lessons AS t
+            WHERE l.action_category = 'tuning'
+                AND t.pattern_key = l.pattern_key
+                AND t.scope_subset = l.scope_subset
+        );
+    GET DIAGNOSTICS n_deactivated = ROW_COUNT;
+
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'TuningMiner completed | lessons_created=%s | changed=%s | written=%s | deactivated=%s | duration=%ss',
+        n_lessons, n_changed, n_written, n_deactivated,
+        pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started)::numeric, 3)
+    ));
+    DROP TABLE IF EXISTS pg_temp.slice_cells, pg_temp._tm_lessons;
+    RETURN n_lessons;
+END;
+$$;
 
 -- file: sql/050_strength.sql
--- strength: filled in by its issue.
+-- PM strength learning (SPEC section 8): trade facts -> strength lessons (distinct trades per scope
+-- slice) -> pm_strength overrides. The runtime blend/steer maths live in Python (runtime.py).
+
+-- learning._num_close: two numbers agree within 1e-12, relative to the larger (at least 1).
+-- Re-runs sum in a different order; bit noise must not count as a change.
+CREATE OR REPLACE FUNCTION learning._num_close(a double precision, b double precision)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN a IS NOT DISTINCT FROM b
+OR pg_catalog.abs(a - b) <= 1e-12 * greatest(pg_catalog.abs(a), pg_catalog.abs(b), 1);
+
+-- learning._stats_close: two stats objects have the same keys and values, numbers within 1e-12.
+-- The writers compare with it so that re-running on unchanged data writes no row.
+CREATE OR REPLACE FUNCTION learning._stats_close(a jsonb, b jsonb)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN a IS NOT NULL AND b IS NOT NULL
+AND pg_catalog.jsonb_typeof(a) = 'object' AND pg_catalog.jsonb_typeof(b) = 'object'
+AND (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(a))
+= (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(b))
+AND NOT EXISTS (
+    SELECT FROM pg_catalog.jsonb_each(a) AS e (key, value)
+    WHERE NOT coalesce(
+        CASE
+            WHEN
+                pg_catalog.jsonb_typeof(e.value) = 'number'
+                AND pg_catalog.jsonb_typeof(b -> e.key) = 'number'
+                THEN learning._num_close(
+                    (e.value #>> '{}')::double precision, (b ->> e.key)::double precision
+                )
+            ELSE e.value = b -> e.key
+        END,
+        false
+    )
+);
+
+-- learning._jsonb_intersect: the (key, value) pairs two objects share.
+-- The intersection of two scopes is the cell of an inclusion-exclusion term.
+CREATE OR REPLACE FUNCTION learning._jsonb_intersect(a jsonb, b jsonb)
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN coalesce(
+    (
+        SELECT pg_catalog.jsonb_object_agg(e.key, e.value)
+        FROM pg_catalog.jsonb_each(a) AS e (key, value)
+        WHERE b -> e.key = e.value
+    ),
+    '{}'::jsonb
+);
+
+-- learning.strength_stats: the lesson stats of SPEC 8 from a slice's additive sums
+-- [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s] (x = tanh(roi/ROI_SCALE), w = |x|) and the
+-- window's mean roi. Pure so pgTAP can check the formulas on hand-computed sums.
+CREATE OR REPLACE FUNCTION learning.strength_stats(
+    p_sums double precision [],
+    p_baseline_roi double precision
+)
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN (
+    WITH s AS (
+        SELECT
+            pg_catalog.round(p_sums[1])::double precision AS n,
+            p_sums[2] AS sum_roi,
+            p_sums[3] AS sum_x,
+            p_sums[4] AS sum_x2,
+            p_sums[5] AS sum_w,
+            p_sums[6] AS sum_wa,
+            p_sums[7] AS sum_we,
+            p_sums[8] AS trims,
+            p_sums[9] AS s3s
+    ),
+
+    v AS (
+        SELECT
+            s.*,
+            CASE
+                WHEN s.n > 1 THEN greatest(0, (s.sum_x2 - s.sum_x * s.sum_x / s.n) / (s.n - 1))
+                ELSE 0
+            END AS variance,
+            -- exp underflows (an error in PostgreSQL) past n = 35000; support is 1 there.
+            CASE WHEN s.n > 35000 THEN 1 ELSE 1 - exp(-s.n / 50) END AS support
+        FROM s
+    ),
+
+    r AS (
+        SELECT
+            v.*,
+            1 / (1 + v.variance + 0.25 / v.n) AS reliability
+        FROM v
+    )
+
+    SELECT
+        pg_catalog.jsonb_build_object(
+            'n', r.n::bigint,
+            'mean_roi', r.sum_roi / r.n,
+            'edge_raw_roi', r.sum_roi / r.n - coalesce(p_baseline_roi, 0),
+            'p_trim', greatest(0, least(1, r.trims / r.n)),
+            'p_s3', greatest(0, least(1, r.s3s / r.n)),
+            'dirA', CASE WHEN r.sum_w > 1e-9 THEN greatest(-1, least(1, r.sum_wa / r.sum_w)) ELSE 0 END,
+            'dirE', CASE WHEN r.sum_w > 1e-9 THEN greatest(-1, least(1, r.sum_we / r.sum_w)) ELSE 0 END,
+            'variance', r.variance,
+            'support_score', r.support,
+            'reliability_score', r.reliability,
+            'confidence', r.support * r.reliability,
+            'sum_w', greatest(0, r.sum_w)
+        )
+    FROM r
+    WHERE r.n >= 1
+);
+
+-- learning.build_strength_lessons: pm_strength lessons of every (pattern, scope slice) with >= n_min
+-- distinct trades in (as_of - lookback, as_of]; upserts learning_lessons, deactivates the rest.
+-- A trade whose actions of one pattern carry several scopes becomes inclusion-exclusion cells, so
+-- every slice counts it once; cells feed learning.frequent_slices. Unchanged rows are not written.
+CREATE OR REPLACE FUNCTION learning.build_strength_lessons(
+    p_as_of timestamptz DEFAULT pg_catalog.now(),
+    p_lookback interval DEFAULT NULL,
+    p_n_min integer DEFAULT NULL
+)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+SET client_min_messages = 'warning'
+SET work_mem = '64MB'
+AS $$
+DECLARE
+    tun jsonb := learning.tunables();
+    v_as_of timestamptz := coalesce(p_as_of, pg_catalog.now());
+    v_lookback interval := coalesce(
+        p_lookback,
+        pg_catalog.make_interval(secs => (tun ->> 'lookback_days')::double precision * 86400)
+    );
+    v_n_min integer := coalesce(p_n_min, (tun ->> 'n_min')::integer);
+    v_max_dims integer := (tun ->> 'max_slice_dims')::integer;
+    v_scale double precision := (tun ->> 'roi_scale')::double precision;
+    v_dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
+    v_max_scopes CONSTANT integer := 12;
+    v_baseline double precision;
+    v_trades bigint;
+    v_capped bigint;
+    v_lessons integer;
+    v_inserted integer;
+    v_updated integer;
+    v_deactivated integer;
+BEGIN
+    IF v_n_min IS NULL OR v_n_min < 1 THEN
+        RAISE EXCEPTION 'n_min must be a positive integer, got %', v_n_min
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_lookback <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be positive, got %', v_lookback
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_trades, pg_temp._sl_scopes, pg_temp._sl_dims,
+        pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
+        pg_temp._sl_lessons;
+
+    -- Strength facts of the window (rows without roi are the bot's legacy R/R rows).
+    CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
+    SELECT
+        e.pattern_key,
+        e.trade_id,
+        e.scope,
+        e.roi,
+        e.did_trim,
+        e.reached_s3
+    FROM public.pattern_trade_events AS e
+    WHERE
+        e.roi IS NOT NULL
+        AND e."timestamp" > v_as_of - v_lookback
+        AND e."timestamp" <= v_as_of;
+
+    -- One outcome per trade: its roi (mean, should the bot write several) and shape flags.
+    CREATE TEMP TABLE _sl_trades ON COMMIT DROP AS
+    SELECT
+        e.trade_id,
+        pg_catalog.avg(e.roi) AS roi,
+        coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
+        coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
+    FROM pg_temp._sl_events AS e
+    GROUP BY e.trade_id;
+    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*) INTO v_baseline, v_trades FROM pg_temp._sl_trades AS t;
+
+    -- Distinct scopes -> their dimensions (scope_dimensions runs once per distinct scope), and
+    -- distinct dimension objects numbered so the per-trade work groups on integers, not jsonb.
+    CREATE TEMP TABLE _sl_scopes ON COMMIT DROP AS
+    SELECT
+        d.scope,
+        learning.scope_dimensions(d.scope, v_dims) AS dims
+    FROM (SELECT DISTINCT e.scope FROM pg_temp._sl_events AS e) AS d;
+    CREATE TEMP TABLE _sl_dims ON COMMIT DROP AS
+    SELECT
+        pg_catalog.row_number() OVER ()::integer AS dims_id,
+        x.dims
+    FROM (SELECT DISTINCT s.dims FROM pg_temp._sl_scopes AS s) AS x;
+    CREATE TEMP TABLE _sl_scope_ids ON COMMIT DROP AS
+    SELECT
+        s.scope,
+        d.dims_id
+    FROM pg_temp._sl_scopes AS s
+    INNER JOIN pg_temp._sl_dims AS d ON s.dims = d.dims;
+    ANALYZE pg_temp._sl_scope_ids;
+    ANALYZE pg_temp._sl_dims;
+
+    -- Distinct (pattern, trade, dims) and each trade's number of distinct dims per pattern.
+    CREATE TEMP TABLE _sl_ptd ON COMMIT DROP AS
+    SELECT
+        u.pattern_key,
+        u.trade_id,
+        u.dims_id,
+        pg_catalog.count(*) OVER (PARTITION BY u.pattern_key, u.trade_id) AS m
+    FROM (
+        SELECT DISTINCT
+            e.pattern_key,
+            e.trade_id,
+            i.dims_id
+        FROM pg_temp._sl_events AS e
+        INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
+    ) AS u;
+    ANALYZE pg_temp._sl_ptd;
+
+    -- Trades of a pattern with several dims: a dims contained in another of the same trade adds
+    -- nothing to the trade's union and is dropped (fewer inclusion-exclusion terms).
+    CREATE TEMP TABLE _sl_multi ON COMMIT DROP AS
+    SELECT
+        p.pattern_key,
+        p.trade_id,
+        d.dims
+    FROM pg_temp._sl_ptd AS p
+    INNER JOIN pg_temp._sl_dims AS d ON p.dims_id = d.dims_id
+    WHERE p.m > 1;
+    DELETE FROM pg_temp._sl_multi AS a
+    WHERE EXISTS (
+        SELECT FROM pg_temp._sl_multi AS b
+        WHERE
+            b.pattern_key = a.pattern_key AND b.trade_id = a.trade_id
+            AND b.dims <> a.dims AND b.dims @> a.dims
+    );
+
+    SELECT pg_catalog.count(*) INTO v_capped
+    FROM (
+        SELECT FROM pg_temp._sl_multi AS p
+        GROUP BY p.pattern_key, p.trade_id
+        HAVING pg_catalog.count(*) > v_max_scopes
+    ) AS p;
+    IF v_capped > 0 THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'STRENGTH LESSONS: trades_over_scope_cap=%s | cap=%s | counted by their first %s scopes',
+            v_capped, v_max_scopes, v_max_scopes
+        ));
+    END IF;
+
+    -- Per-trade values: x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).
+    CREATE TEMP TABLE _sl_tv ON COMMIT DROP AS
+    SELECT
+        tr.trade_id,
+        tr.roi,
+        pg_catalog.tanh(tr.roi / v_scale) AS x,
+        CASE WHEN tr.roi < 0 THEN -1 WHEN tr.roi > 0 AND tr.reached_s3 THEN 1 ELSE 0 END AS da,
+        CASE
+            WHEN tr.roi < 0 AND tr.did_trim THEN 1 WHEN tr.roi > 0 AND tr.reached_s3 THEN -1 ELSE 0
+        END AS de,
+        tr.did_trim::integer AS trim_flag,
+        tr.reached_s3::integer AS s3_flag
+    FROM pg_temp._sl_trades AS tr;
+    ANALYZE pg_temp._sl_tv;
+
+    -- Cells with the additive sums [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s]: a trade with one
+    -- dims is one cell; with m dims, the 2^m - 1 intersections with alternating signs
+    -- (inclusion-exclusion), merged per trade, so every slice holds the trade exactly once.
+    CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
+    WITH RECURSIVE single AS (
+        SELECT
+            p.pattern_key,
+            p.dims_id,
+            ARRAY[
+                pg_catalog.count(*),
+                pg_catalog.sum(t.roi),
+                pg_catalog.sum(t.x),
+                pg_catalog.sum(t.x * t.x),
+                pg_catalog.sum(abs(t.x)),
+                pg_catalog.sum(abs(t.x) * t.da),
+                pg_catalog.sum(abs(t.x) * t.de),
+                pg_catalog.sum(t.trim_flag),
+                pg_catalog.sum(t.s3_flag)
+            ]::double precision [] AS stats
+        FROM pg_temp._sl_ptd AS p
+        INNER JOIN pg_temp._sl_tv AS t ON p.trade_id = t.trade_id
+        WHERE p.m = 1
+        GROUP BY p.pattern_key, p.dims_id
+    ),
+
+    numbered AS (
+        SELECT
+            mu.pattern_key,
+            mu.trade_id,
+            mu.dims,
+            pg_catalog.row_number() OVER (PARTITION BY mu.pattern_key, mu.trade_id ORDER BY mu.dims) AS j
+        FROM pg_temp._sl_multi AS mu
+    ),
+
+    capped AS (
+        SELECT nb.* FROM numbered AS nb WHERE nb.j <= v_max_scopes
+    ),
+
+    terms (pattern_key, trade_id, j, dims, sign) AS (
+        SELECT
+            c.pattern_key,
+            c.trade_id,
+            c.j,
+            c.dims,
+            1
+        FROM capped AS c
+        UNION ALL
+        SELECT
+            t.pattern_key,
+            t.trade_id,
+            c.j,
+            learning._jsonb_intersect(t.dims, c.dims),
+            -t.sign
+        FROM terms AS t
+        INNER JOIN capped AS c
+            ON t.pattern_key = c.pattern_key AND t.trade_id = c.trade_id AND c.j > t.j
+    ),
+
+    merged AS (
+        SELECT
+            t.pattern_key,
+            t.trade_id,
+            t.dims,
+            pg_catalog.sum(t.sign) AS sign
+        FROM terms AS t
+        GROUP BY t.pattern_key, t.trade_id, t.dims
+        HAVING pg_catalog.sum(t.sign) <> 0
+    )
+
+    SELECT
+        s.pattern_key,
+        d.dims,
+        s.stats
+    FROM single AS s
+    INNER JOIN pg_temp._sl_dims AS d ON s.dims_id = d.dims_id
+    UNION ALL
+    SELECT
+        mg.pattern_key,
+        mg.dims,
+        ARRAY[
+            pg_catalog.sum(mg.sign),
+            pg_catalog.sum(mg.sign * t.roi),
+            pg_catalog.sum(mg.sign * t.x),
+            pg_catalog.sum(mg.sign * t.x * t.x),
+            pg_catalog.sum(mg.sign * abs(t.x)),
+            pg_catalog.sum(mg.sign * abs(t.x) * t.da),
+            pg_catalog.sum(mg.sign * abs(t.x) * t.de),
+            pg_catalog.sum(mg.sign * t.trim_flag),
+            pg_catalog.sum(mg.sign * t.s3_flag)
+        ]::double precision []
+    FROM merged AS mg
+    INNER JOIN pg_temp._sl_tv AS t ON mg.trade_id = t.trade_id
+    GROUP BY mg.pattern_key, mg.dims;
+
+    CREATE TEMP TABLE _sl_lessons ON COMMIT DROP AS
+    SELECT
+        f.pattern_key,
+        f.scope_subset,
+        learning.strength_stats(f.stats, v_baseline) AS stats
+    FROM learning.frequent_slices(v_n_min, v_max_dims) AS f;
+    DELETE FROM pg_temp._sl_lessons AS l WHERE l.stats IS NULL;
+    SELECT pg_catalog.count(*) INTO v_lessons FROM pg_temp._sl_lessons;
+
+    WITH written AS (
+        INSERT INTO public.learning_lessons AS l (
+            module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status,
+            created_at, updated_at
+        )
+        SELECT
+            'pm',
+            s.pattern_key,
+            'pm_strength',
+            s.scope_subset,
+            (s.stats ->> 'n')::integer,
+            s.stats,
+            'pm_strength',
+            'active',
+            pg_catalog.now(),
+            pg_catalog.now()
+        FROM pg_temp._sl_lessons AS s
+        ON CONFLICT (module, pattern_key, action_category, scope_subset) DO UPDATE
+            SET
+                n = excluded.n,
+                stats = excluded.stats,
+                lesson_type = excluded.lesson_type,
+                status = 'active',
+                updated_at = excluded.updated_at
+            WHERE
+                l.status IS DISTINCT FROM 'active'
+                OR l.n IS DISTINCT FROM excluded.n
+                OR l.lesson_type IS DISTINCT FROM excluded.lesson_type
+                OR NOT learning._stats_close(l.stats, excluded.stats)
+        RETURNING (l.xmax = 0) AS inserted
+    )
+
+    SELECT
+        pg_catalog.count(*) FILTER (WHERE w.inserted),
+        pg_catalog.count(*) FILTER (WHERE NOT w.inserted)
+    INTO v_inserted, v_updated
+    FROM written AS w;
+
+    UPDATE public.learning_lessons AS l
+    SET status = 'inactive', updated_at = pg_catalog.now()
+    WHERE
+        l.module = 'pm'
+        AND l.action_category = 'pm_strength'
+        AND l.status = 'active'
+        AND NOT EXISTS (
+            SELECT FROM pg_temp._sl_lessons AS s
+            WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
+        );
+    GET DIAGNOSTICS v_deactivated = ROW_COUNT;
+
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'STRENGTH LESSONS: as_of=%s | trades=%s | lessons=%s | new=%s | updated=%s | deactivated=%s | n_min=%s',
+        v_as_of, v_trades, v_lessons, v_inserted, v_updated, v_deactivated, v_n_min
+    ));
+    PERFORM pg_catalog.set_config('learning.strength_lessons_counts', pg_catalog.jsonb_build_object(
+        'trades', v_trades, 'lessons', v_lessons, 'active', v_lessons, 'inserted', v_inserted,
+        'updated', v_updated, 'deactivated', v_deactivated
+    )::text, true);
+
+    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_trades, pg_temp._sl_scopes, pg_temp._sl_dims,
+        pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
+        pg_temp._sl_lessons;
+    RETURN v_lessons;
+END;
+$$;
+
+-- learning.materialize_strength_overrides: every active pm_strength lesson with (dirA, dirE) <> (0, 0)
+-- becomes an active pm_strength override; every other pm_strength override (the bot's legacy ones
+-- included) is deactivated. Unchanged rows are not written; each write is one log line.
+CREATE OR REPLACE FUNCTION learning.materialize_strength_overrides()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+SET client_min_messages = 'warning'
+AS $$
+DECLARE
+    v_active integer;
+    v_written integer;
+    v_deactivated integer;
+    v_no_override integer;
+BEGIN
+    DROP TABLE IF EXISTS pg_temp._so_target;
+    CREATE TEMP TABLE _so_target ON COMMIT DROP AS
+    SELECT
+        l.pattern_key,
+        l.scope_subset,
+        (l.stats ->> 'dirA')::double precision AS dira,
+        (l.stats ->> 'dirE')::double precision AS dire,
+        (l.stats ->> 'confidence')::double precision AS confidence,
+        (l.stats ->> 'edge_raw_roi')::double precision AS edge,
+        l.n
+    FROM public.learning_lessons AS l
+    WHERE
+        l.module = 'pm'
+        AND l.action_category = 'pm_strength'
+        AND l.lesson_type = 'pm_strength'
+        AND l.status = 'active';
+
+    -- A lesson without direction steers nothing: say so instead of writing an override.
+    SELECT pg_catalog.count(*) INTO v_no_override FROM (
+        SELECT learning._log('INFO', pg_catalog.format(
+        'STRENGTH NO OVERRIDE: pattern=%s | dirA=0 dirE=0 conf=%s edge=%s n=%s | scope=%s | reason=no direction (wins without S3 only, or roi 0)',
+        t.pattern_key, learning._fmt(t.confidence), learning._fmt(t.edge), t.n, t.scope_subset
+    ))
+    FROM pg_temp._so_target AS t
+    WHERE t.dira = 0 AND t.dire = 0) AS x;
+    DELETE FROM pg_temp._so_target AS t WHERE t.dira = 0 AND t.dire = 0;
+    SELECT pg_catalog.count(*) INTO v_active FROM pg_temp._so_target;
+
+    WITH written AS (
+        INSERT INTO public.pm_overrides AS o (
+            pattern_key, action_category, scope_subset, multiplier, tuning_params, confidence_score,
+            dira, dire, edge_raw_roi, n, status, last_updated_at
+        )
+        SELECT
+            t.pattern_key,
+            'pm_strength',
+            t.scope_subset,
+            1.0,
+            NULL,
+            t.confidence,
+            t.dira,
+            t.dire,
+            t.edge,
+            t.n,
+            'active',
+            pg_catalog.now()
+        FROM pg_temp._so_target AS t
+        ON CONFLICT (pattern_key, action_category, scope_subset) DO UPDATE
+            SET
+                multiplier = excluded.multiplier,
+                tuning_params = excluded.tuning_params,
+                confidence_score = excluded.confidence_score,
+                dira = excluded.dira,
+                dire = excluded.dire,
+                edge_raw_roi = excluded.edge_raw_roi,
+                n = excluded.n,
+                status = 'active',
+                last_updated_at = excluded.last_updated_at
+            WHERE
+                o.status IS DISTINCT FROM 'active'
+                OR o.multiplier IS DISTINCT FROM excluded.multiplier
+                OR o.tuning_params IS NOT NULL
+                OR o.n IS DISTINCT FROM excluded.n
+                OR NOT learning._num_close(o.confidence_score, excluded.confidence_score)
+                OR NOT learning._num_close(o.dira, excluded.dira)
+                OR NOT learning._num_close(o.dire, excluded.dire)
+                OR NOT learning._num_close(o.edge_raw_roi, excluded.edge_raw_roi)
+        RETURNING o.pattern_key, o.scope_subset, o.dira, o.dire, o.confidence_score, o.edge_raw_roi, o.n
+    ),
+
+    logged AS (
+        SELECT learning._log('INFO', pg_catalog.format(
+            'STRENGTH OVERRIDE: pattern=%s | dirA=%s dirE=%s conf=%s edge=%s n=%s | scope=%s',
+            w.pattern_key, learning._fmt(w.dira), learning._fmt(w.dire),
+            learning._fmt(w.confidence_score), learning._fmt(w.edge_raw_roi), w.n, w.scope_subset
+        ))
+        FROM written AS w
+    )
+
+    SELECT pg_catalog.count(*) INTO v_written FROM logged;
+
+    WITH gone AS (
+        UPDATE public.pm_overrides AS o
+        SET status = 'inactive', last_updated_at = pg_catalog.now()
+        WHERE
+            o.action_category = 'pm_strength'
+            AND o.status IS DISTINCT FROM 'inactive'
+            AND NOT EXISTS (
+                SELECT FROM pg_temp._so_target AS t
+                WHERE t.pattern_key = o.pattern_key AND t.scope_subset = o.scope_subset
+            )
+        RETURNING o.pattern_key, o.scope_subset, o.dira, o.n
+    ),
+
+    logged AS (
+        SELECT learning._log('INFO', pg_catalog.format(
+            'STRENGTH OVERRIDE DEACTIVATED: pattern=%s | n=%s | scope=%s | reason=%s',
+            g.pattern_key, coalesce(g.n::text, 'null'), g.scope_subset,
+            CASE
+                WHEN g.dira IS NULL THEN 'legacy size multiplier row'
+                ELSE 'no active lesson with a direction'
+            END
+        ))
+        FROM gone AS g
+    )
+
+    SELECT pg_catalog.count(*) INTO v_deactivated FROM logged;
+
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'STRENGTH MATERIALIZER: active=%s | written=%s | deactivated=%s | no_override=%s',
+        v_active, v_written, v_deactivated, v_no_override
+    ));
+    PERFORM pg_catalog.set_config('learning.strength_overrides_counts', pg_catalog.jsonb_build_object(
+        'active', v_active, 'written', v_written, 'deactivated', v_deactivated,
+        'no_override', v_no_override
+    )::text, true);
+    DROP TABLE IF EXISTS pg_temp._so_target;
+    RETURN v_active;
+END;
+$$;
 
 -- file: sql/060_overrides.sql
--- overrides: filled in by its issue.
+-- Execution overrides (SPEC section 7, plan "Override Selection Behavior"): the runtime picks the
+-- single most specific active tuning override per category; no blending.
+
+-- learning.select_execution_overrides: per tuning_* category, the active override of p_pattern_key
+-- whose scope_subset is contained in p_scope with the most keys (ties: higher n, then
+-- scope_subset::text), so every category of one slice comes from the same lesson.
+CREATE OR REPLACE FUNCTION learning.select_execution_overrides(p_pattern_key text, p_scope jsonb)
+RETURNS TABLE (
+    action_category text,
+    multiplier double precision,
+    delta double precision,
+    scope_subset jsonb,
+    n integer,
+    tuning_params jsonb,
+    override_id bigint
+)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+BEGIN ATOMIC
+    SELECT DISTINCT ON (o.action_category)
+        o.action_category,
+        o.multiplier,
+        learning._num(o.tuning_params -> 'delta') AS delta,
+        o.scope_subset,
+        o.n,
+        o.tuning_params,
+        o.id
+    FROM public.pm_overrides AS o
+    WHERE
+        o.pattern_key = p_pattern_key
+        AND o.status = 'active'
+        AND o.action_category LIKE 'tuning\_%'
+        AND pg_catalog.jsonb_typeof(o.scope_subset) = 'object'
+        AND (
+            CASE WHEN pg_catalog.jsonb_typeof(p_scope) = 'object' THEN p_scope ELSE '{}'::jsonb END
+        ) @> o.scope_subset
+    ORDER BY
+        o.action_category ASC,
+        (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(o.scope_subset)) DESC,
+        o.n DESC NULLS LAST,
+        o.scope_subset::text ASC;
+END;
 
 -- file: sql/070_jobs.sql
--- jobs: filled in by its issue.
+-- Jobs (SPEC section 9): every run of an hourly job is a row of learning.job_runs. The row is
+-- claimed before the job runs, unique on (job, slot_start), so two schedulers never run one slot twice.
+
+CREATE TABLE IF NOT EXISTS learning.job_runs (
+    id bigserial PRIMARY KEY,
+    job text NOT NULL,
+    slot_start timestamptz NOT NULL,
+    as_of timestamptz,
+    started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    finished_at timestamptz,
+    status text NOT NULL DEFAULT 'running',
+    counts jsonb,
+    error text,
+    host text,
+    pid integer,
+    CONSTRAINT job_runs_job_slot_key UNIQUE (job, slot_start),
+    CONSTRAINT job_runs_status_check CHECK (status IN ('running', 'succeeded', 'failed'))
+);
+
+-- status reads the newest run of each job.
+CREATE INDEX IF NOT EXISTS job_runs_job_started_idx
+ON learning.job_runs (job, started_at DESC);
+
+-- learning.claim_job_slot: record the start of one run of p_job for p_slot_start; NULL when taken.
+-- INSERT ... ON CONFLICT DO NOTHING is the whole election: the loser sees no row and does not run.
+CREATE OR REPLACE FUNCTION learning.claim_job_slot(
+    p_job text,
+    p_slot_start timestamptz,
+    p_as_of timestamptz DEFAULT NULL,
+    p_host text DEFAULT NULL,
+    p_pid integer DEFAULT NULL
+)
+RETURNS bigint
+LANGUAGE sql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+BEGIN ATOMIC
+    INSERT INTO learning.job_runs (job, slot_start, as_of, host, pid)
+    VALUES (p_job, p_slot_start, p_as_of, p_host, p_pid)
+    ON CONFLICT (job, slot_start) DO NOTHING
+    RETURNING id;
+END;
+
+-- learning.finish_job_run: close a claimed run with its status, counts or error, and log it.
+-- Separate from the claim so that a job's failure (rolled back) still leaves its record behind.
+CREATE OR REPLACE FUNCTION learning.finish_job_run(
+    p_id bigint,
+    p_status text,
+    p_counts jsonb DEFAULT NULL,
+    p_error text DEFAULT NULL
+)
+RETURNS learning.job_runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    run learning.job_runs;
+BEGIN
+    IF p_status NOT IN ('succeeded', 'failed') THEN
+        RAISE EXCEPTION 'job status must be succeeded or failed, got %', p_status
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE learning.job_runs
+    SET status = p_status,
+        counts = p_counts,
+        error = p_error,
+        finished_at = pg_catalog.clock_timestamp()
+    WHERE id = p_id AND status = 'running'
+    RETURNING * INTO run;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job run % is not running', p_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM learning._log(
+        CASE p_status WHEN 'succeeded' THEN 'INFO' ELSE 'ERROR' END,
+        pg_catalog.format(
+            'JOB %s: job=%s | slot=%s | as_of=%s | duration=%ss | %s',
+            pg_catalog.upper(p_status), run.job,
+            pg_catalog.to_char(run.slot_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+            coalesce(
+                pg_catalog.to_char(run.as_of AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'now'
+            ),
+            pg_catalog.round(EXTRACT(EPOCH FROM run.finished_at - run.started_at)::numeric, 3),
+            CASE p_status
+                WHEN 'succeeded' THEN 'counts=' || coalesce(p_counts::text, '{}')
+                ELSE 'error=' || coalesce(p_error, 'unknown')
+            END
+        )
+    );
+    RETURN run;
+END;
+$$;
+
+-- learning.last_job_runs: the newest run of each job (for status), one row per job.
+-- DISTINCT ON over the (job, started_at) index stays one short pass however long the history grows.
+CREATE OR REPLACE FUNCTION learning.last_job_runs()
+RETURNS SETOF learning.job_runs
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = ''
+BEGIN ATOMIC
+    SELECT DISTINCT ON (r.job) r.*
+    FROM learning.job_runs AS r
+    ORDER BY r.job ASC, r.started_at DESC;
+END;
 
 -- file: sql/080_adapters.sql
--- adapters: filled in by its issue.
+-- Adapters to the bot as it is (BOT_SHAPES.md): its position_closed strands in public.ad_strands
+-- become closed_trades rows. Nothing is created on the bot's side when ad_strands does not exist.
+
+-- learning._strand_timestamp: a strand time field (ISO text or epoch seconds) as timestamptz.
+-- The bot writes ISO strings; epoch numbers are accepted too. STABLE: text without offset uses TimeZone.
+CREATE OR REPLACE FUNCTION learning._strand_timestamp(p_value jsonb)
+RETURNS timestamptz
+LANGUAGE sql
+STABLE
+SET search_path = ''
+BEGIN ATOMIC
+    SELECT CASE pg_catalog.jsonb_typeof(p_value)
+        WHEN 'number' THEN pg_catalog.to_timestamp((p_value #>> '{}')::double precision)
+        WHEN 'string' THEN (p_value #>> '{}')::timestamptz
+    END;
+END;
+
+-- learning.trg_ad_strands_closed_trade: one position_closed strand -> one closed_trades row (once).
+-- Read in a sub-block: a strand it cannot read is logged (WARNING, id, reason); the bot's INSERT stands.
+CREATE OR REPLACE FUNCTION learning.trg_ad_strands_closed_trade()
+RETURNS trigger
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    content jsonb;
+    last jsonb;
+    summary jsonb;
+    trade text;
+    tf text;
+    rpnl double precision;
+    closed timestamptz;
+    actions jsonb;
+    n_actions integer;
+    n_dropped integer;
+    inserted integer;
+BEGIN
+    BEGIN
+        content := NEW.content;
+        IF pg_catalog.jsonb_typeof(content) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'content is not a JSON object';
+        END IF;
+        IF pg_catalog.jsonb_typeof(content -> 'completed_trades') IS DISTINCT FROM 'array'
+            OR pg_catalog.jsonb_array_length(content -> 'completed_trades') = 0 THEN
+            RAISE EXCEPTION 'content.completed_trades is missing or empty';
+        END IF;
+        last := content -> 'completed_trades' -> -1;
+        IF pg_catalog.jsonb_typeof(last) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'completed_trades[-1] is not an object';
+        END IF;
+        summary := last -> 'summary';
+        IF pg_catalog.jsonb_typeof(summary) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'completed_trades[-1].summary is missing';
+        END IF;
+        -- 0.0 is a real rpnl_pct: only a missing or non-numeric value is refused.
+        IF pg_catalog.jsonb_typeof(summary -> 'rpnl_pct') IS DISTINCT FROM 'number' THEN
+            RAISE EXCEPTION 'completed_trades[-1].summary.rpnl_pct is missing or not a number (got %)',
+                coalesce((summary -> 'rpnl_pct')::text, 'nothing');
+        END IF;
+        rpnl := (summary ->> 'rpnl_pct')::double precision;
+        trade := coalesce(
+            nullif(last ->> 'trade_id', ''), NEW.trade_id::text, nullif(content ->> 'trade_id', '')
+        );
+        IF trade IS NULL THEN
+            RAISE EXCEPTION 'no trade_id (completed_trades[-1].trade_id, the row, content.trade_id)';
+        END IF;
+        tf := coalesce(NEW.timeframe, content ->> 'timeframe');
+        closed := coalesce(
+            learning._strand_timestamp(summary -> 'exit_timestamp'),
+            learning._strand_timestamp(content -> 'ts')
+        );
+        IF closed IS NULL THEN
+            RAISE EXCEPTION 'no exit time (summary.exit_timestamp, content.ts)';
+        END IF;
+        -- Actions in the closed_trades shape; elements without pattern_key/action_category are dropped.
+        SELECT
+            coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                'pattern_key', a.e ->> 'pattern_key',
+                'action_category', a.e ->> 'action_category',
+                'scope', CASE WHEN pg_catalog.jsonb_typeof(a.e -> 'scope') = 'object' THEN a.e -> 'scope' END,
+                'decision_type', a.e ->> 'decision_type',
+                'state', a.e ->> 'state',
+                'ts', a.e -> 'ts'
+            )) ORDER BY a.ord) FILTER (WHERE a.ok), '[]'::jsonb),
+            pg_catalog.count(*)::integer,
+            (pg_catalog.count(*) FILTER (WHERE NOT a.ok))::integer
+        INTO actions, n_actions, n_dropped
+        FROM (
+            SELECT
+                x.e,
+                x.ord,
+                pg_catalog.jsonb_typeof(x.e) = 'object'
+                AND pg_catalog.jsonb_typeof(x.e -> 'pattern_key') IS NOT DISTINCT FROM 'string'
+                AND x.e ->> 'pattern_key' <> ''
+                AND pg_catalog.jsonb_typeof(x.e -> 'action_category') IS NOT DISTINCT FROM 'string' AS ok
+            FROM pg_catalog.jsonb_array_elements(
+                CASE WHEN pg_catalog.jsonb_typeof(last -> 'actions') = 'array' THEN last -> 'actions'
+                    ELSE '[]'::jsonb END
+            ) WITH ORDINALITY AS x (e, ord)
+        ) AS a;
+
+        INSERT INTO public.closed_trades (
+            trade_id, position_id, token_contract, token_chain, timeframe, rpnl_pct, closed_at,
+            actions, did_trim, reached_s3
+        )
+        VALUES (
+            trade,
+            coalesce(NEW.position_id::text, content ->> 'position_id'),
+            content ->> 'token_contract',
+            coalesce(content ->> 'chain', content ->> 'token_chain'),
+            tf,
+            rpnl,
+            closed,
+            actions,
+            EXISTS (
+                SELECT FROM pg_catalog.jsonb_array_elements(actions) AS x (e)
+                WHERE pg_catalog.lower(x.e ->> 'decision_type') = 'trim'
+            ),
+            CASE WHEN summary ? 'time_to_s3' THEN pg_catalog.jsonb_typeof(summary -> 'time_to_s3') <> 'null' END
+        )
+        ON CONFLICT (trade_id) DO NOTHING;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+        IF n_dropped > 0 THEN
+            PERFORM learning._log('WARNING', pg_catalog.format(
+                'STRAND ADAPTER: Dropped unreadable actions | strand_id=%s | trade_id=%s | dropped=%s of %s',
+                NEW.id, trade, n_dropped, n_actions
+            ));
+        END IF;
+        IF inserted = 0 THEN
+            PERFORM learning._log('INFO', pg_catalog.format(
+                'STRAND ADAPTER: Trade already recorded | strand_id=%s | trade_id=%s', NEW.id, trade
+            ));
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'STRAND ADAPTER: Cannot read position_closed strand | strand_id=%s | reason=%s',
+            NEW.id, SQLERRM
+        ));
+    END;
+    RETURN NULL;
+END;
+$$;
+
+-- learning.install_ad_strands_adapter: put the trigger on public.ad_strands if it exists (and we own it).
+-- Run by the migration and by `adapter install`; warns and returns false rather than failing a migration.
+CREATE OR REPLACE FUNCTION learning.install_ad_strands_adapter()
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = ''
+AS $$
+DECLARE
+    strands CONSTANT regclass := pg_catalog.to_regclass('public.ad_strands');
+BEGIN
+    IF strands IS NULL THEN
+        RETURN false;
+    END IF;
+    IF NOT EXISTS (
+        SELECT FROM pg_catalog.pg_attribute
+        WHERE attrelid = strands AND attname = 'kind' AND NOT attisdropped
+    ) THEN
+        RAISE WARNING 'public.ad_strands has no column kind: adapter not installed';
+        RETURN false;
+    END IF;
+    -- Dynamic: the table may not exist when this function is created or checked.
+    EXECUTE 'DROP TRIGGER IF EXISTS _500_lowcap_learning_closed_trade ON public.ad_strands';
+    EXECUTE 'CREATE TRIGGER _500_lowcap_learning_closed_trade AFTER INSERT ON public.ad_strands '
+        'FOR EACH ROW WHEN (new.kind = ''position_closed'') '
+        'EXECUTE FUNCTION learning.trg_ad_strands_closed_trade()';
+    RETURN true;
+EXCEPTION WHEN insufficient_privilege THEN
+    -- A migration run by a role that does not own the bot's table must not fail for the adapter.
+    RAISE WARNING 'cannot put the adapter trigger on public.ad_strands: %', SQLERRM
+        USING HINT = 'run `lowcap-learning adapter install` as the owner of ad_strands';
+    RETURN false;
+END;
+$$;
+
+SELECT learning.install_ad_strands_adapter();
 
 -- file: sql/090_roles.sql
--- roles: filled in by its issue.
+-- Roles and grants (SPEC section 12). Loaded last, so every function of sql/ exists here.
+-- learning_writer: the bot's trade and episode writer; learning_reader: readers of allocation,
+-- overrides and the runtime selectors; learning_admin: the operators of this system.
+-- Roles are cluster-wide: created when missing, NOLOGIN (grant them to login roles), never
+-- dropped by a downgrade. The grants below are idempotent and re-derived from pg_catalog, so
+-- re-running this file after functions were added keeps every rule true.
+
+DO $roles$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['learning_writer', 'learning_reader', 'learning_admin'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            BEGIN
+                EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- created by a concurrent migration of another database of the cluster
+            END;
+        END IF;
+    END LOOP;
+END
+$roles$;
+
+COMMENT ON ROLE learning_writer IS
+'lowcap-learning: INSERT closed_trades and pattern_episode_events, learning.set_episode_outcome';
+COMMENT ON ROLE learning_reader IS
+'lowcap-learning: SELECT the data tables, EXECUTE the reader and runtime functions';
+COMMENT ON ROLE learning_admin IS
+'lowcap-learning: everything in schema learning, tunables, flags and jobs';
+
+-- ---------------------------------------------------------------------------------------------
+-- Nothing in schema learning is callable by PUBLIC. PostgreSQL can revoke a default privilege
+-- from PUBLIC only globally (per schema it can only add), which would also strip EXECUTE from
+-- every later function and extension of the bot's migrating role; so it is not done. Later
+-- functions are covered instead by this file running last on every migration, PUBLIC having no
+-- USAGE on schema learning, and tests/test_security_search_path.py (see docs/decisions.md).
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA learning FROM PUBLIC;  -- noqa: CP02
+REVOKE ALL ON ALL TABLES IN SCHEMA learning FROM PUBLIC;  -- noqa: CP02
+REVOKE ALL ON SCHEMA learning FROM PUBLIC;  -- noqa: CP02
+
+GRANT USAGE ON SCHEMA learning TO learning_writer, learning_reader, learning_admin;
+
+-- Later objects of schema learning: the admin gets everything, the reader reads the tables.
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT EXECUTE ON FUNCTIONS TO learning_admin;
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON TABLES TO learning_admin;
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON SEQUENCES TO learning_admin;
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT ON TABLES TO learning_reader;
+
+GRANT ALL ON ALL TABLES IN SCHEMA learning TO learning_admin;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA learning TO learning_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA learning TO learning_admin;
+GRANT SELECT ON ALL TABLES IN SCHEMA learning TO learning_reader;
+
+-- ---------------------------------------------------------------------------------------------
+-- Shared data tables (public). A writer only appends: the SECURITY DEFINER triggers update the
+-- configs, positions, history and log on its behalf, so it never holds UPDATE on them.
+-- INSERT ... RETURNING needs SELECT too: a bot that reads back ids also holds learning_reader.
+DO $tables$
+DECLARE
+    t record;
+    seq text;
+BEGIN
+    FOR t IN
+        SELECT x.name, x.writer, x.admin
+        FROM (
+            VALUES
+            ('closed_trades', 'INSERT', 'SELECT, INSERT'),
+            ('pattern_episode_events', 'INSERT', 'SELECT, INSERT, UPDATE'),
+            ('pattern_trade_events', NULL, 'SELECT'),
+            ('learning_configs', NULL, 'SELECT, INSERT, UPDATE'),
+            ('lowcap_positions', NULL, 'SELECT'),
+            ('learning_lessons', NULL, 'SELECT, INSERT, UPDATE, DELETE'),
+            ('pm_overrides', NULL, 'SELECT, INSERT, UPDATE, DELETE')
+        ) AS x (name, writer, admin)
+        WHERE pg_catalog.to_regclass('public.' || x.name) IS NOT NULL
+    LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT ON public.%I TO learning_reader', t.name);
+        EXECUTE pg_catalog.format('GRANT %s ON public.%I TO learning_admin', t.admin, t.name);
+        seq := NULL;
+        IF EXISTS (
+            SELECT FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = pg_catalog.to_regclass('public.' || t.name)
+                AND a.attname = 'id' AND NOT a.attisdropped
+        ) THEN
+            seq := pg_catalog.pg_get_serial_sequence(pg_catalog.format('public.%I', t.name), 'id');
+        END IF;
+        IF seq IS NOT NULL THEN
+            EXECUTE pg_catalog.format('GRANT USAGE ON SEQUENCE %s TO learning_admin', seq);
+        END IF;
+        IF t.writer IS NOT NULL THEN
+            EXECUTE pg_catalog.format('GRANT %s ON public.%I TO learning_writer', t.writer, t.name);
+            IF seq IS NOT NULL THEN
+                EXECUTE pg_catalog.format('GRANT USAGE ON SEQUENCE %s TO learning_writer', seq);
+            END IF;
+        END IF;
+    END LOOP;
+END
+$tables$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Functions. Named API functions are granted when they exist (helpers add functions in parallel;
+-- a missing name is skipped, not an error). Besides the names:
+-- - the reader may call every non-volatile function that runs with its own rights (read-only by
+--   construction: PostgreSQL refuses writes in STABLE/IMMUTABLE functions, and its table grants apply);
+-- - the writer may call every IMMUTABLE function that runs with its own rights (pure maths).
+-- SECURITY DEFINER functions are only ever granted by name. Revoke-then-grant keeps a re-run exact.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA learning FROM learning_writer, learning_reader;
+
+DO $functions$
+DECLARE
+    f record;
+    writer_api CONSTANT text [] := ARRAY['set_episode_outcome'];
+    reader_api CONSTANT text [] := ARRAY[
+        'timeframe_allocation', 'global_roi', 'select_execution_overrides', 'select_strength_overrides',
+        'match_strength_overrides', 'strength_overrides', 'feature_flag', 'tunables', 'scope_dimensions',
+        'recomputed_roi_state', 'last_job_runs'
+    ];
+BEGIN
+    FOR f IN
+        SELECT
+            p.oid::regprocedure AS signature,
+            p.proname = any(writer_api)
+            OR (p.provolatile = 'i' AND NOT p.prosecdef) AS to_writer,
+            p.proname = any(reader_api)
+            OR (p.provolatile IN ('i', 's') AND NOT p.prosecdef) AS to_reader
+        FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace = 'learning'::regnamespace
+            AND p.prokind = 'f'
+            AND p.prorettype <> 'trigger'::regtype
+    LOOP
+        IF f.to_writer THEN
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO learning_writer', f.signature);
+        END IF;
+        IF f.to_reader THEN
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO learning_reader', f.signature);
+        END IF;
+    END LOOP;
+END
+$functions$;

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import click
 
 from lowcap_learning import db
-from lowcap_learning import migrate as migrations
 from lowcap_learning.ingest import IngestError, ingest_file, read_rows
 
 STATUS_ALLOCATION = """
@@ -26,6 +26,10 @@ def _fmt(value, digits: int = 6) -> str:
     return str(value)
 
 
+def _ts(value) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
 def status_data(conn) -> dict:
     cur = conn.cursor()
     allocation = [
@@ -33,9 +37,12 @@ def status_data(conn) -> dict:
         for row in cur.execute(STATUS_ALLOCATION).fetchall()
     ]
     g = cur.execute(STATUS_GLOBAL).fetchone()
+    from lowcap_learning.jobs import last_runs  # ops: the newest run of each job
+
     return {
         "allocation": allocation,
         "global_roi": dict(zip(("roi_short", "roi_long", "n", "updated_at"), g, strict=False)),
+        "jobs": [r.as_dict() for r in last_runs(conn)],
     }
 
 
@@ -45,6 +52,8 @@ def register(cli: click.Group) -> None:
     @click.pass_obj
     def migrate(obj, create_db: bool) -> None:
         """Create or adopt the learning schema (alembic upgrade head)."""
+        from lowcap_learning import migrate as migrations  # alembic is slow to import: only here
+
         if create_db and db.ensure_database(obj["url"]):
             click.echo("created database")
         migrations.upgrade(obj["url"])
@@ -71,6 +80,12 @@ def register(cli: click.Group) -> None:
             f"{'global':<10}{'':>12}{_fmt(g['roi_short']):>12}{_fmt(g['roi_long']):>12}{g['n']:>7}"
             f"  {_fmt(g['updated_at'])}"
         )
+        click.echo(f"\n{'job':<16}{'status':<11}{'slot (UTC)':<21}{'finished_at (UTC)':<21}counts / error")
+        for run in data["jobs"] or [{"job": "(no runs yet)", "status": "", "slot_start": "", "finished_at": ""}]:
+            detail = run.get("error") or (json.dumps(run["counts"]) if run.get("counts") is not None else "")
+            click.echo(
+                f"{run['job']:<16}{run['status']:<11}{_ts(run['slot_start']):<21}{_ts(run['finished_at']):<21}{detail}"
+            )
 
     @cli.command()
     @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))

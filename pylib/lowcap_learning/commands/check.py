@@ -1,0 +1,45 @@
+"""check: recompute the learning state from closed_trades and allocation_history."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from lowcap_learning import db
+from lowcap_learning.check import run_check
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.9f}" if isinstance(value, float) else str(value)
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @click.pass_obj
+    def check(obj, as_json: bool) -> None:
+        """Recompute EWMAs, n and the allocation path; exit 1 on any divergence."""
+        with db.connection(obj["url"]) as conn:
+            report = run_check(conn)
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+        else:
+            click.echo(
+                f"trades={report.trades} history_rows={report.history_rows} "
+                f"steps_replayed={report.steps_replayed} tokens={report.tokens}"
+            )
+            click.echo(f"{'series':<8}{'n':>8}{'n (re)':>8}{'roi_short':>14}{'recomputed':>14}  ok")
+            for s in report.series:
+                click.echo(
+                    f"{s.series:<8}{s.n_stored:>8}{s.n_recomputed:>8}{_fmt(s.roi_short_stored):>14}"
+                    f"{_fmt(s.roi_short_recomputed):>14}  {'yes' if s.ok else 'NO'}"
+                )
+            for line in report.warnings:
+                click.echo(f"warning: {line}")
+            for line in report.divergences:
+                click.echo(f"DIVERGENCE: {line}")
+            click.echo("check: ok" if report.ok else f"check: {len(report.divergences)} divergence(s)")
+        if not report.ok:
+            sys.exit(1)

@@ -1,0 +1,386 @@
+"""`make demo` / `lowcap-learning demo`: the whole system on a seeded synthetic history.
+
+Recreates the demo database, migrates it with alembic, seeds positions, and replays day by day (simulated
+time): that day's closed trades (one INSERT, through the allocation trigger), that day's episode windows
+(through the capture trigger), the outcomes of the episodes that ended that day (set_episode_outcome),
+then the hourly jobs with as_of = the simulated slot. It prints the allocation path and the per-token totals
+check, and writes demo-output/report.md and demo-output/allocation.png. stdout carries only seeded figures
+(the same on every run); timings go to stderr. Parts whose provider (another module) is missing are
+skipped with a note, so the demo always runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import conninfo, sql
+
+from lowcap_learning import jobs as jobs_module
+from lowcap_learning import logs, migrate, synthetic
+from lowcap_learning.db import database_url
+
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Size:
+    tokens: int
+    trades: int
+    events: int
+    days: int
+    job_every_days: int
+    path_every: int
+
+
+FULL = Size(tokens=40, trades=600, events=4000, days=60, job_every_days=7, path_every=50)
+SMALL = Size(tokens=8, trades=120, events=600, days=20, job_every_days=5, path_every=40)
+
+TOKEN_TOTALS = """
+SELECT token_contract, token_chain, sum(total_allocation_pct)
+FROM public.lowcap_positions
+WHERE status IN ('watchlist', 'active', 'dormant') AND timeframe = ANY (learning.tracked_timeframes())
+    AND total_allocation_pct IS NOT NULL
+GROUP BY token_contract, token_chain
+ORDER BY token_contract, token_chain
+"""
+HISTORY = """
+SELECT seq, trade_id, timeframe, closed_at, allocation_before, allocation_after
+FROM learning.allocation_history ORDER BY seq
+"""
+SET_OUTCOMES = """
+SELECT coalesce(sum(learning.set_episode_outcome(r.episode_id, r.outcome)), 0)
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r (episode_id text, outcome text)
+"""
+HAS_FUNCTION = "SELECT pg_catalog.to_regprocedure(%(sig)s::text) IS NOT NULL"
+TUNING_OVERRIDES = """
+SELECT pattern_key, scope_subset, action_category, multiplier, tuning_params, n
+FROM public.pm_overrides
+WHERE action_category LIKE 'tuning\\_%%' AND status = 'active'
+ORDER BY pattern_key, scope_subset::text, action_category
+"""
+STRENGTH_OVERRIDES = """
+SELECT pattern_key, scope_subset, dira, dire, confidence_score, edge_raw_roi, n
+FROM public.pm_overrides
+WHERE action_category = 'pm_strength' AND status = 'active'
+ORDER BY confidence_score DESC NULLS LAST, pattern_key, scope_subset::text
+"""
+LOG_PREFIXES = """
+SELECT pg_catalog.rtrim(substring(message FROM '^[^:|]*')) AS prefix, level, count(*)
+FROM learning.learning_log GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+def demo_database_url(url: str | None) -> str:
+    """The URL's server with a database whose name says demo (never recreate someone's real database)."""
+    url = database_url(url)
+    name = conninfo.conninfo_to_dict(url).get("dbname") or ""
+    if "demo" in name:
+        return url
+    if "://" in url:  # keep the URL form (alembic needs it): replace the path
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(path="/lowcap_learning_demo"))
+    return conninfo.make_conninfo(url, dbname="lowcap_learning_demo")
+
+
+def recreate_database(url: str, template: str | None = None) -> None:
+    """Drop and create the demo database (as a copy of template when given: tests skip the migration)."""
+    info = conninfo.conninfo_to_dict(url)
+    name = info["dbname"]
+    admin = conninfo.make_conninfo(**dict(info, dbname="postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
+        conn.execute(create)
+
+
+def drop_database(url: str) -> None:
+    info = conninfo.conninfo_to_dict(url)
+    admin = conninfo.make_conninfo(**dict(info, dbname="postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(info["dbname"])))
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _fmt_alloc(values) -> str:
+    return "  ".join(f"{v:.4f}" for v in values)
+
+
+def _available(spec: str) -> str | None:
+    try:
+        jobs_module.provider(spec)
+    except jobs_module.JobUnavailable as err:
+        return str(err)
+    return None
+
+
+class Report:
+    def __init__(self) -> None:
+        self.stdout: list[str] = []
+        self.md: list[str] = []
+
+    def both(self, line: str = "") -> None:
+        self.stdout.append(line)
+        print(line, flush=True)
+
+    def section(self, title: str) -> None:
+        self.md += ["", f"## {title}", ""]
+
+
+def main(
+    url: str | None = None,
+    small: bool = False,
+    out_dir: str | Path = "demo-output",
+    seed: int = 7,
+    template: str | None = None,
+) -> Report:
+    t0 = time.monotonic()
+    size = SMALL if small else FULL
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    demo_url = demo_database_url(url)
+    dbname = conninfo.conninfo_to_dict(demo_url)["dbname"]
+    rep = Report()
+    rep.both(f"lowcap-learning demo ({'small' if small else 'full'}, seed {seed}): database {dbname}")
+    recreate_database(demo_url, template)
+    if template is None:
+        migrate.upgrade(demo_url)
+    print(f"[{time.monotonic() - t0:5.1f}s] migrated", file=sys.stderr)
+
+    positions = synthetic.positions(size.tokens, seed=seed)
+    trades = synthetic.closed_trades(size.trades, seed=seed, start=START, span_days=size.days, tokens=positions)
+    events = synthetic.episode_events(size.events, seed=seed, start=START, span_days=size.days)
+    outcome_of = {e["episode_id"]: e["outcome"] for e in events}
+    last_window: dict[str, datetime] = {}
+    for e in events:
+        last_window[e["episode_id"]] = max(last_window.get(e["episode_id"], START), _ts(e["timestamp"]))
+    pending = [dict(e, outcome=None) for e in events]
+
+    # Jobs with the providers that exist; a missing one is noted and the rest of its job still runs.
+    notes: list[str] = []
+    registry: dict[str, jobs_module.Job] = {}
+    for name in jobs_module.job_names("all"):
+        job = jobs_module.JOBS[name]
+        present = []
+        for spec in job.providers:
+            missing = _available(spec)
+            if missing:
+                notes.append(f"job {name}: {spec} skipped ({missing.split(': ', 1)[1]})")
+            else:
+                present.append(spec)
+        if present:
+            registry[name] = jobs_module.Job(name, job.minute, tuple(present), job.description)
+    runnable = list(registry)
+
+    with psycopg.connect(demo_url, autocommit=True) as conn:
+        synthetic.insert_positions(conn, positions)
+        totals_before = {(r[0], r[1]): r[2] for r in conn.execute(TOKEN_TOTALS).fetchall()}
+        has_outcome = conn.execute(HAS_FUNCTION, {"sig": "learning.set_episode_outcome(text, text)"}).fetchone()[0]
+        if not has_outcome:
+            notes.append("episode outcomes inserted with the windows: learning.set_episode_outcome is missing")
+            pending = events
+        job_runs = 0
+        for day in range(size.days):
+            lo, hi = START + timedelta(days=day), START + timedelta(days=day + 1)
+            with conn.transaction():
+                synthetic.insert_closed_trades(conn, [t for t in trades if lo <= _ts(t["closed_at"]) < hi])
+                synthetic.insert_episode_events(conn, [e for e in pending if lo <= _ts(e["timestamp"]) < hi])
+                if has_outcome:
+                    ended = [
+                        {"episode_id": ep, "outcome": outcome_of[ep]}
+                        for ep, at in last_window.items()
+                        if lo <= at < hi
+                    ]
+                    conn.execute(SET_OUTCOMES, {"rows": json.dumps(ended)})
+            if (day + 1) % size.job_every_days == 0 or day + 1 == size.days:
+                for name in runnable:
+                    as_of = hi + timedelta(minutes=jobs_module.JOBS[name].minute)
+                    run = jobs_module.run_job(conn, name, as_of=as_of, slot_start=hi, registry=registry)
+                    job_runs += 1
+                    if run.status == "failed":
+                        notes.append(f"job {name} at {as_of:%Y-%m-%d %H:%M} failed: {run.error}")
+        print(f"[{time.monotonic() - t0:5.1f}s] replayed {size.days} days, {job_runs} job runs", file=sys.stderr)
+
+        history = conn.execute(HISTORY).fetchall()
+        totals_after = {(r[0], r[1]): r[2] for r in conn.execute(TOKEN_TOTALS).fetchall()}
+        tuning = conn.execute(TUNING_OVERRIDES).fetchall()
+        strength = conn.execute(STRENGTH_OVERRIDES).fetchall()
+        timeframes = list(conn.execute("SELECT learning.tracked_timeframes()").fetchone()[0])
+        runtime_lines = _runtime_examples(conn, strength, tuning, notes)
+        log_counts = conn.execute(LOG_PREFIXES).fetchall()
+        exported = logs.export(conn, out / "learning_system.log")
+        from lowcap_learning.plot import plot_allocation
+
+        plot_allocation(conn, out / "allocation.png", title=f"Demo allocation ({len(history)} trades, seed {seed})")
+
+    # ---------------------------------------------------------------- stdout + report
+    rep.both(f"{len(positions)} positions ({size.tokens} tokens x 3 timeframes), {len(trades)} trades, "
+             f"{len(events)} episode windows over {size.days} days; jobs every {size.job_every_days} simulated day(s)")
+    rep.both("")
+    rep.both("allocation path (trade #, closed_at, " + ", ".join(timeframes) + "):")
+    path_rows = []
+    if history:
+        path_rows.append(("start", history[0][3], history[0][4]))
+        for i, row in enumerate(history, start=1):
+            if i % size.path_every == 0 and i != len(history):
+                path_rows.append((str(i), row[3], row[5]))
+        path_rows.append((f"end ({len(history)})", history[-1][3], history[-1][5]))
+    for label, at, alloc in path_rows:
+        rep.both(f"  {label:<10} {at:%Y-%m-%d %H:%M}  {_fmt_alloc(alloc)}")
+    per_tf = {tf: sum(1 for t in trades if t["timeframe"] == tf) for tf in timeframes}
+    mean_tf = {
+        tf: sum(t["rpnl_pct"] for t in trades if t["timeframe"] == tf) / max(per_tf[tf], 1) for tf in timeframes
+    }
+    tf_line = ", ".join(f"{tf} {per_tf[tf]} (mean {mean_tf[tf]:+.2f}%)" for tf in timeframes)
+    rep.both("  trades per timeframe: " + tf_line)
+    worst = max((abs(totals_after[k] - v) for k, v in totals_before.items()), default=0.0)
+    same_keys = set(totals_before) == set(totals_after)
+    ok = same_keys and worst < 1e-9
+    rep.both(f"per-token totals check: {len(totals_before)} tokens, max |after - before| < 1e-9 %: "
+             f"{'ok' if ok else f'FAILED ({worst:.3g})'}")
+    rep.both(f"tuning overrides: {len({(r[0], json.dumps(r[1], sort_keys=True)) for r in tuning})} slices; "
+             f"strength overrides: {len(strength)}")
+    for note in notes:
+        rep.both(f"note: {note}")
+
+    md = rep.md
+    md += [f"# lowcap-learning demo report (seed {seed}, {'small' if small else 'full'})", "",
+           f"{len(positions)} positions ({size.tokens} tokens x 3 timeframes), {len(trades)} closed trades and "
+           f"{len(events)} episode windows over {size.days} simulated days, replayed day by day through the "
+           f"triggers; jobs (lesson-builder, tuning-miner, materializer) run every {size.job_every_days} simulated "
+           f"day(s) with as_of = the simulated slot. The 4h timeframe is the better one by construction.",
+           "", "![allocation](allocation.png)"]
+    rep.section("Allocation path")
+    md += ["| trade # | closed_at | " + " | ".join(timeframes) + " |", "|---|---|" + "---|" * len(timeframes)]
+    md += [f"| {label} | {at:%Y-%m-%d %H:%M} | " + " | ".join(f"{v:.4f}" for v in alloc) + " |"
+           for label, at, alloc in path_rows]
+    md += ["", "Trades per timeframe: " + tf_line, "",
+           f"Per-token totals: {len(totals_before)} tokens, every total kept within 1e-9 %: {'yes' if ok else 'NO'}."]
+    rep.section("Tuning overrides chosen (one unit per slice: ts_min, halo_max, slope_min; 15 largest slices)")
+    md += _tuning_table(tuning)
+    rep.section("Strength overrides (top 15 by confidence)")
+    if strength:
+        md += ["| pattern | scope | dirA | dirE | confidence | edge_raw_roi | n |", "|---|---|---|---|---|---|---|"]
+        md += [f"| {p} | `{json.dumps(s, sort_keys=True)}` | {a:+.3f} | {e:+.3f} | {c:.3f} | {edge:+.4f} | {n} |"
+               for p, s, a, e, c, edge, n in strength[:15]]
+        md += ["", f"{len(strength)} active pm_strength overrides in all."]
+    else:
+        md += ["none"]
+    rep.section("Runtime application")
+    md += runtime_lines
+    rep.section("Learning log")
+    md += ["| line | level | rows |", "|---|---|---|"] + [f"| {p} | {lvl} | {n} |" for p, lvl, n in log_counts]
+    md += ["", f"{exported} rows exported to `learning_system.log`."]
+    if notes:
+        rep.section("Notes")
+        md += [f"- {n}" for n in notes]
+    (out / "report.md").write_text("\n".join(md).lstrip() + "\n")
+    print(f"[{time.monotonic() - t0:5.1f}s] wrote {out / 'report.md'} and {out / 'allocation.png'}", file=sys.stderr)
+    return rep
+
+
+def _tuning_table(rows) -> list[str]:
+    if not rows:
+        return ["none"]
+    by_slice: dict[tuple[str, str], dict] = {}
+    for pattern, scope, category, multiplier, params, n in rows:
+        entry = by_slice.setdefault((pattern, json.dumps(scope, sort_keys=True)), {"n": n, "params": params})
+        entry[category] = (multiplier, (params or {}).get("delta"))
+    lines = ["| pattern | scope | ts_min x | halo_max x | slope_min + | ratio | gained / lost | n |",
+             "|---|---|---|---|---|---|---|---|"]
+    largest = sorted(by_slice.items(), key=lambda kv: (-(kv[1]["n"] or 0), kv[0]))[:15]
+    for (pattern, scope), e in largest:
+        p = e["params"] or {}
+        ratio = "inf" if p.get("ratio_infinite") else (f"{p['ratio']:.2f}x" if p.get("ratio") is not None else "-")
+
+        def lever(cat, e=e):
+            m, d = e.get(cat, (None, None))
+            return "-" if m is None else f"{m:.3f} (d {d:+g})" if d is not None else f"{m:.3f}"
+
+        slope = e.get("tuning_slope_min", (None, None))[1]
+        lines.append(
+            f"| {pattern} | `{scope}` | {lever('tuning_ts_min')} | {lever('tuning_halo')} | "
+            f"{'-' if slope is None else f'{slope:+g}'} | {ratio} | {p.get('gained', '-')} / {p.get('lost', '-')} "
+            f"| {e['n']} |"
+        )
+    return [*lines, "", f"{len(by_slice)} slices with an active tuning override in all."]
+
+
+def _runtime_examples(conn, strength, tuning, notes) -> list[str]:
+    """One apply_strength_overrides and one apply_execution_overrides call, on a scope that matches."""
+    lines: list[str] = []
+    try:
+        runtime = importlib.import_module("lowcap_learning.runtime")
+    except ModuleNotFoundError:
+        notes.append("runtime application skipped: lowcap_learning.runtime is missing")
+        return ["skipped: lowcap_learning.runtime is missing"]
+    apply_strength = getattr(runtime, "apply_strength_overrides", None)
+    if apply_strength is None:
+        notes.append("strength runtime skipped: runtime.apply_strength_overrides is missing")
+        lines.append("- strength: skipped (runtime.apply_strength_overrides is missing)")
+    elif not strength:
+        lines.append("- strength: no active pm_strength override to apply")
+    else:
+        pattern, scope = strength[0][0], dict(strength[0][1])
+        row = conn.execute(
+            "SELECT scope FROM public.pattern_trade_events WHERE pattern_key = %(p)s::text"
+            " AND scope @> %(s)s::jsonb ORDER BY id LIMIT 1",
+            {"p": pattern, "s": json.dumps(scope)},
+        ).fetchone()
+        scope = dict(row[0]) if row else scope
+        result = apply_strength(conn, pattern, scope, 0.5, 0.5)
+        fields = {k: getattr(result, k) for k in ("a_final", "e_final", "position_size_frac", "delta_a", "delta_e",
+                                                  "dir_a", "dir_e", "confidence", "steer_max_eff")
+                  if hasattr(result, k)}
+        lines.append(f"- `apply_strength_overrides(conn, {pattern!r}, {json.dumps(scope, sort_keys=True)}, "
+                     "a_flags=0.5, e_flags=0.5)`:")
+        lines += [f"  - {k} = {v:.4f}" if isinstance(v, float) else f"  - {k} = {v}" for k, v in fields.items()]
+        lines.append(f"  - matches = {len(getattr(result, 'matches', []) or [])}")
+    apply_exec = getattr(runtime, "apply_execution_overrides", None)
+    if apply_exec is None:
+        notes.append("execution runtime skipped: runtime.apply_execution_overrides is missing")
+        lines.append("- execution: skipped (runtime.apply_execution_overrides is missing)")
+    elif not tuning:
+        lines.append("- execution: no active tuning override to apply")
+    else:
+        pattern, scope = _full_scope(conn, tuning[0][0], tuning[0][1])
+        base = {"ts_min": synthetic.TS_MIN, "halo_max": synthetic.HALO_MAX, "slope_min": synthetic.SLOPE_MIN}
+        result = apply_exec(conn, pattern, scope, base)
+        lines.append(f"- `apply_execution_overrides(conn, {pattern!r}, {json.dumps(scope, sort_keys=True)}, "
+                     f"{json.dumps(base)})`:")
+        lines.append(f"  - thresholds = `{_plain(getattr(result, 'thresholds', result))}`")
+        for o in getattr(result, "applied", []) or []:
+            lines.append(f"  - applied {o.action_category}: multiplier {o.multiplier:g}, delta {o.delta}, "
+                         f"slice `{json.dumps(o.scope_subset, sort_keys=True)}` (n {o.n})")
+    return lines
+
+
+FULL_SCOPE = """
+SELECT scope FROM public.pattern_episode_events
+WHERE pattern_key = %(pattern)s::text AND scope @> %(subset)s::jsonb
+ORDER BY id LIMIT 1
+"""
+
+
+def _full_scope(conn, pattern: str, subset: dict) -> tuple[str, dict]:
+    """A real scope (every dimension, as the PM passes it) containing the override's slice."""
+    row = conn.execute(FULL_SCOPE, {"pattern": pattern, "subset": json.dumps(subset)}).fetchone()
+    return pattern, dict(row[0]) if row else dict(subset)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in value.items()}, default=str)
+    return str(value)

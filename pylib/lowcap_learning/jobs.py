@@ -1,0 +1,215 @@
+"""The hourly learning jobs (SPEC section 9): registry, and one recorded run of a job.
+
+A run claims its row of learning.job_runs (unique on (job, slot_start)) before it starts, so a slot runs
+at most once whoever asks; it then takes a session advisory lock on the job so two runs of one job never
+overlap (a manual `run` during a scheduled one), runs the providers (each in its own transaction), and
+closes the row with its counts or its error. Providers are imported lazily: a missing module or function
+fails that job with a clear message and leaves the others running.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+
+from lowcap_learning.db import connect, describe_error
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    minute: int  # minute of every hour at which the scheduler runs it
+    providers: tuple[str, ...]  # "module:function", run in order
+    description: str
+
+
+JOBS: dict[str, Job] = {
+    job.name: job
+    for job in (
+        Job("lesson-builder", 8, ("lowcap_learning.strength:run_lesson_builder",), "strength lessons from trade facts"),
+        Job("tuning-miner", 9, ("lowcap_learning.tuning:run_tuning_miner",), "tuning lessons from episodes"),
+        Job(
+            "materializer",
+            10,
+            ("lowcap_learning.simulate:materialize_tuning", "lowcap_learning.strength:materialize_strength"),
+            "lever simulation and overrides from lessons",
+        ),
+    )
+}
+
+CLAIM = """
+SELECT learning.claim_job_slot(
+    p_job => %(job)s::text, p_slot_start => %(slot)s::timestamptz, p_as_of => %(as_of)s::timestamptz,
+    p_host => %(host)s::text, p_pid => %(pid)s::integer
+)
+"""
+FINISH = """
+SELECT id, job, slot_start, as_of, started_at, finished_at, status, counts, error
+FROM learning.finish_job_run(
+    p_id => %(id)s::bigint, p_status => %(status)s::text, p_counts => %(counts)s::jsonb, p_error => %(error)s::text
+)
+"""
+# Advisory lock key: (class 'job' of this project, the job's name hashed).
+TRY_LOCK = """
+SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('lowcap_learning.job'), pg_catalog.hashtext(%(job)s::text))
+"""
+UNLOCK = """
+SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('lowcap_learning.job'), pg_catalog.hashtext(%(job)s::text))
+"""
+LAST_RUNS = """
+SELECT id, job, slot_start, as_of, started_at, finished_at, status, counts, error
+FROM learning.last_job_runs()
+"""
+RECENT_RUNS = """
+SELECT id, job, slot_start, as_of, started_at, finished_at, status, counts, error
+FROM learning.job_runs ORDER BY started_at DESC, id DESC LIMIT %(limit)s::integer
+"""
+
+
+class JobUnavailable(RuntimeError):
+    """A job's provider module or function is not installed."""
+
+
+@dataclass
+class JobRun:
+    id: int | None
+    job: str
+    slot_start: datetime
+    as_of: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    status: str = "skipped"  # skipped = the slot was already claimed: this process did not run it
+    counts: dict | None = None
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row) -> JobRun:
+        return cls(*row)
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "job": self.job,
+            "slot_start": self.slot_start,
+            "as_of": self.as_of,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "status": self.status,
+            "counts": self.counts,
+            "error": self.error,
+        }
+
+
+def provider(spec: str) -> Callable:
+    """Import "module:function" now; JobUnavailable names what is missing."""
+    module_name, func_name = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise JobUnavailable(f"{spec} is not available: module {err.name} is not installed") from None
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise JobUnavailable(f"{spec} is not available: {module_name} has no function {func_name}")
+    return func
+
+
+def job_names(name: str) -> list[str]:
+    """'all' -> every job in schedule order; else the one job (ValueError names the known jobs)."""
+    if name == "all":
+        return sorted(JOBS, key=lambda n: JOBS[n].minute)
+    if name not in JOBS:
+        raise ValueError(f"unknown job {name!r}: known jobs are all, {', '.join(JOBS)}")
+    return [name]
+
+
+def _run_providers(conn: psycopg.Connection, job: Job, as_of: datetime | None) -> dict:
+    funcs = [(spec, provider(spec)) for spec in job.providers]  # all importable before any runs
+    counts: dict = {}
+    for spec, func in funcs:
+        result = func(conn, as_of=as_of) or {}
+        if len(funcs) == 1:
+            counts = dict(result)
+        else:
+            counts[spec.split(":")[1].removeprefix("materialize_")] = dict(result)  # {"tuning": .., "strength": ..}
+    return counts
+
+
+def run_job(
+    conn_or_url: psycopg.Connection | str | None,
+    name: str,
+    as_of: datetime | None = None,
+    slot_start: datetime | None = None,
+    *,
+    registry: dict[str, Job] | None = None,
+    runner: Callable[[psycopg.Connection, Job, datetime | None], dict] | None = None,
+) -> JobRun:
+    """Run one job once for slot_start (default: now, i.e. an ad-hoc run) and record it.
+
+    Returns the JobRun; status 'skipped' when the slot was already claimed by someone else. A failing
+    job is recorded as failed (its own work rolled back) and does not raise. A connection passed in is
+    switched to autocommit (the claim must be visible at once; providers open their own transactions).
+    """
+    registry = registry or JOBS
+    if name not in registry:
+        raise ValueError(f"unknown job {name!r}: known jobs are {', '.join(registry)}")
+    job = registry[name]
+    if isinstance(conn_or_url, psycopg.Connection):
+        return _run_on(conn_or_url, None, job, as_of, slot_start, runner or _run_providers)
+    with connect(conn_or_url, autocommit=True) as conn:
+        return _run_on(conn, conn_or_url, job, as_of, slot_start, runner or _run_providers)
+
+
+def _run_on(conn, url: str | None, job: Job, as_of, slot_start, runner) -> JobRun:
+    if not conn.autocommit:
+        conn.commit()
+        conn.autocommit = True  # the claim must be visible at once; providers open their own transactions
+    slot = slot_start or datetime.now(UTC)
+    run_id = conn.execute(
+        CLAIM, {"job": job.name, "slot": slot, "as_of": as_of, "host": socket.gethostname(), "pid": os.getpid()}
+    ).fetchone()[0]
+    if run_id is None:
+        return JobRun(None, job.name, slot, as_of)
+    locked = conn.execute(TRY_LOCK, {"job": job.name}).fetchone()[0]
+    status, counts, error = "succeeded", None, None
+    try:
+        if not locked:
+            raise JobUnavailable(f"another run of {job.name} is in progress (advisory lock held)")
+        counts = runner(conn, job, as_of)
+    except JobUnavailable as err:
+        status, error = "failed", str(err)
+    except psycopg.Error as err:
+        status, error = "failed", describe_error(err)
+    except Exception as err:  # noqa: BLE001 - a job's failure is recorded, never lost
+        status, error = "failed", f"{type(err).__name__}: {err}"
+    finally:
+        if locked and not conn.closed:
+            conn.execute(UNLOCK, {"job": job.name})
+    if conn.closed:  # the job lost its connection: record the outcome on a fresh one
+        with connect(url, autocommit=True) as fresh:
+            return _finish(fresh, run_id, status, counts, error)
+    return _finish(conn, run_id, status, counts, error)
+
+
+def _finish(conn, run_id: int, status: str, counts, error) -> JobRun:
+    row = conn.execute(
+        FINISH,
+        {"id": run_id, "status": status, "counts": json.dumps(counts, default=str) if counts is not None else None,
+         "error": error},
+    ).fetchone()
+    return JobRun.from_row(row)
+
+
+def last_runs(conn: psycopg.Connection) -> list[JobRun]:
+    return [JobRun.from_row(r) for r in conn.execute(LAST_RUNS).fetchall()]
+
+
+def recent_runs(conn: psycopg.Connection, limit: int = 20) -> list[JobRun]:
+    return [JobRun.from_row(r) for r in conn.execute(RECENT_RUNS, {"limit": limit}).fetchall()]

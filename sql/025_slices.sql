@@ -1,0 +1,227 @@
+-- Scope slices (SPEC section 7), shared by the strength builder and the tuning miner: the scope
+-- dimensions of a row, and the level-wise (apriori) search of every slice with enough support.
+
+-- learning.scope_dimensions: the top-level keys of p_scope with a string, number or boolean value,
+-- restricted to p_dims unless it is empty. Pure pg_catalog SQL, no SET clause, so it inlines.
+CREATE OR REPLACE FUNCTION learning.scope_dimensions(p_scope jsonb, p_dims text [] DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN pg_catalog.jsonb_typeof(p_scope) = 'object'
+        THEN coalesce(
+            (
+                SELECT pg_catalog.jsonb_object_agg(e.key, e.value)
+                FROM pg_catalog.jsonb_each(p_scope) AS e (key, value)
+                WHERE
+                    pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+                    AND (coalesce(pg_catalog.cardinality(p_dims), 0) = 0 OR e.key = any(p_dims))
+            ),
+            '{}'::jsonb
+        )
+    ELSE '{}'::jsonb
+END;
+
+-- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
+-- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
+-- Level by level on aggregated cells: level k extends the frequent (k-1)-slices a cell contains with
+-- the cell's frequent pairs whose key sorts after the slice's last key (each slice built once).
+-- Pairs are numbered in key order so a slice is an int[] while it is counted (far cheaper than jsonb)
+-- and a cell's frequent pairs are one sorted array, extended by slicing instead of a join.
+CREATE OR REPLACE FUNCTION learning.frequent_slices(p_n_min integer, p_max_dims integer)
+RETURNS TABLE (pattern_key text, scope_subset jsonb, stats double precision [])
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = ''
+SET client_min_messages = 'warning'
+AS $$
+DECLARE
+    width integer;
+    sums text;
+    cell_sums text;
+    level integer := 0;
+    max_level integer := GREATEST(coalesce(p_max_dims, 0), 0);
+    found_rows bigint;
+BEGIN
+    IF pg_catalog.to_regclass('pg_temp.slice_cells') IS NULL THEN
+        RAISE EXCEPTION 'learning.frequent_slices needs the temp table pg_temp.slice_cells'
+            USING ERRCODE = 'undefined_table',
+                HINT = 'CREATE TEMP TABLE slice_cells (pattern_key text, dims jsonb, stats float8[])';
+    END IF;
+    SELECT pg_catalog.max(pg_catalog.cardinality(c.stats)) INTO width FROM pg_temp.slice_cells AS c;
+    IF width IS NULL OR width < 1 THEN
+        RETURN;
+    END IF;
+    DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_raw, pg_temp._fs_items, pg_temp._fs_pairs,
+        pg_temp._fs_citems, pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out;
+    -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).
+    SELECT
+        pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.stats[%s]) AS s%s', i, i), ', ' ORDER BY i),
+        pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.s%s)', i), ', ' ORDER BY i)
+    INTO cell_sums, sums
+    FROM pg_catalog.generate_series(1, width) AS i;
+    EXECUTE pg_catalog.format(
+        'CREATE TEMP TABLE _fs_cells ON COMMIT DROP AS
+         SELECT pg_catalog.row_number() OVER () AS cell_id, g.*
+         FROM (
+             SELECT c.pattern_key, c.dims, %s
+             FROM pg_temp.slice_cells AS c
+             WHERE c.pattern_key IS NOT NULL
+             GROUP BY c.pattern_key, c.dims
+         ) AS g',
+        cell_sums
+    );
+    ANALYZE pg_temp._fs_cells;
+    CREATE TEMP TABLE _fs_items (
+        item_id integer, pattern_key text, key text COLLATE "C", value jsonb
+    ) ON COMMIT DROP;
+    CREATE TEMP TABLE _fs_out (
+        out_id bigint GENERATED ALWAYS AS IDENTITY,
+        pattern_key text,
+        ids integer [],
+        stats double precision []
+    ) ON COMMIT DROP;
+
+    -- Level 0: the empty slice of every pattern.
+    EXECUTE pg_catalog.format(
+        'INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+         SELECT c.pattern_key, ''{}''::integer [], ARRAY[%s]
+         FROM pg_temp._fs_cells AS c
+         GROUP BY c.pattern_key
+         HAVING pg_catalog.sum(c.s1) >= $1',
+        sums
+    ) USING p_n_min;
+    GET DIAGNOSTICS found_rows = ROW_COUNT;
+
+    IF found_rows > 0 AND max_level >= 1 THEN
+        -- Every scalar (key, value) pair of every cell of a supported pattern.
+        CREATE TEMP TABLE _fs_raw ON COMMIT DROP AS
+        SELECT
+            c.cell_id,
+            c.pattern_key,
+            e.key COLLATE "C" AS key,
+            e.value
+        FROM pg_temp._fs_cells AS c
+        INNER JOIN pg_temp._fs_out AS o ON c.pattern_key = o.pattern_key
+        CROSS JOIN LATERAL pg_catalog.jsonb_each(
+            CASE WHEN pg_catalog.jsonb_typeof(c.dims) = 'object' THEN c.dims ELSE '{}'::jsonb END
+        ) AS e (key, value)
+        WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean');
+        ANALYZE pg_temp._fs_raw;
+
+        -- Items: distinct (pattern, key, value), numbered in key order, so a cell's items sorted by
+        -- id are sorted by key and a slice's ids are increasing.
+        INSERT INTO pg_temp._fs_items (item_id, pattern_key, key, value)
+        SELECT
+            pg_catalog.row_number() OVER (ORDER BY d.key, d.pattern_key, d.value)::integer AS item_id,
+            d.pattern_key,
+            d.key,
+            d.value
+        FROM (SELECT DISTINCT r.pattern_key, r.key, r.value FROM pg_temp._fs_raw AS r) AS d;
+        ANALYZE pg_temp._fs_items;
+
+        CREATE TEMP TABLE _fs_pairs ON COMMIT DROP AS
+        SELECT
+            r.cell_id,
+            i.item_id
+        FROM pg_temp._fs_raw AS r
+        INNER JOIN pg_temp._fs_items AS i
+            ON r.pattern_key = i.pattern_key AND r.key = i.key AND r.value = i.value;
+        DROP TABLE pg_temp._fs_raw;
+        ANALYZE pg_temp._fs_pairs;
+
+        -- Level 1: one slice per item.
+        EXECUTE pg_catalog.format(
+            'CREATE TEMP TABLE _fs_level ON COMMIT DROP AS
+             SELECT ARRAY[p.item_id] AS ids, ARRAY[%s] AS stats
+             FROM pg_temp._fs_pairs AS p
+             INNER JOIN pg_temp._fs_cells AS c ON p.cell_id = c.cell_id
+             GROUP BY p.item_id
+             HAVING pg_catalog.sum(c.s1) >= $1',
+            sums
+        ) USING p_n_min;
+        GET DIAGNOSTICS found_rows = ROW_COUNT;
+        level := 1;
+        INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+        SELECT i.pattern_key, l.ids, l.stats
+        FROM pg_temp._fs_level AS l
+        INNER JOIN pg_temp._fs_items AS i ON l.ids[1] = i.item_id;
+
+        -- Each cell's frequent items in key order (apriori: only they can extend a slice).
+        CREATE TEMP TABLE _fs_citems ON COMMIT DROP AS
+        SELECT
+            p.cell_id,
+            pg_catalog.array_agg(p.item_id ORDER BY p.item_id) AS items
+        FROM pg_temp._fs_pairs AS p
+        INNER JOIN pg_temp._fs_level AS l ON l.ids[1] = p.item_id
+        GROUP BY p.cell_id
+        HAVING pg_catalog.count(*) >= 2;
+        CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
+        SELECT
+            c.cell_id,
+            ARRAY[u.item_id] AS ids,
+            u.pos::integer AS pos
+        FROM pg_temp._fs_citems AS c
+        CROSS JOIN LATERAL pg_catalog.unnest(c.items) WITH ORDINALITY AS u (item_id, pos);
+        ANALYZE pg_temp._fs_citems;
+        ANALYZE pg_temp._fs_cur;
+    END IF;
+
+    WHILE found_rows > 0 AND level < max_level LOOP
+        level := level + 1;
+        -- Extend each frequent (k-1)-slice of a cell with each later frequent item of that cell.
+        DROP TABLE IF EXISTS pg_temp._fs_next;
+        CREATE TEMP TABLE _fs_next ON COMMIT DROP AS
+        SELECT
+            cur.cell_id,
+            cur.ids || u.item_id AS ids,
+            cur.pos + u.step::integer AS pos
+        FROM pg_temp._fs_cur AS cur
+        INNER JOIN pg_temp._fs_citems AS c ON cur.cell_id = c.cell_id
+        CROSS JOIN LATERAL
+            pg_catalog.unnest(c.items[cur.pos + 1:]) WITH ORDINALITY AS u (item_id, step);
+        ANALYZE pg_temp._fs_next;
+
+        DROP TABLE IF EXISTS pg_temp._fs_level;
+        EXECUTE pg_catalog.format(
+            'CREATE TEMP TABLE _fs_level ON COMMIT DROP AS
+             SELECT n.ids, ARRAY[%s] AS stats
+             FROM pg_temp._fs_next AS n
+             INNER JOIN pg_temp._fs_cells AS c ON n.cell_id = c.cell_id
+             GROUP BY n.ids
+             HAVING pg_catalog.sum(c.s1) >= $1',
+            sums
+        ) USING p_n_min;
+        GET DIAGNOSTICS found_rows = ROW_COUNT;
+        INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+        SELECT i.pattern_key, l.ids, l.stats
+        FROM pg_temp._fs_level AS l
+        INNER JOIN pg_temp._fs_items AS i ON l.ids[1] = i.item_id;
+
+        IF found_rows > 0 AND level < max_level THEN
+            DROP TABLE IF EXISTS pg_temp._fs_cur;
+            CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
+            SELECT n.cell_id, n.ids, n.pos
+            FROM pg_temp._fs_next AS n
+            INNER JOIN pg_temp._fs_level AS l ON n.ids = l.ids;
+            ANALYZE pg_temp._fs_cur;
+        END IF;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT
+        o.pattern_key,
+        coalesce(
+            pg_catalog.jsonb_object_agg(i.key, i.value) FILTER (WHERE i.item_id IS NOT NULL),
+            '{}'::jsonb
+        ),
+        o.stats
+    FROM pg_temp._fs_out AS o
+    LEFT JOIN LATERAL pg_catalog.unnest(o.ids) AS u (item_id) ON true
+    LEFT JOIN pg_temp._fs_items AS i ON u.item_id = i.item_id
+    GROUP BY o.out_id, o.pattern_key, o.stats;
+    DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_items, pg_temp._fs_pairs, pg_temp._fs_citems,
+        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out;
+END;
+$$;

@@ -1,0 +1,150 @@
+"""`lowcap-learning check`: clean history passes; every kind of tampering is reported (exit 1)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from lowcap_learning import synthetic
+from lowcap_learning.check import run_check
+from lowcap_learning.cli import cli
+
+START = datetime.now(UTC) - timedelta(days=40)
+DISABLE = "ALTER TABLE public.closed_trades DISABLE TRIGGER _100_append_only"
+ENABLE = "ALTER TABLE public.closed_trades ENABLE TRIGGER _100_append_only"
+
+
+@pytest.fixture(scope="module")
+def history(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        synthetic.insert_positions(conn, synthetic.positions(12, seed=8))
+        trades = synthetic.closed_trades(600, seed=8, start=START, id_prefix="chk")
+        for i, row in enumerate(trades):
+            if i % 9 == 0:
+                row["timeframe"] = "1m"  # skip rows in the history too
+        # Several statements, out of closed_at order: late trades fold in exactly.
+        for part in (trades[300:], trades[:150], trades[150:300]):
+            synthetic.insert_closed_trades(conn, part)
+    return db_url
+
+
+def _check(url: str, *args: str):
+    return CliRunner().invoke(cli, ["--database-url", url, "check", *args])
+
+
+def test_clean_history_passes(history):
+    result = _check(history)
+    assert result.exit_code == 0, result.output
+    assert "check: ok" in result.output
+    data = json.loads(_check(history, "--json").output)
+    assert data["ok"] is True and data["trades"] == 600 and data["history_rows"] == 600
+    assert data["steps_replayed"] > 400
+    assert {s["series"]: s["n_stored"] for s in data["series"]}["global"] == 600 - len(range(0, 600, 9))
+
+
+# (label, tampering SQL, fragment of the reported divergence)
+TAMPERING = [
+    (
+        "allocation moved by hand",
+        """UPDATE public.learning_configs SET config_data = jsonb_set(config_data,
+           '{timeframe_allocation,1h,current_allocation}', '0.6') WHERE module_id = 'decision_maker'""",
+        "current allocation",
+    ),
+    (
+        "n changed by hand",
+        """UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,n,2}', '1')
+           WHERE module_id = 'decision_maker'""",
+        "4h: stored n=1",
+    ),
+    (
+        "EWMA sums changed by hand",
+        """UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,15m,1}',
+           to_jsonb((config_data -> 'learning_state' -> '15m' ->> 1)::float8 + 0.5))
+           WHERE module_id = 'decision_maker'""",
+        "15m: stored",
+    ),
+    (
+        "a history step rewritten",
+        """UPDATE learning.allocation_history SET allocation_after[2] = allocation_after[2] + 1e-6,
+           allocation_after[3] = allocation_after[3] - 1e-6
+           WHERE seq = (SELECT min(seq) + 200 FROM learning.allocation_history)""",
+        "replayed step differs",
+    ),
+    (
+        "a history row deleted",
+        "DELETE FROM learning.allocation_history WHERE seq = (SELECT min(seq) + 100 FROM learning.allocation_history)",
+        "allocation_history rows (expected 1)",
+    ),
+    (
+        "a history row duplicated",
+        """INSERT INTO learning.allocation_history (trade_id, timeframe, closed_at, trade_roi, reason,
+           allocation_before, allocation_after, roi_short, trade_counts)
+           SELECT trade_id, timeframe, closed_at, trade_roi, reason, allocation_after, allocation_after, roi_short,
+               trade_counts
+           FROM learning.allocation_history ORDER BY seq DESC LIMIT 1""",
+        "expected 1",
+    ),
+    (
+        "a trade deleted behind the trigger's back",
+        f"{DISABLE}; DELETE FROM public.closed_trades WHERE trade_id = (SELECT min(trade_id) FROM public.closed_trades"
+        f" WHERE timeframe = '1h'); {ENABLE}",
+        "not in closed_trades",
+    ),
+    (
+        "a trade's rpnl changed behind the trigger's back",
+        f"{DISABLE}; UPDATE public.closed_trades SET rpnl_pct = rpnl_pct + 50 WHERE trade_id = "
+        f"(SELECT max(trade_id) FROM public.closed_trades WHERE timeframe = '4h'); {ENABLE}",
+        "4h: stored",
+    ),
+    (
+        "a position set to NaN",
+        """UPDATE public.lowcap_positions SET total_allocation_pct = 'NaN'
+           WHERE id = (SELECT id FROM public.lowcap_positions WHERE status = 'active'
+                       AND total_allocation_pct IS NOT NULL AND timeframe = '1h' LIMIT 1)""",
+        "total_allocation_pct=nan",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "tamper", "fragment"), TAMPERING, ids=[t[0] for t in TAMPERING])
+def test_tampering_is_reported(history, label, tamper, fragment):
+    from conftest import clone_of
+
+    # Each case on its own copy of the clean history.
+    with psycopg.connect(history, autocommit=True) as conn:
+        dbname = conn.info.dbname
+    with clone_of(dbname, "chk_tamper") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(tamper.encode())
+        result = _check(url)
+        assert result.exit_code == 1, result.output
+        assert fragment.lower() in result.output.lower(), result.output
+        data = json.loads(_check(url, "--json").output)
+        assert data["ok"] is False and data["divergences"]
+
+
+def test_positions_off_split_are_warnings_not_divergences(history):
+    with psycopg.connect(history, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO public.lowcap_positions (token_contract, token_chain, timeframe, status, total_allocation_pct)
+            VALUES ('0xnew', 'base', '15m', 'active', 5), ('0xnew', 'base', '1h', 'active', 5)
+            """
+        )
+        report = run_check(conn)
+        conn.execute("DELETE FROM public.lowcap_positions WHERE token_contract = '0xnew'")
+    assert report.ok
+    assert any("0xnew" in w for w in report.warnings)
+
+
+def test_check_runs_as_reader(history):
+    """The check only reads: learning_reader can run it."""
+    with psycopg.connect(history) as conn:
+        conn.execute("SET ROLE learning_reader")
+        conn.commit()
+        report = run_check(conn)
+    assert report.ok, report.divergences
