@@ -214,6 +214,61 @@ def tracked_rows(conn: psycopg.Connection) -> int:
 # trigger overhead
 
 
+TRADE_FLOOR = """
+WITH t AS (
+    INSERT INTO public.bench_closed_trades_plain (
+        trade_id, position_id, token_contract, token_chain, timeframe, rpnl_pct, closed_at, actions
+    ) VALUES (
+        %(trade_id)s::text, %(position_id)s::text, %(token_contract)s::text, %(token_chain)s::text,
+        %(timeframe)s::text, %(rpnl_pct)s::double precision, %(closed_at)s::timestamptz, %(actions)s::jsonb
+    )
+    RETURNING *
+),
+
+e AS (
+    INSERT INTO public.bench_floor_events (
+        pattern_key, action_category, scope, trade_id, roi, did_trim, reached_s3, "timestamp"
+    )
+    SELECT a ->> 'pattern_key', a ->> 'action_category', a -> 'scope', t.trade_id, t.rpnl_pct / 100, false,
+        false, t.closed_at
+    FROM t CROSS JOIN LATERAL jsonb_array_elements(t.actions) AS x (a)
+),
+
+h AS (
+    INSERT INTO public.bench_floor_history (
+        trade_id, timeframe, closed_at, trade_roi, reason, allocation_before, allocation_after, desired,
+        scores, roi_short, trade_counts, step_limit
+    )
+    SELECT t.trade_id, t.timeframe, t.closed_at, t.rpnl_pct / 100, 'step', '{0.15,0.5,0.35}',
+        '{0.15,0.5,0.35}', '{0.15,0.5,0.35}', '{1,1,1}', '{0.01,0.02,0.03}', '{5,5,5}', 0.003
+    FROM t
+),
+
+l AS (
+    INSERT INTO public.bench_floor_log (level, message)
+    SELECT 'INFO', 'ROI UPDATE: timeframe=' || t.timeframe || ' | trade_id=' || t.trade_id || ' | line ' || k
+    FROM t CROSS JOIN generate_series(1, 2) AS k
+)
+
+UPDATE public.bench_floor_config
+SET config_data = config_data || jsonb_build_object('last', (SELECT t.trade_id FROM t)), updated_at = now()
+WHERE module_id = 'decision_maker'
+"""
+
+FLOOR_SETUP = """
+CREATE TABLE public.bench_floor_events (LIKE public.pattern_trade_events INCLUDING ALL);
+CREATE TABLE public.bench_floor_history (LIKE learning.allocation_history INCLUDING ALL);
+CREATE TABLE public.bench_floor_log (LIKE learning.learning_log INCLUDING ALL);
+CREATE TABLE public.bench_floor_config (LIKE public.learning_configs INCLUDING ALL);
+INSERT INTO public.bench_floor_config SELECT * FROM public.learning_configs WHERE module_id = 'decision_maker';
+"""
+
+FLOOR_DROP = """
+DROP TABLE public.bench_floor_events, public.bench_floor_history, public.bench_floor_log,
+    public.bench_floor_config, public.bench_closed_trades_plain
+"""
+
+
 def job_trigger(url: str, size: dict) -> dict:
     n = size["trigger_n"]
     rows = synthetic.closed_trades(n, seed=21, start=START, span_days=SPAN_DAYS)
@@ -225,24 +280,29 @@ def job_trigger(url: str, size: dict) -> dict:
         learn = insert_one_statement("public.closed_trades")
         # Warm both statements (prepared plans, caches), then alternate blocks to cancel drift.
         block = max(10, n // 10)
-        t = {"plain": 0.0, "learn": 0.0}
-        cpu = {"plain": 0.0, "learn": 0.0}
-        statements = {"plain": plain, "learn": learn}
+        floor_rows = synthetic.closed_trades(n, seed=22, start=START, span_days=SPAN_DAYS, id_prefix="floor")
+        conn.execute(FLOOR_SETUP.encode())
+        t = {"plain": 0.0, "learn": 0.0, "floor": 0.0}
+        cpu = {"plain": 0.0, "learn": 0.0, "floor": 0.0}
+        statements = {"plain": plain, "learn": learn, "floor": TRADE_FLOOR}
         for k, i in enumerate(range(0, n, block)):
-            part = rows[i : i + block]
-            for which in ("plain", "learn") if k % 2 == 0 else ("learn", "plain"):
+            for which in ("plain", "learn", "floor") if k % 2 == 0 else ("floor", "learn", "plain"):
+                part = (floor_rows if which == "floor" else rows)[i : i + block]
                 c0 = backend_cpu(conn)
                 t[which] += timed_inserts(conn, statements[which], part)
                 cpu[which] += backend_cpu(conn) - c0
         t_plain, t_learn = t["plain"], t["learn"]
         events = conn.execute("SELECT count(*) FROM public.pattern_trade_events").fetchone()[0]
-        conn.execute("DROP TABLE public.bench_closed_trades_plain")
-    plain_rate, learn_rate = n / t_plain, n / t_learn
+        conn.execute(FLOOR_DROP)
+    plain_rate, learn_rate, floor_rate = n / t_plain, n / t_learn, n / t["floor"]
     return {
         "n": n,
         "plain_per_s": plain_rate,
         "trigger_per_s": learn_rate,
         "ratio": learn_rate / plain_rate,
+        "floor_per_s": floor_rate,
+        "ratio_floor": learn_rate / floor_rate,
+        "backend_cpu_ms_floor": 1000 * cpu["floor"] / n,
         "ms_plain": 1000 * t_plain / n,
         "ms_trigger": 1000 * t_learn / n,
         "backend_cpu_ms_plain": 1000 * cpu["plain"] / n,
@@ -371,6 +431,7 @@ def job_live(url: str, size: dict) -> dict:
                     t_bare += bare_updates(len(part))
                     cpu_bare += backend_cpu(conn) - c0
         hot = hot_written / max(written, 1)
+        pos_bytes = table_stats(conn, "public.lowcap_positions")["bytes"]
         written = written / n
 
         conn.execute("DROP TABLE IF EXISTS public.bench_closed_trades_plain")
@@ -409,6 +470,7 @@ def job_live(url: str, size: dict) -> dict:
         "ratio_bare": learn_rate / bare_rate,
         "ratio_plan": learn_rate / plan_rate,
         "rows_written_per_trade": written,
+        "positions_bytes_after": pos_bytes,
         "hot_share": hot,
         "backend_cpu_ms_trigger": 1000 * cpu_learn / n,
         "backend_cpu_ms_bare": 1000 * cpu_bare / n,
@@ -605,11 +667,19 @@ def job_miner_sql(url: str, size: dict) -> dict:
     return {"seconds": seconds, "lessons": lessons, "result": str(result)[:200]}
 
 
-def fetch_frame(conn: psycopg.Connection, query: str, params: dict, columns: list[str]):
+def fetch_frame(conn: psycopg.Connection, query: str, params: dict, columns: list[str], dtypes: dict):
+    """The query's rows as a DataFrame via COPY ... TO STDOUT (CSV): far less memory than Python tuples."""
+    import io
+
     import pandas as pd
 
-    cur = conn.execute(query, params)
-    return pd.DataFrame(cur.fetchall(), columns=columns)
+    inner = psycopg.ClientCursor(conn).mogrify(query, params)
+    buf = io.BytesIO()
+    with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(sql.SQL(inner))) as copy:
+        for chunk in copy:
+            buf.write(chunk)
+    buf.seek(0)
+    return pd.read_csv(buf, names=columns, dtype=dtypes, header=None)
 
 
 def pandas_slices(df, value_columns: list[str], n_min: int, max_dims: int, dedupe: str | None = None):
@@ -644,6 +714,7 @@ def job_miner_pandas(url: str, size: dict) -> dict:
             " AND outcome IS NOT NULL",
             {"as_of": AS_OF},
             ["pattern_key", *DIMS, "decision", "outcome"],
+            {c: "category" for c in ["pattern_key", *DIMS, "decision", "outcome"]},
         )
         fetched = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -730,6 +801,7 @@ def job_strength_pandas(url: str, size: dict) -> dict:
             " AND roi IS NOT NULL",
             {"as_of": AS_OF},
             ["pattern_key", *DIMS, "trade_id", "roi", "did_trim", "reached_s3"],
+            {**{c: "category" for c in ["pattern_key", *DIMS]}, "trade_id": "str", "roi": "float64"},
         )
         fetched = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -739,8 +811,8 @@ def job_strength_pandas(url: str, size: dict) -> dict:
     for c in ["pattern_key", *DIMS]:
         df[c] = df[c].astype("category")
     roi = df["roi"].to_numpy()
-    trim = df["did_trim"].to_numpy(dtype=bool)
-    s3 = df["reached_s3"].to_numpy(dtype=bool)
+    trim = (df["did_trim"] == "t").to_numpy()
+    s3 = (df["reached_s3"] == "t").to_numpy()
     w = np.tanh(np.abs(roi) / 0.10)
     da = np.where(roi < 0, -1.0, np.where((roi > 0) & s3, 1.0, 0.0))
     de = np.where((roi < 0) & trim, 1.0, np.where((roi > 0) & s3, -1.0, 0.0))
@@ -1032,6 +1104,20 @@ def machine(url: str) -> dict:
     }
 
 
+OTHER_XACT = """
+SELECT coalesce(extract(EPOCH FROM max(pg_catalog.now() - a.xact_start)), 0)::double precision
+FROM pg_catalog.pg_stat_activity AS a
+WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.datname <> %(db)s::text
+    AND (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL)
+"""
+
+
+def oldest_other_transaction(name: str) -> float:
+    """Age (s) of the oldest transaction of another database: it holds back pruning here too."""
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        return conn.execute(OTHER_XACT, {"db": name}).fetchone()[0]
+
+
 def run_all(sections: list[str], quick: bool) -> dict:
     name, url = create_database()
     results: dict = {"machine": machine(url), "quick": quick}
@@ -1073,6 +1159,7 @@ def run_all(sections: list[str], quick: bool) -> dict:
                 results["simulation"] = run_child("simulation", url, quick)
             elif section == "runtime":
                 results["runtime"] = run_child("runtime", url, quick)
+            results.setdefault("other_xact_age", {})[section] = oldest_other_transaction(name)
             print(f"[bench] {section} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     finally:
         drop_database(name)
@@ -1117,6 +1204,13 @@ def report(results: dict, command: str) -> str:
                 f" {t['ratio']:.2f} |"
                 f" {TARGETS['trigger']} | {verdict(t['ratio'] >= 0.70)} |"
             )
+            if "floor_per_s" in t:
+                lines.append(
+                    f"| trigger vs its write floor (the same trade, pattern_trade_events, history, 2 log rows and"
+                    f" the config row written by one plain statement) | {fmt(t['trigger_per_s'])} vs"
+                    f" {fmt(t['floor_per_s'])} /s (server CPU {fmt(t['backend_cpu_ms_floor'], 3)} ms) |"
+                    f" {t['ratio_floor']:.2f} | (diagnostic) | |"
+                )
     if "live" in r:
         t = r["live"]
         rss.append(("live", t.get("peak_rss_mib")))
@@ -1151,9 +1245,10 @@ def report(results: dict, command: str) -> str:
             s, pd_ = p["sql"], p["pandas"]
             rss.append((f"miner {p['events']:,}", s.get("peak_rss_mib")))
             rss.append((f"miner pandas {p['events']:,}", pd_.get("peak_rss_mib")))
-            if status(s):
+            if status(s) or status(pd_):
                 lines.append(
-                    f"| tuning miner, {p['events']:,} events | {status(s)} (pandas {pd_.get('seconds', 0):.2f} s) | |"
+                    f"| tuning miner, {p['events']:,} events | {status(s) or s.get('seconds')}"
+                    f" (pandas {status(pd_) or pd_.get('seconds')}) | |"
                     f" {TARGETS['miner']} | n/a |"
                 )
             else:
@@ -1170,9 +1265,10 @@ def report(results: dict, command: str) -> str:
         rss.append(("strength builder", s.get("peak_rss_mib")))
         rss.append(("strength pandas", pd_.get("peak_rss_mib")))
         label = f"strength lesson builder, {load.get('trade_events', 0):,} rows ({load.get('trades', 0):,} trades)"
-        if status(s):
+        if status(s) or status(pd_):
             lines.append(
-                f"| {label} | {status(s)} (pandas {pd_.get('seconds', 0):.2f} s) | | {TARGETS['strength']} | n/a |"
+                f"| {label} | {status(s) or s.get('seconds')} (pandas {status(pd_) or pd_.get('seconds')}) | |"
+                f" {TARGETS['strength']} | n/a |"
             )
         else:
             ok = s["seconds"] <= 20 and s["seconds"] < pd_["seconds"]
@@ -1220,6 +1316,8 @@ def report(results: dict, command: str) -> str:
             + f" | max {worst:.0f} MiB | {TARGETS['memory']} | {verdict(worst <= 1024)} |"
         )
 
+    ages = r.get("other_xact_age") or {}
+    held = {k: v for k, v in ages.items() if v > 1}
     growth = ""
     if "growth" in r and "points" in r["growth"]:
         growth = "\n".join(
@@ -1238,6 +1336,13 @@ def report(results: dict, command: str) -> str:
         "",
         *lines,
     ]
+    if held:
+        out += [
+            "",
+            "Another database's transaction was open (its age in s at the end of the section: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in held.items())
+            + "); its snapshot holds back pruning in every database, so rewritten rows pile up.",
+        ]
     if growth:
         out += ["", "Growth of the live trade with the number of positions:", "", growth]
     if "bulk" in r and "seconds" in r["bulk"]:
@@ -1255,10 +1360,51 @@ def report(results: dict, command: str) -> str:
         out += [
             "",
             f"Live trade churn: {t['rows_written_per_trade']:.0f} position rows written per trade"
-            f" ({100 * t['hot_share']:.0f}% HOT); the plan's flow writes {t['plan_rows_written_per_trade']:.0f}"
+            f" ({100 * t['hot_share']:.0f}% HOT; the table is {t['positions_bytes_after']:,} bytes after the"
+            " trades and bare UPDATEs); the plan's flow writes"
+            f" {t['plan_rows_written_per_trade']:.0f}"
             " rows per trade, one autocommit UPDATE each.",
         ]
     return "\n".join(out) + "\n"
+
+
+NOTES = """
+## What bounds the missed targets (profiles)
+
+- **Trigger overhead (single-row INSERT).** The write floor row above runs the same writes (trade,
+  its pattern_trade_events rows, one history row, two log rows, the config row) as one plain
+  statement: it keeps ~0.8 of the plain rate, so the writes are not the bound; the trigger's logic
+  is (~1.3 ms server CPU per trade on this machine, measured from /proc). plpgsql_check's profiler
+  per trade (quiet machine): history + log statement 0.29 ms, config UPDATE 0.13 ms, config
+  SELECT ... FOR UPDATE 0.08 ms, pattern_trade_events 0.07 ms, the four series reads 0.06 ms,
+  tunables() 0.05 ms, allocation_step 0.04 ms, redistribute_positions 0.035 ms, the two EWMA folds
+  0.05 ms. Each of ~15 statements pays executor start-up per call and each plpgsql expression is
+  re-initialised per transaction; a plain INSERT costs ~0.07-0.2 ms and its commit 0.3-2 ms here, so
+  0.70 needs the whole learning step under ~0.15 ms: only with far fewer statements (e.g. no
+  per-trade history/log rows, which SPEC requires) or a C trigger. Before the performance edits the
+  trigger cost ~2.3 ms of server CPU per trade (non-inlined SQL helpers re-planned on every call).
+- **Live trade vs the plan's flow.** The bare UPDATE of the same ~2,800 rows (the physical floor of
+  the redistribution) is itself only ~45x the plan's flow on a disk with a 0.3-0.4 ms fsync, so
+  >= 100x is out of reach for any implementation that rewrites those rows; ours is at or above the
+  floor (ratio to bare UPDATE >= 0.70).
+- **Bulk replay.** The write floor (the rows the replay writes, copied by plain INSERT ... SELECT into
+  trigger-less copies with the same indexes: ~100k trades, ~420k pattern_trade_events, 100k
+  history rows, 200k log rows, plus one positions UPDATE) is itself ~20,000 trades/s here; the
+  replay reaches about half of it. Profile of a 20k-trade replay: pattern_trade_events INSERT 30%,
+  history + log INSERT 30%, the per-trade plpgsql loop (allocation_step ~15 us, two folds) 25%.
+- **Strength builder vs pandas.** Under 20 s, but slower than pandas on the same enumeration:
+  learning.frequent_slices (level-wise temp tables, ANALYZE per level) takes ~70% of it. Before the
+  ANALYZE added before the deactivation anti-join it took 148 s at 25k trades (a nested loop).
+- **Runtime steering.** The batch form matches every request against every active override of its
+  pattern with `scope_subset <@ scope` (10,000 x ~1,250 jsonb containment tests); an equality
+  lookup of the request's own <= 4-dim sub-scopes on the unique (pattern_key, action_category,
+  scope_subset) index, or matching in Python against overrides loaded once, would bound it.
+- **Memory.** The pandas comparison jobs read through COPY into categorical columns; the product's
+  own jobs stay far below 1 GiB (their work is in the database).
+- **Shared machine.** Figures were measured while other sessions ran tests on the same 2 cores;
+  any long transaction in another database holds back pruning here too (see the note above), which
+  inflates every figure that rewrites rows (live trades, config row).
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1281,6 +1427,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(sections, args.quick)
     command = "make bench" if not (args.quick or args.only) else "scripts/bench.py " + " ".join(sys.argv[1:])
     text = report(results, command)
+    if not (args.quick or args.only):
+        text += NOTES
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))

@@ -94,8 +94,10 @@ CREATE TABLE IF NOT EXISTS public.closed_trades (
     CHECK (rpnl_pct >= -100 AND rpnl_pct <= 1000000),
     CONSTRAINT closed_trades_actions_check
     CHECK (pg_catalog.jsonb_typeof(actions) = 'array'),
+    -- A trade from the future would become the EWMA reference and weigh every real trade to 0.
+    -- now() only moves forward, so a row that passed once always passes (dump/restore safe).
     CONSTRAINT closed_trades_closed_at_check
-    CHECK (closed_at > '-infinity' AND closed_at < 'infinity')
+    CHECK (closed_at > '-infinity' AND closed_at <= now() + interval '1 day')
 );
 
 CREATE INDEX IF NOT EXISTS closed_trades_closed_at_idx

@@ -45,7 +45,7 @@ SET search_path = ''
 AS $$
 DECLARE
     spec learning.tunable_specs;
-    num double precision;
+    num numeric;
 BEGIN
     SELECT * INTO spec FROM learning.tunable_specs WHERE key = p_key;
     IF NOT FOUND THEN
@@ -71,8 +71,9 @@ BEGIN
             p_key, spec.min_value, spec.max_value, coalesce(p_value::text, 'null')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    num := (p_value #>> '{}')::double precision;
-    IF num < spec.min_value OR num > spec.max_value
+    -- Compared as numeric first: a JSON number beyond float8 (1e400) is out of range, not a crash.
+    num := (p_value #>> '{}')::numeric;
+    IF num < spec.min_value::numeric OR num > spec.max_value::numeric
         OR (spec.kind = 'integer' AND num <> pg_catalog.trunc(num)) THEN
         RAISE EXCEPTION 'tunable % must be % in [%, %], got %',
             p_key, CASE spec.kind WHEN 'integer' THEN 'an integer' ELSE 'a number' END,

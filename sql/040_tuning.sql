@@ -72,24 +72,32 @@ BEGIN
     );
 
     DROP TABLE IF EXISTS pg_temp.slice_cells;
+    -- Counted per distinct (pattern_key, scope) first, so scope_dimensions runs once per distinct
+    -- scope, not once per row; frequent_slices adds up cells that share dims.
     CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
     SELECT
-        e.pattern_key,
-        learning.scope_dimensions(e.scope, dims) AS dims,
-        ARRAY[
-            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure')),
-            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'acted'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'skipped'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'acted'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'acted'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'skipped'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'skipped'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'neutral')
-        ]::double precision [] AS stats
-    FROM public.pattern_episode_events AS e
-    WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
-        AND e.outcome IN ('success', 'failure', 'neutral')
-    GROUP BY e.pattern_key, learning.scope_dimensions(e.scope, dims);
+        g.pattern_key,
+        learning.scope_dimensions(g.scope, dims) AS dims,
+        g.stats
+    FROM (
+        SELECT
+            e.pattern_key,
+            e.scope,
+            ARRAY[
+                pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure')),
+                pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'acted'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'skipped'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'acted'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'acted'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'skipped'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'skipped'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'neutral')
+            ]::double precision [] AS stats
+        FROM public.pattern_episode_events AS e
+        WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
+            AND e.outcome IN ('success', 'failure', 'neutral')
+        GROUP BY e.pattern_key, e.scope
+    ) AS g;
 
     SELECT coalesce(pg_catalog.sum(c.stats[1]), 0)::bigint INTO n_events FROM pg_temp.slice_cells AS c;
     PERFORM learning._log('INFO', pg_catalog.format(

@@ -133,7 +133,13 @@ BEGIN
                 'STRAND ADAPTER: Trade already recorded | strand_id=%s | trade_id=%s', NEW.id, trade
             ));
         END IF;
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION
+        -- Transient failures (lock timeout, deadlock, serialization, cancel, resources) fail the bot's
+        -- INSERT so it retries: swallowing them would keep the strand and lose its trade.
+        WHEN transaction_rollback OR lock_not_available OR insufficient_resources
+            OR operator_intervention OR system_error OR internal_error THEN
+            RAISE;
+        WHEN OTHERS THEN
         PERFORM learning._log('WARNING', pg_catalog.format(
             'STRAND ADAPTER: Cannot read position_closed strand | strand_id=%s | reason=%s',
             NEW.id, SQLERRM

@@ -213,3 +213,22 @@ def test_csv_with_a_byte_order_mark(db_url, conn, tmp_path):
     result = run(db_url, "ingest", str(path))
     assert result.exit_code == 0, result.output
     assert count(conn) == 3
+
+
+def test_closed_at_without_time_zone_is_utc_whatever_the_session_says(db_url, conn, tmp_path):
+    from lowcap_learning.ingest import ingest_file
+
+    reset_learning(conn)
+    rows = trades(2)
+    rows[0]["closed_at"] = "2026-03-01T12:00:00"  # no zone
+    path = write_jsonl(tmp_path / "naive.jsonl", rows)
+    with psycopg.connect(db_url) as session:
+        session.execute("SET TIME ZONE 'Asia/Tokyo'")
+        session.commit()
+        ingest_file(session, path)
+    stored = conn.execute(
+        "SELECT to_char(closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM public.closed_trades"
+        " WHERE trade_id = %(id)s",
+        {"id": rows[0]["trade_id"]},
+    ).fetchone()[0]
+    assert stored == "2026-03-01 12:00"

@@ -2,8 +2,8 @@
 
 Temp tables created at run time are invisible to a static check and are the one tolerated error.
 Trigger functions are checked against the table they are attached to (with their transition
-tables); a trigger function attached to nothing in this database (an adapter for a table the bot
-does not have here) cannot be checked and is listed instead, so it shows up in review.
+tables). The bot's ad_strands table is created first (its shape from BOT_SHAPES.md) and the adapter
+installed, so the adapter is checked against a real table too.
 """
 
 import psycopg
@@ -19,6 +19,14 @@ LEFT JOIN LATERAL (
 ) AS t ON true
 WHERE p.pronamespace = 'learning'::regnamespace
 ORDER BY 1
+"""
+
+AD_STRANDS = """
+CREATE TABLE IF NOT EXISTS public.ad_strands (
+    id text PRIMARY KEY, module text, kind text, symbol text, timeframe text, position_id text,
+    trade_id uuid, content jsonb, regime_context jsonb, tags jsonb, target_agent text,
+    created_at timestamptz DEFAULT now(), updated_at timestamptz DEFAULT now()
+)
 """
 
 CHECK = r"""
@@ -38,6 +46,8 @@ def test_plpgsql_check_finds_nothing(db_url):
     problems, unattached, checked = [], [], 0
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS plpgsql_check")
+        conn.execute(AD_STRANDS)
+        conn.execute("SELECT learning.install_ad_strands_adapter()")
         for name, oid, is_trigger, relid, oldtable, newtable in conn.execute(FUNCTIONS).fetchall():
             if is_trigger and relid is None:
                 unattached.append(name)
@@ -48,5 +58,4 @@ def test_plpgsql_check_finds_nothing(db_url):
             checked += 1
     assert checked >= 3, "plpgsql_check saw almost no functions: is the schema loaded?"
     assert problems == [], "\n".join(problems)
-    # Adapters for tables that may not exist in a bare database (ad_strands) are the only exception.
-    assert all("ad_strands" in name for name in unattached), unattached
+    assert unattached == [], f"trigger functions attached to no table: {unattached}"

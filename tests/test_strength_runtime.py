@@ -247,3 +247,14 @@ def test_result_is_a_dataclass_with_every_intermediate(conn, overrides):
         assert key in d
     assert isinstance(r, runtime.StrengthResult)
     assert not math.isnan(r.a_final)
+
+
+def test_the_reader_role_can_steer(conn, overrides):
+    conn.execute("SET ROLE learning_reader")
+    try:
+        r = apply_strength_overrides(conn, "pm.p", {"chain": "sol"}, 0.5, 0.5)
+        batch = apply_strength_overrides_batch(conn, [("pm.p", {"chain": "sol"}, 0.5, 0.5)])
+    finally:
+        conn.execute("RESET ROLE")
+    assert r.applied and len(r.matches) == 2
+    assert batch[0].a_final == r.a_final

@@ -186,6 +186,13 @@ def test_rerunning_miner_and_materializer_changes_no_row(conn, db_url):
     data = json.loads(js.output)
     assert len(data["top"]) == 5 and data["winner"] is not None
     assert data["winner"]["label"] == data["top"][0]["label"] or not data["top"][0]["eligible"]
+    # A full scope (an extra key) is explained through the most specific slice covering it.
+    wider = dict(scope, not_a_dim="x")
+    res = CliRunner().invoke(cli, ["--database-url", url, "explain", "tuning", pattern, "--scope", json.dumps(wider)])
+    assert res.exit_code == 0, res.output
+    assert (
+        res.output.startswith("note: no lesson for exactly") and "runtime applies for this scope: slice" in res.output
+    )
     missing = CliRunner().invoke(cli, ["--database-url", url, "explain", "tuning", "nope", "--scope", "{}"])
     assert missing.exit_code != 0 and "no tuning lesson" in missing.output
 

@@ -71,7 +71,7 @@ CONSTRAINT_MESSAGES = {
     "closed_trades_timeframe_check": "timeframe must be one of 1m, 15m, 1h, 4h, 1d",
     "closed_trades_rpnl_pct_check": "rpnl_pct must be a finite percent between -100 and 1000000",
     "closed_trades_actions_check": "actions must be a JSON array",
-    "closed_trades_closed_at_check": "closed_at must be a finite timestamp",
+    "closed_trades_closed_at_check": "closed_at must be a finite timestamp, at most 1 day in the future",
     "closed_trades_trade_id_check": "trade_id must not be empty",
     "pattern_episode_events_decision_check": "decision must be acted or skipped",
     "pattern_episode_events_outcome_check": "outcome must be success, failure, neutral or null",

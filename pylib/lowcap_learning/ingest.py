@@ -82,6 +82,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
                         clean["actions"] = json.loads(clean["actions"])
                     except json.JSONDecodeError as err:
                         raise IngestError(line, f"actions is not valid JSON ({err.msg})") from None
+                    except RecursionError:
+                        raise IngestError(line, "actions is nested too deeply") from None
                 yield line, clean
         elif suffix in (".jsonl", ".ndjson", ".json"):
             for line, text in enumerate(handle, start=1):
@@ -91,6 +93,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
                     row = json.loads(text, parse_constant=str)  # NaN/Infinity reach the database as text
                 except json.JSONDecodeError as err:
                     raise IngestError(line, f"not valid JSON ({err.msg})") from None
+                except RecursionError:
+                    raise IngestError(line, "JSON nested too deeply") from None
                 if not isinstance(row, dict):
                     raise IngestError(line, "each line must be a JSON object")
                 unknown = set(row) - set(COLUMNS)
@@ -122,13 +126,17 @@ def ingest_file(
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> IngestResult:
-    """Insert every row of path. One transaction per file, or one per batch_size rows."""
+    """Insert every row of path. One transaction per file, or one per batch_size rows.
+
+    A closed_at without a time zone is read as UTC, whatever the session's TimeZone is.
+    """
     rows = list(read_rows(path))
     size = batch_size or max(len(rows), 1)
     inserted = batches = 0
     for start in range(0, len(rows), size):
         batch = rows[start : start + size]
         with conn.transaction():
+            conn.execute("SET LOCAL TIME ZONE 'UTC'")
             try:
                 with conn.transaction():
                     _insert(conn, [row for _, row in batch])

@@ -21,6 +21,21 @@ BEGIN
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON public.%I', r.tgname, r.relname);
     END LOOP;
+    -- The learning state is a function of closed_trades: when that table goes, so does the state we
+    -- keep in the decision_maker row (the bot's legacy global_roi comes back).
+    IF EXISTS (
+        SELECT FROM learning.adopted_tables WHERE table_name = 'closed_trades' AND NOT existed_before
+    ) AND EXISTS (
+        SELECT FROM learning.adopted_tables WHERE table_name = 'learning_configs' AND existed_before
+    ) THEN
+        UPDATE public.learning_configs
+        SET config_data = (config_data - 'timeframe_allocation' - 'global_roi' - 'learning_state'
+            - 'global_roi_legacy_pct')
+            || CASE WHEN config_data ? 'global_roi_legacy_pct'
+                THEN pg_catalog.jsonb_build_object('global_roi', config_data -> 'global_roi_legacy_pct')
+                ELSE '{}'::jsonb END
+        WHERE module_id = 'decision_maker';
+    END IF;
     FOR r IN
         SELECT table_name FROM learning.adopted_tables WHERE NOT existed_before
     LOOP

@@ -96,8 +96,10 @@ CREATE TABLE IF NOT EXISTS public.closed_trades (
     CHECK (rpnl_pct >= -100 AND rpnl_pct <= 1000000),
     CONSTRAINT closed_trades_actions_check
     CHECK (pg_catalog.jsonb_typeof(actions) = 'array'),
+    -- A trade from the future would become the EWMA reference and weigh every real trade to 0.
+    -- now() only moves forward, so a row that passed once always passes (dump/restore safe).
     CONSTRAINT closed_trades_closed_at_check
-    CHECK (closed_at > '-infinity' AND closed_at < 'infinity')
+    CHECK (closed_at > '-infinity' AND closed_at <= now() + interval '1 day')
 );
 
 CREATE INDEX IF NOT EXISTS closed_trades_closed_at_idx
@@ -369,7 +371,7 @@ SET search_path = ''
 AS $$
 DECLARE
     spec learning.tunable_specs;
-    num double precision;
+    num numeric;
 BEGIN
     SELECT * INTO spec FROM learning.tunable_specs WHERE key = p_key;
     IF NOT FOUND THEN
@@ -395,8 +397,9 @@ BEGIN
             p_key, spec.min_value, spec.max_value, coalesce(p_value::text, 'null')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    num := (p_value #>> '{}')::double precision;
-    IF num < spec.min_value OR num > spec.max_value
+    -- Compared as numeric first: a JSON number beyond float8 (1e400) is out of range, not a crash.
+    num := (p_value #>> '{}')::numeric;
+    IF num < spec.min_value::numeric OR num > spec.max_value::numeric
         OR (spec.kind = 'integer' AND num <> pg_catalog.trunc(num)) THEN
         RAISE EXCEPTION 'tunable % must be % in [%, %], got %',
             p_key, CASE spec.kind WHEN 'integer' THEN 'an integer' ELSE 'a number' END,
@@ -2005,24 +2008,32 @@ BEGIN
     );
 
     DROP TABLE IF EXISTS pg_temp.slice_cells;
+    -- Counted per distinct (pattern_key, scope) first, so scope_dimensions runs once per distinct
+    -- scope, not once per row; frequent_slices adds up cells that share dims.
     CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
     SELECT
-        e.pattern_key,
-        learning.scope_dimensions(e.scope, dims) AS dims,
-        ARRAY[
-            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure')),
-            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'acted'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'skipped'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'acted'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'acted'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'skipped'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'skipped'),
-            pg_catalog.count(*) FILTER (WHERE e.outcome = 'neutral')
-        ]::double precision [] AS stats
-    FROM public.pattern_episode_events AS e
-    WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
-        AND e.outcome IN ('success', 'failure', 'neutral')
-    GROUP BY e.pattern_key, learning.scope_dimensions(e.scope, dims);
+        g.pattern_key,
+        learning.scope_dimensions(g.scope, dims) AS dims,
+        g.stats
+    FROM (
+        SELECT
+            e.pattern_key,
+            e.scope,
+            ARRAY[
+                pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure')),
+                pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'acted'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome IN ('success', 'failure') AND e.decision = 'skipped'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'acted'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'acted'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'success' AND e.decision = 'skipped'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'failure' AND e.decision = 'skipped'),
+                pg_catalog.count(*) FILTER (WHERE e.outcome = 'neutral')
+            ]::double precision [] AS stats
+        FROM public.pattern_episode_events AS e
+        WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
+            AND e.outcome IN ('success', 'failure', 'neutral')
+        GROUP BY e.pattern_key, e.scope
+    ) AS g;
 
     SELECT coalesce(pg_catalog.sum(c.stats[1]), 0)::bigint INTO n_events FROM pg_temp.slice_cells AS c;
     PERFORM learning._log('INFO', pg_catalog.format(
@@ -2539,6 +2550,9 @@ BEGIN
     INTO v_inserted, v_updated
     FROM written AS w;
 
+    -- Fresh statistics first: lessons written in this transaction are unknown to the planner, which
+    -- then nests the anti-join below (quadratic: minutes at 25k lessons instead of milliseconds).
+    ANALYZE public.learning_lessons;
     UPDATE public.learning_lessons AS l
     SET status = 'inactive', updated_at = pg_catalog.now()
     WHERE
@@ -2997,7 +3011,13 @@ BEGIN
                 'STRAND ADAPTER: Trade already recorded | strand_id=%s | trade_id=%s', NEW.id, trade
             ));
         END IF;
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION
+        -- Transient failures (lock timeout, deadlock, serialization, cancel, resources) fail the bot's
+        -- INSERT so it retries: swallowing them would keep the strand and lose its trade.
+        WHEN transaction_rollback OR lock_not_available OR insufficient_resources
+            OR operator_intervention OR system_error OR internal_error THEN
+            RAISE;
+        WHEN OTHERS THEN
         PERFORM learning._log('WARNING', pg_catalog.format(
             'STRAND ADAPTER: Cannot read position_closed strand | strand_id=%s | reason=%s',
             NEW.id, SQLERRM

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def register(cli: click.Group) -> None:
             with (
                 db.connection(obj["url"]) as conn,
                 click.progressbar(
-                    length=total, label=f"ingesting {file.name}", file=click.get_text_stream("stderr")
+                    length=total, label=f"ingesting {file.name}", file=sys.stderr
                 ) as bar,
             ):
                 result = ingest_file(conn, file, batch_size, progress=bar.update)

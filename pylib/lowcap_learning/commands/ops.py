@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import sys
 from datetime import UTC, datetime
@@ -207,10 +208,17 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
     @click.pass_obj
     def config_set(obj, key, value) -> None:
         """Validate and store a tunable; VALUE is JSON (0.004, 5, '["chain"]')."""
+        def no_constants(name: str):
+            raise ValueError(name)
+
         try:
-            parsed = json.loads(value)
+            parsed = json.loads(value, parse_constant=no_constants)
         except json.JSONDecodeError:
             parsed = value  # a bare word is a string; the validator will say what is expected
+        except ValueError:
+            parsed = None
+        if parsed is None and value.strip() != "null" or (isinstance(parsed, float) and not math.isfinite(parsed)):
+            raise click.ClickException(f"refused: tunable {key} must be a finite value, got {value}")
         with db.connection(obj["url"], autocommit=True) as conn:
             try:
                 stored = conn.execute(CONFIG_SET, {"key": key, "value": json.dumps(parsed)}).fetchone()[0]

@@ -27,6 +27,18 @@ WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.action_category =
     AND l.pattern_key = %(pattern_key)s::text AND l.scope_subset = %(scope)s::jsonb
 """
 
+# The slice the runtime would use for a full scope: the active lesson with the most keys contained
+# in it (ties: higher n, then scope_subset::text), as learning.select_execution_overrides ranks.
+MOST_SPECIFIC_SLICE = """
+SELECT l.scope_subset
+FROM public.learning_lessons AS l
+WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.action_category = 'tuning'
+    AND l.status = 'active' AND l.pattern_key = %(pattern_key)s::text AND %(scope)s::jsonb @> l.scope_subset
+ORDER BY (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(l.scope_subset)) DESC, l.n DESC,
+    l.scope_subset::text ASC
+LIMIT 1
+"""
+
 SLICE_OVERRIDES = """
 SELECT o.action_category, o.multiplier, o.tuning_params -> 'delta', o.status, o.last_updated_at
 FROM public.pm_overrides AS o
@@ -36,18 +48,54 @@ ORDER BY o.action_category
 """
 
 TUNABLES = "SELECT learning.tunables()"
+RUNTIME_SELECTION = """
+SELECT action_category, multiplier, delta, scope_subset
+FROM learning.select_execution_overrides(%(pattern_key)s::text, %(scope)s::jsonb)
+ORDER BY action_category
+"""
 
 
 def _rate(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def _decider(best: simulate.Candidate, other: simulate.Candidate) -> str:
+    """Which ranking key (SPEC 7 order) puts best ahead of other."""
+    a, b = (best.gained + 1) * (other.lost + 1), (other.gained + 1) * (best.lost + 1)
+    if a != b:
+        return f"smoothed ratio ({best.smoothed_ratio:.3f} vs {other.smoothed_ratio:.3f})"
+    if best.gained != other.gained:
+        return f"gained at an equal smoothed ratio ({best.gained} vs {other.gained})"
+    if best.nonzero_levers != other.nonzero_levers:
+        return f"fewer levers at equal counts ({best.nonzero_levers} vs {other.nonzero_levers})"
+    if best.grid_steps != other.grid_steps:
+        return f"fewer grid steps at equal counts ({best.grid_steps} vs {other.grid_steps})"
+    return "the smaller (d_ts, d_halo, d_slope) tuple at equal counts"
+
+
 def explain_data(conn, pattern_key: str, scope: dict, top: int = 5) -> dict:
+    runtime = [
+        {"action_category": r[0], "multiplier": r[1], "delta": r[2], "scope_subset": r[3]}
+        for r in conn.execute(RUNTIME_SELECTION, {"pattern_key": pattern_key, "scope": json.dumps(scope)})
+    ]
     row = conn.execute(LESSON_BY_SCOPE, {"pattern_key": pattern_key, "scope": json.dumps(scope)}).fetchone()
+    note = None
+    if row is None:
+        # Not a slice itself: explain the slice that covers this scope (the one the runtime would use).
+        covering = conn.execute(
+            MOST_SPECIFIC_SLICE, {"pattern_key": pattern_key, "scope": json.dumps(scope)}
+        ).fetchone()
+        if covering is not None:
+            note = (
+                f"no lesson for exactly {simulate.fmt_scope(scope)}; the most specific slice it falls in is "
+                f"{simulate.fmt_scope(covering[0])}"
+            )
+            scope = covering[0]
+            row = conn.execute(LESSON_BY_SCOPE, {"pattern_key": pattern_key, "scope": json.dumps(scope)}).fetchone()
     if row is None:
         raise click.ClickException(
-            f"no tuning lesson for pattern {pattern_key} scope {simulate.fmt_scope(scope)} "
-            "(run `lowcap-learning run tuning-miner` first, or check the scope: it must equal the slice)"
+            f"no tuning lesson for pattern {pattern_key} covering scope {simulate.fmt_scope(scope)} "
+            "(run `lowcap-learning run tuning-miner` first, or check the pattern key)"
         )
     status = row[7]
     lesson = simulate.Lesson(*row[:7])
@@ -70,16 +118,16 @@ def explain_data(conn, pattern_key: str, scope: dict, top: int = 5) -> dict:
             f"{best.ratio_text()} >= {simulate.fmt_ratio(tunables.min_ratio)}x, p={best.p_value:.4g} <= "
             f"{tunables.max_p_value:g}, dodge guard "
             + ("passed" if result.dodge_rate is not None and result.dodge_rate >= tunables.dodge_high else "not armed")
-            + f"; it ranks first by smoothed ratio {best.smoothed_ratio:.3f}"
             + (
-                f" (next eligible: {runner_up.label} at {runner_up.smoothed_ratio:.3f}, gained {runner_up.gained})"
+                f"; it beats the next eligible {runner_up.label} on {_decider(best, runner_up)}"
                 if runner_up
-                else " (the only eligible candidate)"
+                else "; it is the only eligible candidate"
             )
         )
     return {
         "pattern_key": pattern_key,
         "scope": scope,
+        "note": note,
         "lesson": {"id": lesson.id, "status": status, "n": lesson.n, "stats": lesson.stats},
         "simulation": {
             "events": result.n_events,
@@ -93,13 +141,15 @@ def explain_data(conn, pattern_key: str, scope: dict, top: int = 5) -> dict:
         "winner": best.as_dict() if best is not None and status == "active" else None,
         "why": why,
         "overrides": overrides,
+        "runtime": runtime,
     }
 
 
 def render(data: dict) -> list[str]:
     s = data["lesson"]["stats"]
     sim = data["simulation"]
-    lines = [
+    lines = [f"note: {data['note']}"] if data.get("note") else []
+    lines += [
         f"tuning lesson: pattern={data['pattern_key']} scope={simulate.fmt_scope(data['scope'])} "
         f"| status={data['lesson']['status']} n={data['lesson']['n']}",
         f"  rates: wr={_rate(s.get('wr'))} fpr={_rate(s.get('fpr'))} mr={_rate(s.get('mr'))} dr={_rate(s.get('dr'))}"
@@ -130,6 +180,14 @@ def render(data: dict) -> list[str]:
             )
     else:
         lines.append("  overrides of this slice now: none")
+    if data["runtime"]:
+        applied = ", ".join(
+            f"{r['action_category']} x{r['multiplier']:g} (delta {r['delta']:g})" for r in data["runtime"]
+        )
+        where = simulate.fmt_scope(data["runtime"][0]["scope_subset"])
+        lines.append(f"  runtime applies for this scope: slice {where}: {applied}")
+    else:
+        lines.append("  runtime applies for this scope: nothing (base thresholds)")
     return lines
 
 
@@ -138,7 +196,13 @@ def register(cli: click.Group) -> None:
 
     @explain_group.command("tuning")
     @click.argument("pattern_key")
-    @click.option("--scope", "scope_text", default="{}", show_default=True, help="The slice, a JSON object.")
+    @click.option(
+        "--scope",
+        "scope_text",
+        default="{}",
+        show_default=True,
+        help="A slice, or a full scope (then the most specific slice covering it), as a JSON object.",
+    )
     @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="Candidates shown.")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     @click.pass_obj

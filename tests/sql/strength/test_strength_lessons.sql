@@ -180,8 +180,8 @@ SELECT ok(
 CREATE TEMP TABLE before_rows AS
 SELECT 'l' AS t, ctid::text AS c FROM public.learning_lessons
 UNION ALL SELECT 'o', ctid::text FROM public.pm_overrides;
-SELECT learning.build_strength_lessons('2026-03-01', NULL, 1);
-SELECT learning.materialize_strength_overrides();
+DO $do$ BEGIN PERFORM learning.build_strength_lessons('2026-03-01', NULL, 1); END $do$;
+DO $do$ BEGIN PERFORM learning.materialize_strength_overrides(); END $do$;
 SELECT set_eq(
     $$SELECT 'l' AS t, ctid::text AS c FROM public.learning_lessons
       UNION ALL SELECT 'o', ctid::text FROM public.pm_overrides$$,
@@ -190,12 +190,12 @@ SELECT set_eq(
 );
 
 -- n_min: slices below it make no lesson; lessons that fall below turn inactive, overrides follow.
-SELECT learning.build_strength_lessons('2026-03-01', NULL, 2);
+DO $do$ BEGIN PERFORM learning.build_strength_lessons('2026-03-01', NULL, 2); END $do$;
 SELECT is((SELECT status FROM ls WHERE pattern_key = 'pm.c4' AND scope_subset = '{}'), 'inactive',
     'a lesson that falls below n_min turns inactive');
 SELECT is((SELECT status FROM ls WHERE pattern_key = 'pm.m' AND scope_subset = '{}'), 'active',
     'a lesson still at n_min stays active');
-SELECT learning.materialize_strength_overrides();
+DO $do$ BEGIN PERFORM learning.materialize_strength_overrides(); END $do$;
 SELECT is(
     (SELECT status FROM public.pm_overrides WHERE pattern_key = 'pm.c4' AND scope_subset = '{}'),
     'inactive',
@@ -210,7 +210,7 @@ SELECT is(
 -- A legacy pm_strength row of the bot (size multiplier, no direction) is deactivated and logged.
 INSERT INTO public.pm_overrides (pattern_key, action_category, scope_subset, multiplier, confidence_score)
 VALUES ('pm.legacy', 'pm_strength', '{"chain": "sol"}', 1.8, 0.7);
-SELECT learning.materialize_strength_overrides();
+DO $do$ BEGIN PERFORM learning.materialize_strength_overrides(); END $do$;
 SELECT is(
     (SELECT status FROM public.pm_overrides WHERE pattern_key = 'pm.legacy'),
     'inactive',
@@ -223,8 +223,8 @@ SELECT ok(
 );
 
 -- scope_dims restricts the dimensions mined.
-SELECT learning.set_tunable('scope_dims', '["mcap"]');
-SELECT learning.build_strength_lessons('2026-03-01', NULL, 1);
+DO $do$ BEGIN PERFORM learning.set_tunable('scope_dims', '["mcap"]'); END $do$;
+DO $do$ BEGIN PERFORM learning.build_strength_lessons('2026-03-01', NULL, 1); END $do$;
 SELECT set_eq(
     $$SELECT scope_subset, n FROM ls WHERE pattern_key = 'pm.m' AND status = 'active'$$,
     $$VALUES ('{}'::jsonb, 2), ('{"mcap": "s"}', 2), ('{"mcap": "m"}', 1)$$,
