@@ -190,6 +190,8 @@ $$;
 
 -- learning.redistribute_positions: rewrite each token's tracked positions to its total split by
 -- the allocation. One set-based UPDATE; rows whose value would not change are not written.
+-- Token totals come from one aggregate joined by token (a hash join the UPDATE scans through), not
+-- from window sums joined back by id: half the server time at 3,000 positions.
 CREATE OR REPLACE FUNCTION learning.redistribute_positions(p_allocation double precision [])
 RETURNS integer
 LANGUAGE plpgsql
@@ -199,35 +201,33 @@ AS $$
 DECLARE
     updated integer;
 BEGIN
-    WITH tracked AS (
-        SELECT
-            p.id,
-            p.total_allocation_pct,
-            a.alloc,
-            pg_catalog.sum(p.total_allocation_pct) OVER token AS token_total,
-            pg_catalog.sum(a.alloc) OVER token AS alloc_sum
-        FROM public.lowcap_positions AS p
-        INNER JOIN
-            unnest(learning.tracked_timeframes(), p_allocation) AS a (timeframe, alloc)
-            ON p.timeframe = a.timeframe
-        WHERE p.status IN ('watchlist', 'active', 'dormant')
-            AND p.total_allocation_pct IS NOT NULL
-        WINDOW token AS (PARTITION BY p.token_contract, p.token_chain)
+    WITH alloc AS (
+        SELECT a.timeframe, a.alloc
+        FROM unnest(learning.tracked_timeframes(), p_allocation) AS a (timeframe, alloc)
     ),
 
-    target AS (
+    token AS (
         SELECT
-            t.id,
-            t.token_total * t.alloc / t.alloc_sum AS new_pct
-        FROM tracked AS t
-        WHERE t.token_total <> 0 AND t.alloc_sum <> 0
-            AND t.total_allocation_pct IS DISTINCT FROM t.token_total * t.alloc / t.alloc_sum
+            p.token_contract,
+            p.token_chain,
+            pg_catalog.sum(p.total_allocation_pct) AS token_total,
+            pg_catalog.sum(a.alloc) AS alloc_sum
+        FROM public.lowcap_positions AS p
+        INNER JOIN alloc AS a ON p.timeframe = a.timeframe
+        WHERE p.status IN ('watchlist', 'active', 'dormant')
+            AND p.total_allocation_pct IS NOT NULL
+        GROUP BY p.token_contract, p.token_chain
+        HAVING pg_catalog.sum(p.total_allocation_pct) <> 0 AND pg_catalog.sum(a.alloc) <> 0
     )
 
     UPDATE public.lowcap_positions AS p
-    SET total_allocation_pct = target.new_pct
-    FROM target
-    WHERE p.id = target.id;
+    SET total_allocation_pct = t.token_total * a.alloc / t.alloc_sum
+    FROM token AS t, alloc AS a
+    WHERE p.token_contract = t.token_contract AND p.token_chain = t.token_chain
+        AND p.timeframe = a.timeframe
+        AND p.status IN ('watchlist', 'active', 'dormant')
+        AND p.total_allocation_pct IS NOT NULL
+        AND p.total_allocation_pct IS DISTINCT FROM t.token_total * a.alloc / t.alloc_sum;
     GET DIAGNOSTICS updated = ROW_COUNT;
     RETURN updated;
 END;
@@ -499,7 +499,7 @@ BEGIN
     FOR t IN
         SELECT n.trade_id, n.timeframe, n.closed_at, learning.trade_roi(n.rpnl_pct) AS roi
         FROM new_trades AS n
-        ORDER BY n.closed_at, n.trade_id
+        ORDER BY n.closed_at, n.trade_id COLLATE "C"
     LOOP
         i := pg_catalog.array_position(tracked, t.timeframe);
         h_trade := h_trade || t.trade_id;
@@ -652,7 +652,7 @@ BEGIN
         FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
     ) AS f
     CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(n.actions) WITH ORDINALITY AS e (action, ord)
-    ORDER BY n.closed_at, n.trade_id, e.ord;
+    ORDER BY n.closed_at, n.trade_id COLLATE "C", e.ord;
 
     RETURN NULL;
 END;

@@ -13,7 +13,7 @@ from lowcap_learning import synthetic
 from lowcap_learning.check import run_check
 from lowcap_learning.cli import cli
 
-START = datetime.now(UTC) - timedelta(days=40)
+START = datetime.now(UTC) - timedelta(days=70)
 DISABLE = "ALTER TABLE public.closed_trades DISABLE TRIGGER _100_append_only"
 ENABLE = "ALTER TABLE public.closed_trades ENABLE TRIGGER _100_append_only"
 

@@ -24,7 +24,7 @@ from lowcap_learning.check import run_check
 
 SECONDS = float(os.environ.get("LOWCAP_LOAD_SECONDS", "15"))
 WRITERS = 8
-START = datetime.now(UTC) - timedelta(days=60)
+START = datetime.now(UTC) - timedelta(days=61)
 
 TOKEN_TOTALS = """
 SELECT token_contract, token_chain, sum(total_allocation_pct)

@@ -16,7 +16,7 @@ from lowcap_learning import jobs, synthetic
 from lowcap_learning.cli import cli
 from lowcap_learning.ingest import COLUMNS
 
-START = datetime.now(UTC) - timedelta(days=50)
+START = datetime.now(UTC) - timedelta(days=70)
 
 
 def as_role(url: str, role: str) -> str:
