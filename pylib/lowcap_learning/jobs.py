@@ -168,6 +168,7 @@ def run_job(
 
 
 def _run_on(conn, url: str | None, job: Job, as_of, slot_start, runner) -> JobRun:
+    url = url or conn.info.dsn  # where to record the outcome if this connection is lost
     if not conn.autocommit:
         conn.commit()
         conn.autocommit = True  # the claim must be visible at once; providers open their own transactions

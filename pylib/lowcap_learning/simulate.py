@@ -317,10 +317,13 @@ def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = Tru
     dodged = ~acted & consistent & ~success
     won = acted & consistent & success
     false_pos = acted & consistent & ~success
-    misses_caught = np.count_nonzero(passes[missed], axis=0)
-    failures_added = np.count_nonzero(passes[dodged], axis=0)
-    wins_lost = np.count_nonzero(~passes[won], axis=0)
-    failures_avoided = np.count_nonzero(~passes[false_pos], axis=0)
+    # One matrix product counts, per candidate, the passing events of each of the four groups.
+    groups = np.stack([missed, dodged, won, false_pos]).astype(np.float64)
+    counts = np.rint(groups @ passes.astype(np.float64)).astype(np.int64)
+    misses_caught = counts[0]
+    failures_added = counts[1]
+    wins_lost = int(np.count_nonzero(won)) - counts[2]
+    failures_avoided = int(np.count_nonzero(false_pos)) - counts[3]
 
     # Pruning: a lever's loosening values are tested only if some missed event fails its gate at base
     # (the judgement that fills blocked_by). Loosening an unblocked lever can only add failures.

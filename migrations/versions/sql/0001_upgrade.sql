@@ -954,11 +954,14 @@ BEGIN
     WHERE pg_catalog.jsonb_typeof(e.action) <> 'object'
         OR pg_catalog.jsonb_typeof(e.action -> 'pattern_key') IS DISTINCT FROM 'string'
         OR e.action ->> 'pattern_key' = ''
+        -- Keys are index keys downstream (lessons, overrides): bounded so they always fit.
+        OR pg_catalog.length(e.action ->> 'pattern_key') > 200
         OR pg_catalog.jsonb_typeof(e.action -> 'action_category') IS DISTINCT FROM 'string'
+        OR pg_catalog.length(e.action ->> 'action_category') > 200
         OR coalesce(pg_catalog.jsonb_typeof(e.action -> 'scope'), 'object') NOT IN ('object', 'null')
     LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'closed_trades.actions[%] of trade % must be an object with string pattern_key and action_category and an object scope',
+        RAISE EXCEPTION 'closed_trades.actions[%] of trade % must be an object with string pattern_key and action_category (1 to 200 characters) and an object scope',
             bad.ord - 1, bad.trade_id
             USING ERRCODE = 'check_violation', DETAIL = 'got ' || pg_catalog.left(bad.action::text, 200),
                 COLUMN = 'actions', TABLE = 'closed_trades', SCHEMA = 'public';

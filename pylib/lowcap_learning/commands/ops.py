@@ -202,7 +202,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
             origin = f"set, default {json.dumps(default)}" if is_set else "default"
             click.echo(f"{k:<16}{json.dumps(value):>10}  ({origin}; {allowed}) {desc}")
 
-    @config.command("set")
+    @config.command("set", context_settings={"ignore_unknown_options": True})
     @click.argument("key")
     @click.argument("value")
     @click.pass_obj
