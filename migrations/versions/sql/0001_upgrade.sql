@@ -506,6 +506,12 @@ $$;
 -- file: sql/020_allocation.sql
 -- Timeframe allocation learning (SPEC section 4): the ROI EWMA, the capped allocation step,
 -- position redistribution, and the closed_trades triggers that run them.
+--
+-- search_path: every function pins it, except the pure IMMUTABLE SQL helpers with a RETURN body
+-- (tracked_timeframes, trade_roi, _decay, _scaled, ewma_*, _fmt*, ...). A SET clause would stop the
+-- planner from inlining them in the per-trade path, and a SQL-standard body binds its references
+-- when it is created, so no search_path can redirect them (SPEC 12's exception; the list is pinned
+-- by tests/test_functions_search_path.py).
 
 -- learning.tracked_timeframes: the learning timeframes, in the order every array here uses.
 CREATE OR REPLACE FUNCTION learning.tracked_timeframes()
