@@ -383,7 +383,7 @@ def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = Tru
 
 TUNABLES = "SELECT learning.tunables()"
 
-# A lesson without a recorded window (e.g. the bot's own) uses (as_of - lookback_days, as_of].
+# Each lesson is simulated on the window it was mined on (learning.tuning_lesson_window).
 ACTIVE_LESSONS = """
 SELECT
     l.id,
@@ -391,13 +391,10 @@ SELECT
     l.scope_subset,
     l.n,
     l.stats,
-    coalesce(
-        (l.stats ->> 'window_start')::timestamptz,
-        %(as_of)s::timestamptz
-        - pg_catalog.make_interval(secs => (learning.tunables() ->> 'lookback_days')::float8 * 86400)
-    ) AS w_start,
-    coalesce((l.stats ->> 'window_end')::timestamptz, %(as_of)s::timestamptz) AS w_end
+    w.window_start AS w_start,
+    w.window_end AS w_end
 FROM public.learning_lessons AS l
+CROSS JOIN LATERAL learning.tuning_lesson_window(l.stats, %(as_of)s::timestamptz) AS w
 WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.action_category = 'tuning'
     AND l.status = 'active'
     AND (%(lesson_id)s::bigint IS NULL OR l.id = %(lesson_id)s::bigint)

@@ -2135,6 +2135,29 @@ BEGIN
 END;
 $$;
 
+-- learning.tuning_lesson_window: the window a tuning lesson was mined on (its stats' window_start and
+-- window_end), or (as_of - lookback_days, as_of] for a lesson without one (e.g. the bot's own).
+-- One rule for the materializer's simulation and for `explain tuning`.
+CREATE OR REPLACE FUNCTION learning.tuning_lesson_window(
+    p_stats jsonb,
+    p_as_of timestamptz,
+    OUT window_start timestamptz,
+    OUT window_end timestamptz
+)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+BEGIN ATOMIC
+    SELECT
+        coalesce(
+            (p_stats ->> 'window_start')::timestamptz,
+            p_as_of - pg_catalog.make_interval(
+                secs => (learning.tunables() ->> 'lookback_days')::double precision * 86400
+            )
+        ),
+        coalesce((p_stats ->> 'window_end')::timestamptz, p_as_of);
+END;
+
 -- file: sql/050_strength.sql
 -- PM strength learning (SPEC section 8): trade facts -> strength lessons (distinct trades per scope
 -- slice) -> pm_strength overrides. The runtime blend/steer maths live in Python (runtime.py).

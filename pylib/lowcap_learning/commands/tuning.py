@@ -15,14 +15,11 @@ SELECT
     l.scope_subset,
     l.n,
     l.stats,
-    coalesce(
-        (l.stats ->> 'window_start')::timestamptz,
-        pg_catalog.now()
-        - pg_catalog.make_interval(secs => (learning.tunables() ->> 'lookback_days')::float8 * 86400)
-    ),
-    coalesce((l.stats ->> 'window_end')::timestamptz, pg_catalog.now()),
+    w.window_start,
+    w.window_end,
     l.status
 FROM public.learning_lessons AS l
+CROSS JOIN LATERAL learning.tuning_lesson_window(l.stats, pg_catalog.now()) AS w
 WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.action_category = 'tuning'
     AND l.pattern_key = %(pattern_key)s::text AND l.scope_subset = %(scope)s::jsonb
 """
