@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -48,12 +48,10 @@ class Tunables:
 
     @classmethod
     def from_json(cls, tun: dict) -> Tunables:
+        # learning.tunables() carries every key; the dataclass defaults are the fallback for pure use.
+        defaults = cls()
         return cls(
-            min_gain=int(tun.get("min_gain", 3)),
-            min_ratio=float(tun.get("min_ratio", 2.0)),
-            max_p_value=float(tun.get("max_p_value", 1.0)),
-            dodge_high=float(tun.get("dodge_high", 0.85)),
-            dodge_max_drop=float(tun.get("dodge_max_drop", 0.05)),
+            **{f.name: type(getattr(defaults, f.name))(tun.get(f.name, getattr(defaults, f.name))) for f in fields(cls)}
         )
 
 
