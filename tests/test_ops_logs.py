@@ -127,6 +127,15 @@ def _wait_for(path: Path, messages: set[str], timeout: float = 15.0) -> list[str
     raise AssertionError(f"not exported within {timeout}s: {sorted(messages - set(got))}")
 
 
+def _wait_for_committed(conn, like: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    query = "SELECT count(*) FROM learning.learning_log WHERE message LIKE %s AND exported_at IS NULL"
+    while conn.execute(query, (like,)).fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"claim of {like!r} not committed within {timeout}s")
+        time.sleep(0.02)
+
+
 def test_killed_follow_restarted_exports_missed_rows_once(db_url, conn, tmp_path):
     log = tmp_path / "follow.log"
     first = _follow(db_url, log)
@@ -134,6 +143,9 @@ def test_killed_follow_restarted_exports_missed_rows_once(db_url, conn, tmp_path
         logs.db_log(conn, "INFO", "FOLLOW: before kill 1")
         logs.db_log(conn, "INFO", "FOLLOW: before kill 2")
         _wait_for(log, {"FOLLOW: before kill 1", "FOLLOW: before kill 2"})  # exported on NOTIFY, well before the poll
+        # The line reaches the file before the claim commits (at-least-once by design, see test above); kill only
+        # once the claim is committed, else a SIGKILL between fsync and COMMIT rightly exports the rows again.
+        _wait_for_committed(conn, "FOLLOW: before kill %")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
