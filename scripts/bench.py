@@ -1016,9 +1016,17 @@ def job_runtime(url: str, size: dict) -> dict:
             "max_ms": 1000 * lat[-1],
         }
         if batch is not None:
-            t0 = time.perf_counter()
-            batch(conn, [(pk, s, a_flags, e_flags) for pk, s in calls])
-            result["batch_ms"] = 1000 * (time.perf_counter() - t0)
+            # Steady state, as for the single calls (warmed by 50 calls): one warm-up batch, then the
+            # median of three.
+            rows = [(pk, s, a_flags, e_flags) for pk, s in calls]
+            batch(conn, rows)
+            runs = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                batch(conn, rows)
+                runs.append(time.perf_counter() - t0)
+            result["batch_ms"] = 1000 * sorted(runs)[1]
+            result["batch_runs_ms"] = [round(1000 * r, 1) for r in runs]
         else:
             result["batch"] = NOT_AVAILABLE
     return result
@@ -1301,11 +1309,16 @@ def report(results: dict, command: str) -> str:
             lines.append(f"| runtime steering | {status(t)} | | {TARGETS['runtime']} | n/a |")
         else:
             batch = t.get("batch_ms")
-            ok = t["p99_ms"] <= 1.0 and (batch is not None and batch <= 100)
             lines.append(
-                f"| runtime steering, {t['calls']:,} calls, {t['overrides']:,} overrides | p50 {t['p50_ms']:.3f} ms,"
-                f" p99 {t['p99_ms']:.3f} ms; batch {fmt(batch, 1) if batch is not None else t.get('batch')} ms |"
-                f" | {TARGETS['runtime']} | {verdict(ok)} |"
+                f"| runtime steering, {t['calls']:,} single calls, {t['overrides']:,} overrides |"
+                f" p50 {t['p50_ms']:.3f} ms, p99 {t['p99_ms']:.3f} ms | | p99 ≤ 1 ms | {verdict(t['p99_ms'] <= 1.0)} |"
+            )
+            runs = ", ".join(f"{x:.1f}" for x in t.get("batch_runs_ms", []))
+            lines.append(
+                f"| runtime steering, one batch of {t['calls']:,} |"
+                f" {fmt(batch, 1) if batch is not None else t.get('batch')} ms"
+                f" (median of 3 after a warm-up: {runs} ms) | | batch of 10,000 ≤ 100 ms |"
+                f" {verdict(batch is not None and batch <= 100)} |"
             )
     known = [(k, v) for k, v in rss if v is not None]
     if known:

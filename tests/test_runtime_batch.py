@@ -2,7 +2,8 @@
 
 The batch matches in numpy (grouped by key set, equal values found by sorted search) instead of
 PostgreSQL's `scope_subset <@ scope`; here PostgreSQL's containment is the oracle, including the
-jsonb equality corner cases (true is not 1, 1 equals 1.0, "1" is not 1, unknown keys and values).
+jsonb equality corner cases (true is not 1, 1 equals 1.0, "1" is not 1, unknown keys and values),
+array and object values (containment, not equality: [1] <@ [1, 2]) and legacy non-object scopes.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from hypothesis import strategies as st
 
 from lowcap_learning.runtime import apply_strength_overrides, apply_strength_overrides_batch
 
-VALUES = st.sampled_from(["sol", "eth", "1", 1, 1.0, 2, True, False, "true"])
+VALUES = st.sampled_from(["sol", "eth", "1", 1, 1.0, 2, True, False, "true", [1], [1, 2], {"x": 1}, {"x": 1, "y": 2}])
 KEYS = st.sampled_from(["chain", "tf", "mcap", "regime"])
 SCOPES = st.dictionaries(KEYS, VALUES, max_size=4)
 OVERRIDE = st.tuples(
     st.sampled_from(["pm.a", "pm.b"]),
-    st.dictionaries(KEYS, VALUES, max_size=3),
+    st.one_of(st.dictionaries(KEYS, VALUES, max_size=3), st.sampled_from([[], ["chain"], "chain", None])),
     st.floats(0.0, 1.0),
     st.floats(-1.0, 1.0),
     st.floats(-1.0, 1.0),
@@ -52,6 +53,19 @@ ON CONFLICT DO NOTHING
     requests=[
         ("pm.a", {"chain": 1, "tf": 1.0, "mcap": 1}, 0.5, 0.5),
         ("pm.a", {"chain": True, "tf": True, "mcap": "1"}, 0.5, 0.5),
+    ],
+)
+@example(
+    overrides=[
+        ("pm.a", {"chain": [1]}, 0.5, 1.0, -1.0, 0.0, "active"),
+        ("pm.a", {"tf": {"x": 1}}, 0.6, -1.0, 1.0, 0.0, "active"),
+        ("pm.a", [], 0.7, 0.5, 0.5, 0.0, "active"),
+        ("pm.b", None, 0.7, 0.5, 0.5, 0.0, "active"),
+    ],
+    requests=[
+        ("pm.a", {"chain": [1, 2], "tf": {"x": 1, "y": 2}}, 0.5, 0.5),
+        ("pm.a", {"chain": [2], "tf": {"x": 1}}, 0.5, 0.5),
+        ("pm.b", {}, 0.5, 0.5),
     ],
 )
 def test_batch_equals_single_on_random_data(conn, overrides, requests):

@@ -182,7 +182,7 @@ def test_no_match_in_database_passes_through(conn, overrides):
     assert (r.a_final, r.e_final, r.matches, r.applied) == (0.37, 0.61, [], False)
 
 
-def test_matching_query_uses_the_partial_index(conn, overrides):
+def test_matching_query_uses_the_covering_partial_index(conn, overrides):
     conn.execute("SET enable_seqscan = off")
     plan = "\n".join(
         row[0]
@@ -192,7 +192,7 @@ def test_matching_query_uses_the_partial_index(conn, overrides):
         )
     )
     conn.execute("RESET enable_seqscan")
-    assert "pm_overrides_active_pattern_idx" in plan
+    assert "pm_overrides_active_match_idx" in plan
 
 
 def test_batch_equals_single(conn, overrides):

@@ -212,9 +212,12 @@ ALTER TABLE public.pm_overrides
 ADD COLUMN IF NOT EXISTS edge_raw_roi double precision,
 ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'active';
 
--- Runtime matching: active overrides of one pattern whose scope_subset is contained in a scope.
-CREATE INDEX IF NOT EXISTS pm_overrides_active_pattern_idx
-ON public.pm_overrides (pattern_key, action_category)
+-- Runtime matching: active overrides of one pattern whose scope_subset is contained in a scope. It
+-- covers every column the strength runtime reads, so the ~1,000 containment tests of one call run
+-- on an index-only scan (contiguous pages) instead of one heap page per candidate row.
+CREATE INDEX IF NOT EXISTS pm_overrides_active_match_idx
+ON public.pm_overrides (pattern_key, action_category, scope_subset)
+INCLUDE (id, dira, dire, confidence_score, edge_raw_roi, n)
 WHERE status = 'active';
 
 -- Constraints on tables the bot may already own are NOT VALID: its old rows may not meet them.
