@@ -23,6 +23,16 @@ RETURN CASE
     ELSE '{}'::jsonb
 END;
 
+-- learning._slices_enumeration_limit: how many (cell, slice) rows frequent_slices may enumerate
+-- directly before it falls back to the level-wise extension (setting learning.slices_enumeration_limit,
+-- so a test can force either path; default 20 million rows, about 1 GB of hash table at most).
+CREATE OR REPLACE FUNCTION learning._slices_enumeration_limit()
+RETURNS numeric
+LANGUAGE sql
+STABLE
+SET search_path = ''
+RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_enumeration_limit', true), '')::numeric, 20000000);
+
 -- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
 -- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
 -- Level by level on aggregated cells: level k extends the frequent (k-1)-slices a cell contains with
@@ -43,6 +53,11 @@ DECLARE
     level integer := 0;
     max_level integer := GREATEST(coalesce(p_max_dims, 0), 0);
     found_rows bigint;
+    max_items integer;
+    combinations numeric;
+    binomial numeric;
+    enumerated numeric;
+    direct boolean := false;
 BEGIN
     IF pg_catalog.to_regclass('pg_temp.slice_cells') IS NULL THEN
         RAISE EXCEPTION 'learning.frequent_slices needs the temp table pg_temp.slice_cells'
@@ -54,7 +69,8 @@ BEGIN
         RETURN;
     END IF;
     DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_raw, pg_temp._fs_items, pg_temp._fs_pairs,
-        pg_temp._fs_citems, pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out;
+        pg_temp._fs_citems, pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out,
+        pg_temp._fs_comb;
     -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).
     SELECT
         pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.stats[%s]) AS s%s', i, i), ', ' ORDER BY i),
@@ -157,18 +173,83 @@ BEGIN
         INNER JOIN pg_temp._fs_level AS l ON l.ids[1] = p.item_id
         GROUP BY p.cell_id
         HAVING pg_catalog.count(*) >= 2;
-        CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
-        SELECT
-            c.cell_id,
-            ARRAY[u.item_id] AS ids,
-            u.pos::integer AS pos
-        FROM pg_temp._fs_citems AS c
-        CROSS JOIN LATERAL pg_catalog.unnest(c.items) WITH ORDINALITY AS u (item_id, pos);
         ANALYZE pg_temp._fs_citems;
-        ANALYZE pg_temp._fs_cur;
+
+        -- Few frequent items per cell (the usual case: a handful of scope dimensions): every k-subset
+        -- of each cell's frequent items is enumerated from a table of position combinations and
+        -- counted in one aggregate per level, no intermediate tables. Slices with an infrequent
+        -- (k-1)-subset are counted too and fail HAVING like every infrequent slice, so the result is
+        -- the level-wise one. Many items per cell: the level-wise extension below bounds the work.
+        SELECT pg_catalog.max(pg_catalog.cardinality(c.items)) INTO max_items FROM pg_temp._fs_citems AS c;
+        combinations := 0;
+        binomial := coalesce(max_items, 0);
+        FOR k IN 2..max_level LOOP
+            binomial := binomial * (max_items - k + 1) / k;
+            combinations := combinations + binomial;
+        END LOOP;
+        IF max_items IS NOT NULL AND combinations <= learning._slices_enumeration_limit() / 100 THEN
+            CREATE TEMP TABLE _fs_comb ON COMMIT DROP AS
+            WITH RECURSIVE comb (k, p) AS (
+                SELECT 1, ARRAY[i] FROM pg_catalog.generate_series(1, max_items) AS i
+                UNION ALL
+                SELECT comb.k + 1, comb.p || j
+                FROM comb
+                CROSS JOIN LATERAL pg_catalog.generate_series(comb.p[comb.k] + 1, max_items) AS j
+                WHERE comb.k < max_level
+            )
+            SELECT comb.k, comb.p[comb.k] AS last, comb.p FROM comb WHERE comb.k >= 2;
+            SELECT pg_catalog.sum(h.cells * (
+                SELECT pg_catalog.count(*) FROM pg_temp._fs_comb AS m WHERE m.last <= h.d
+            ))
+            INTO enumerated
+            FROM (
+                SELECT pg_catalog.cardinality(c.items) AS d, pg_catalog.count(*) AS cells
+                FROM pg_temp._fs_citems AS c
+                GROUP BY 1
+            ) AS h;
+            IF coalesce(enumerated, 0) <= learning._slices_enumeration_limit() THEN
+                ANALYZE pg_temp._fs_comb;
+                direct := true;
+                WHILE found_rows > 0 AND level < max_level LOOP
+                    level := level + 1;
+                    EXECUTE pg_catalog.format(
+                        'INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+                         SELECT i.pattern_key, g.ids, g.stats
+                         FROM (
+                             SELECT ARRAY[%s] AS ids, ARRAY[%s] AS stats
+                             FROM pg_temp._fs_citems AS ci
+                             INNER JOIN pg_temp._fs_comb AS m
+                                 ON m.k = %s AND m.last <= pg_catalog.cardinality(ci.items)
+                             INNER JOIN pg_temp._fs_cells AS c ON ci.cell_id = c.cell_id
+                             GROUP BY 1
+                             HAVING pg_catalog.sum(c.s1) >= $1
+                         ) AS g
+                         INNER JOIN pg_temp._fs_items AS i ON g.ids[1] = i.item_id',
+                        (
+                            SELECT pg_catalog.string_agg(pg_catalog.format('ci.items[m.p[%s]]', j), ', ' ORDER BY j)
+                            FROM pg_catalog.generate_series(1, level) AS j
+                        ),
+                        sums,
+                        level
+                    ) USING p_n_min;
+                    GET DIAGNOSTICS found_rows = ROW_COUNT;
+                END LOOP;
+            END IF;
+        END IF;
+
+        IF NOT direct THEN
+            CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
+            SELECT
+                c.cell_id,
+                ARRAY[u.item_id] AS ids,
+                u.pos::integer AS pos
+            FROM pg_temp._fs_citems AS c
+            CROSS JOIN LATERAL pg_catalog.unnest(c.items) WITH ORDINALITY AS u (item_id, pos);
+            ANALYZE pg_temp._fs_cur;
+        END IF;
     END IF;
 
-    WHILE found_rows > 0 AND level < max_level LOOP
+    WHILE NOT direct AND found_rows > 0 AND level < max_level LOOP
         level := level + 1;
         -- Extend each frequent (k-1)-slice of a cell with each later frequent item of that cell.
         DROP TABLE IF EXISTS pg_temp._fs_next;
@@ -222,6 +303,6 @@ BEGIN
     LEFT JOIN pg_temp._fs_items AS i ON u.item_id = i.item_id
     GROUP BY o.out_id, o.pattern_key, o.stats;
     DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_items, pg_temp._fs_pairs, pg_temp._fs_citems,
-        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out;
+        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out, pg_temp._fs_comb;
 END;
 $$;

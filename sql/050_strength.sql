@@ -56,19 +56,20 @@ RETURN coalesce(
     '{}'::jsonb
 );
 
--- learning.strength_stats: the lesson stats of SPEC 8 from a slice's additive sums
+-- learning.strength_stats_of: the lesson stats of SPEC 8 from a slice's additive sums
 -- [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s] (x = tanh(roi/ROI_SCALE), w = |x|) and the
--- window's mean roi. Pure so pgTAP can check the formulas on hand-computed sums.
-CREATE OR REPLACE FUNCTION learning.strength_stats(
+-- window's mean roi; no row for n < 1. A SQL table function without a SET clause, so the builder's
+-- LATERAL call is inlined into its one statement (a call per slice cost ~25 us). Pure, so pgTAP
+-- checks the formulas on hand-computed sums (through learning.strength_stats).
+CREATE OR REPLACE FUNCTION learning.strength_stats_of(
     p_sums double precision [],
     p_baseline_roi double precision
 )
-RETURNS jsonb
+RETURNS TABLE (stats jsonb)
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
-RETURN (
+BEGIN ATOMIC
     WITH s AS (
         SELECT
             pg_catalog.round(p_sums[1])::double precision AS n,
@@ -117,8 +118,20 @@ RETURN (
             'sum_w', greatest(0, r.sum_w)
         )
     FROM r
-    WHERE r.n >= 1
-);
+    WHERE r.n >= 1;
+END;
+
+-- learning.strength_stats: the same as one value (NULL for n < 1), for callers with one slice.
+CREATE OR REPLACE FUNCTION learning.strength_stats(
+    p_sums double precision [],
+    p_baseline_roi double precision
+)
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN (SELECT s.stats FROM learning.strength_stats_of(p_sums, p_baseline_roi) AS s);
 
 -- learning.build_strength_lessons: pm_strength lessons of every (pattern, scope slice) with >= n_min
 -- distinct trades in (as_of - lookback, as_of]; upserts learning_lessons, deactivates the rest.
@@ -135,7 +148,7 @@ VOLATILE
 SECURITY DEFINER
 SET search_path = ''
 SET client_min_messages = 'warning'
-SET work_mem = '64MB'
+SET work_mem = '128MB'
 AS $$
 DECLARE
     tun jsonb := learning.tunables();
@@ -166,43 +179,25 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_trades, pg_temp._sl_scopes, pg_temp._sl_dims,
+    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons;
 
-    -- Strength facts of the window (rows without roi are the bot's legacy R/R rows).
-    CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
-    SELECT
-        e.pattern_key,
-        e.trade_id,
-        e.scope,
-        e.roi,
-        e.did_trim,
-        e.reached_s3
-    FROM public.pattern_trade_events AS e
-    WHERE
-        e.roi IS NOT NULL
-        AND e."timestamp" > v_as_of - v_lookback
-        AND e."timestamp" <= v_as_of;
-
-    -- One outcome per trade: its roi (mean, should the bot write several) and shape flags.
-    CREATE TEMP TABLE _sl_trades ON COMMIT DROP AS
-    SELECT
-        e.trade_id,
-        pg_catalog.avg(e.roi) AS roi,
-        coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
-        coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
-    FROM pg_temp._sl_events AS e
-    GROUP BY e.trade_id;
-    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*) INTO v_baseline, v_trades FROM pg_temp._sl_trades AS t;
-
-    -- Distinct scopes -> their dimensions (scope_dimensions runs once per distinct scope), and
-    -- distinct dimension objects numbered so the per-trade work groups on integers, not jsonb.
+    -- Distinct scopes of the window -> their dimensions (scope_dimensions runs once per distinct
+    -- scope), and distinct dimension objects numbered so the per-event work is on integers, not
+    -- jsonb. Rows without roi are the bot's legacy R/R rows.
     CREATE TEMP TABLE _sl_scopes ON COMMIT DROP AS
     SELECT
         d.scope,
         learning.scope_dimensions(d.scope, v_dims) AS dims
-    FROM (SELECT DISTINCT e.scope FROM pg_temp._sl_events AS e) AS d;
+    FROM (
+        SELECT DISTINCT e.scope
+        FROM public.pattern_trade_events AS e
+        WHERE
+            e.roi IS NOT NULL
+            AND e."timestamp" > v_as_of - v_lookback
+            AND e."timestamp" <= v_as_of
+    ) AS d;
     CREATE TEMP TABLE _sl_dims ON COMMIT DROP AS
     SELECT
         pg_catalog.row_number() OVER ()::integer AS dims_id,
@@ -217,33 +212,73 @@ BEGIN
     ANALYZE pg_temp._sl_scope_ids;
     ANALYZE pg_temp._sl_dims;
 
-    -- Distinct (pattern, trade, dims) and each trade's number of distinct dims per pattern.
+    -- Strength facts of the window with their dims number, on integers and text from here on (a
+    -- row with a NULL scope counts for its trade's outcome, in no slice).
+    CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
+    SELECT
+        e.pattern_key,
+        e.trade_id,
+        i.dims_id,
+        e.roi,
+        e.did_trim,
+        e.reached_s3
+    FROM public.pattern_trade_events AS e
+    LEFT JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
+    WHERE
+        e.roi IS NOT NULL
+        AND e."timestamp" > v_as_of - v_lookback
+        AND e."timestamp" <= v_as_of;
+
+    -- One outcome per trade: its roi (mean, should the bot write several) and shape flags, and the
+    -- per-trade values x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).
+    CREATE TEMP TABLE _sl_tv ON COMMIT DROP AS
+    SELECT
+        tr.trade_id,
+        tr.roi,
+        pg_catalog.tanh(tr.roi / v_scale) AS x,
+        CASE WHEN tr.roi < 0 THEN -1 WHEN tr.roi > 0 AND tr.reached_s3 THEN 1 ELSE 0 END AS da,
+        CASE
+            WHEN tr.roi < 0 AND tr.did_trim THEN 1 WHEN tr.roi > 0 AND tr.reached_s3 THEN -1 ELSE 0
+        END AS de,
+        tr.did_trim::integer AS trim_flag,
+        tr.reached_s3::integer AS s3_flag
+    FROM (
+        SELECT
+            e.trade_id,
+            pg_catalog.avg(e.roi) AS roi,
+            coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
+            coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
+        FROM pg_temp._sl_events AS e
+        GROUP BY e.trade_id
+    ) AS tr;
+    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*) INTO v_baseline, v_trades FROM pg_temp._sl_tv AS t;
+    ANALYZE pg_temp._sl_tv;
+
+    -- Each (pattern, trade) with its dims: one (the usual case: a trade's actions share its scope)
+    -- or several (multi); hashed, no sort.
     CREATE TEMP TABLE _sl_ptd ON COMMIT DROP AS
     SELECT
-        u.pattern_key,
-        u.trade_id,
-        u.dims_id,
-        pg_catalog.count(*) OVER (PARTITION BY u.pattern_key, u.trade_id) AS m
-    FROM (
-        SELECT DISTINCT
-            e.pattern_key,
-            e.trade_id,
-            i.dims_id
-        FROM pg_temp._sl_events AS e
-        INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
-    ) AS u;
+        e.pattern_key,
+        e.trade_id,
+        pg_catalog.min(e.dims_id) AS dims_id,
+        pg_catalog.min(e.dims_id) <> pg_catalog.max(e.dims_id) AS multi
+    FROM pg_temp._sl_events AS e
+    WHERE e.dims_id IS NOT NULL
+    GROUP BY e.pattern_key, e.trade_id;
     ANALYZE pg_temp._sl_ptd;
 
     -- Trades of a pattern with several dims: a dims contained in another of the same trade adds
     -- nothing to the trade's union and is dropped (fewer inclusion-exclusion terms).
     CREATE TEMP TABLE _sl_multi ON COMMIT DROP AS
-    SELECT
-        p.pattern_key,
-        p.trade_id,
+    SELECT DISTINCT
+        e.pattern_key,
+        e.trade_id,
         d.dims
-    FROM pg_temp._sl_ptd AS p
-    INNER JOIN pg_temp._sl_dims AS d ON p.dims_id = d.dims_id
-    WHERE p.m > 1;
+    FROM pg_temp._sl_events AS e
+    INNER JOIN (
+        SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
+    ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
+    INNER JOIN pg_temp._sl_dims AS d ON e.dims_id = d.dims_id;
     DELETE FROM pg_temp._sl_multi AS a
     WHERE EXISTS (
         SELECT FROM pg_temp._sl_multi AS b
@@ -264,21 +299,6 @@ BEGIN
             v_capped, v_max_scopes, v_max_scopes
         ));
     END IF;
-
-    -- Per-trade values: x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).
-    CREATE TEMP TABLE _sl_tv ON COMMIT DROP AS
-    SELECT
-        tr.trade_id,
-        tr.roi,
-        pg_catalog.tanh(tr.roi / v_scale) AS x,
-        CASE WHEN tr.roi < 0 THEN -1 WHEN tr.roi > 0 AND tr.reached_s3 THEN 1 ELSE 0 END AS da,
-        CASE
-            WHEN tr.roi < 0 AND tr.did_trim THEN 1 WHEN tr.roi > 0 AND tr.reached_s3 THEN -1 ELSE 0
-        END AS de,
-        tr.did_trim::integer AS trim_flag,
-        tr.reached_s3::integer AS s3_flag
-    FROM pg_temp._sl_trades AS tr;
-    ANALYZE pg_temp._sl_tv;
 
     -- Cells with the additive sums [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s]: a trade with one
     -- dims is one cell; with m dims, the 2^m - 1 intersections with alternating signs
@@ -301,7 +321,7 @@ BEGIN
             ]::double precision [] AS stats
         FROM pg_temp._sl_ptd AS p
         INNER JOIN pg_temp._sl_tv AS t ON p.trade_id = t.trade_id
-        WHERE p.m = 1
+        WHERE NOT p.multi AND p.dims_id IS NOT NULL
         GROUP BY p.pattern_key, p.dims_id
     ),
 
@@ -378,9 +398,9 @@ BEGIN
     SELECT
         f.pattern_key,
         f.scope_subset,
-        learning.strength_stats(f.stats, v_baseline) AS stats
-    FROM learning.frequent_slices(v_n_min, v_max_dims) AS f;
-    DELETE FROM pg_temp._sl_lessons AS l WHERE l.stats IS NULL;
+        s.stats
+    FROM learning.frequent_slices(v_n_min, v_max_dims) AS f
+    CROSS JOIN LATERAL learning.strength_stats_of(f.stats, v_baseline) AS s;
     SELECT pg_catalog.count(*) INTO v_lessons FROM pg_temp._sl_lessons;
 
     WITH written AS (
@@ -445,7 +465,7 @@ BEGIN
         'updated', v_updated, 'deactivated', v_deactivated
     )::text, true);
 
-    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_trades, pg_temp._sl_scopes, pg_temp._sl_dims,
+    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons;
     RETURN v_lessons;

@@ -23,6 +23,8 @@ INLINABLE_EXCEPTIONS = {
     "_series_state",
     # sql/025_slices.sql (strength helper)
     "scope_dimensions",
+    # sql/050_strength.sql: a table function inlined into the builder's statement (bench, issue 6)
+    "strength_stats_of",
     # sql/030_episodes.sql (tuning helper)
     "_flag",
     "_num",

@@ -1384,6 +1384,16 @@ RETURN CASE
     ELSE '{}'::jsonb
 END;
 
+-- learning._slices_enumeration_limit: how many (cell, slice) rows frequent_slices may enumerate
+-- directly before it falls back to the level-wise extension (setting learning.slices_enumeration_limit,
+-- so a test can force either path; default 20 million rows, about 1 GB of hash table at most).
+CREATE OR REPLACE FUNCTION learning._slices_enumeration_limit()
+RETURNS numeric
+LANGUAGE sql
+STABLE
+SET search_path = ''
+RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_enumeration_limit', true), '')::numeric, 20000000);
+
 -- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
 -- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
 -- Level by level on aggregated cells: level k extends the frequent (k-1)-slices a cell contains with
@@ -1404,6 +1414,11 @@ DECLARE
     level integer := 0;
     max_level integer := GREATEST(coalesce(p_max_dims, 0), 0);
     found_rows bigint;
+    max_items integer;
+    combinations numeric;
+    binomial numeric;
+    enumerated numeric;
+    direct boolean := false;
 BEGIN
     IF pg_catalog.to_regclass('pg_temp.slice_cells') IS NULL THEN
         RAISE EXCEPTION 'learning.frequent_slices needs the temp table pg_temp.slice_cells'
@@ -1415,7 +1430,8 @@ BEGIN
         RETURN;
     END IF;
     DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_raw, pg_temp._fs_items, pg_temp._fs_pairs,
-        pg_temp._fs_citems, pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out;
+        pg_temp._fs_citems, pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out,
+        pg_temp._fs_comb;
     -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).
     SELECT
         pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.stats[%s]) AS s%s', i, i), ', ' ORDER BY i),
@@ -1518,18 +1534,83 @@ BEGIN
         INNER JOIN pg_temp._fs_level AS l ON l.ids[1] = p.item_id
         GROUP BY p.cell_id
         HAVING pg_catalog.count(*) >= 2;
-        CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
-        SELECT
-            c.cell_id,
-            ARRAY[u.item_id] AS ids,
-            u.pos::integer AS pos
-        FROM pg_temp._fs_citems AS c
-        CROSS JOIN LATERAL pg_catalog.unnest(c.items) WITH ORDINALITY AS u (item_id, pos);
         ANALYZE pg_temp._fs_citems;
-        ANALYZE pg_temp._fs_cur;
+
+        -- Few frequent items per cell (the usual case: a handful of scope dimensions): every k-subset
+        -- of each cell's frequent items is enumerated from a table of position combinations and
+        -- counted in one aggregate per level, no intermediate tables. Slices with an infrequent
+        -- (k-1)-subset are counted too and fail HAVING like every infrequent slice, so the result is
+        -- the level-wise one. Many items per cell: the level-wise extension below bounds the work.
+        SELECT pg_catalog.max(pg_catalog.cardinality(c.items)) INTO max_items FROM pg_temp._fs_citems AS c;
+        combinations := 0;
+        binomial := coalesce(max_items, 0);
+        FOR k IN 2..max_level LOOP
+            binomial := binomial * (max_items - k + 1) / k;
+            combinations := combinations + binomial;
+        END LOOP;
+        IF max_items IS NOT NULL AND combinations <= learning._slices_enumeration_limit() / 100 THEN
+            CREATE TEMP TABLE _fs_comb ON COMMIT DROP AS
+            WITH RECURSIVE comb (k, p) AS (
+                SELECT 1, ARRAY[i] FROM pg_catalog.generate_series(1, max_items) AS i
+                UNION ALL
+                SELECT comb.k + 1, comb.p || j
+                FROM comb
+                CROSS JOIN LATERAL pg_catalog.generate_series(comb.p[comb.k] + 1, max_items) AS j
+                WHERE comb.k < max_level
+            )
+            SELECT comb.k, comb.p[comb.k] AS last, comb.p FROM comb WHERE comb.k >= 2;
+            SELECT pg_catalog.sum(h.cells * (
+                SELECT pg_catalog.count(*) FROM pg_temp._fs_comb AS m WHERE m.last <= h.d
+            ))
+            INTO enumerated
+            FROM (
+                SELECT pg_catalog.cardinality(c.items) AS d, pg_catalog.count(*) AS cells
+                FROM pg_temp._fs_citems AS c
+                GROUP BY 1
+            ) AS h;
+            IF coalesce(enumerated, 0) <= learning._slices_enumeration_limit() THEN
+                ANALYZE pg_temp._fs_comb;
+                direct := true;
+                WHILE found_rows > 0 AND level < max_level LOOP
+                    level := level + 1;
+                    EXECUTE pg_catalog.format(
+                        'INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+                         SELECT i.pattern_key, g.ids, g.stats
+                         FROM (
+                             SELECT ARRAY[%s] AS ids, ARRAY[%s] AS stats
+                             FROM pg_temp._fs_citems AS ci
+                             INNER JOIN pg_temp._fs_comb AS m
+                                 ON m.k = %s AND m.last <= pg_catalog.cardinality(ci.items)
+                             INNER JOIN pg_temp._fs_cells AS c ON ci.cell_id = c.cell_id
+                             GROUP BY 1
+                             HAVING pg_catalog.sum(c.s1) >= $1
+                         ) AS g
+                         INNER JOIN pg_temp._fs_items AS i ON g.ids[1] = i.item_id',
+                        (
+                            SELECT pg_catalog.string_agg(pg_catalog.format('ci.items[m.p[%s]]', j), ', ' ORDER BY j)
+                            FROM pg_catalog.generate_series(1, level) AS j
+                        ),
+                        sums,
+                        level
+                    ) USING p_n_min;
+                    GET DIAGNOSTICS found_rows = ROW_COUNT;
+                END LOOP;
+            END IF;
+        END IF;
+
+        IF NOT direct THEN
+            CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
+            SELECT
+                c.cell_id,
+                ARRAY[u.item_id] AS ids,
+                u.pos::integer AS pos
+            FROM pg_temp._fs_citems AS c
+            CROSS JOIN LATERAL pg_catalog.unnest(c.items) WITH ORDINALITY AS u (item_id, pos);
+            ANALYZE pg_temp._fs_cur;
+        END IF;
     END IF;
 
-    WHILE found_rows > 0 AND level < max_level LOOP
+    WHILE NOT direct AND found_rows > 0 AND level < max_level LOOP
         level := level + 1;
         -- Extend each frequent (k-1)-slice of a cell with each later frequent item of that cell.
         DROP TABLE IF EXISTS pg_temp._fs_next;
@@ -1583,7 +1664,7 @@ BEGIN
     LEFT JOIN pg_temp._fs_items AS i ON u.item_id = i.item_id
     GROUP BY o.out_id, o.pattern_key, o.stats;
     DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_items, pg_temp._fs_pairs, pg_temp._fs_citems,
-        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out;
+        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out, pg_temp._fs_comb;
 END;
 $$;
 
@@ -2220,19 +2301,20 @@ RETURN coalesce(
     '{}'::jsonb
 );
 
--- learning.strength_stats: the lesson stats of SPEC 8 from a slice's additive sums
+-- learning.strength_stats_of: the lesson stats of SPEC 8 from a slice's additive sums
 -- [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s] (x = tanh(roi/ROI_SCALE), w = |x|) and the
--- window's mean roi. Pure so pgTAP can check the formulas on hand-computed sums.
-CREATE OR REPLACE FUNCTION learning.strength_stats(
+-- window's mean roi; no row for n < 1. A SQL table function without a SET clause, so the builder's
+-- LATERAL call is inlined into its one statement (a call per slice cost ~25 us). Pure, so pgTAP
+-- checks the formulas on hand-computed sums (through learning.strength_stats).
+CREATE OR REPLACE FUNCTION learning.strength_stats_of(
     p_sums double precision [],
     p_baseline_roi double precision
 )
-RETURNS jsonb
+RETURNS TABLE (stats jsonb)
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
-RETURN (
+BEGIN ATOMIC
     WITH s AS (
         SELECT
             pg_catalog.round(p_sums[1])::double precision AS n,
@@ -2281,8 +2363,20 @@ RETURN (
             'sum_w', greatest(0, r.sum_w)
         )
     FROM r
-    WHERE r.n >= 1
-);
+    WHERE r.n >= 1;
+END;
+
+-- learning.strength_stats: the same as one value (NULL for n < 1), for callers with one slice.
+CREATE OR REPLACE FUNCTION learning.strength_stats(
+    p_sums double precision [],
+    p_baseline_roi double precision
+)
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = ''
+RETURN (SELECT s.stats FROM learning.strength_stats_of(p_sums, p_baseline_roi) AS s);
 
 -- learning.build_strength_lessons: pm_strength lessons of every (pattern, scope slice) with >= n_min
 -- distinct trades in (as_of - lookback, as_of]; upserts learning_lessons, deactivates the rest.
@@ -2299,7 +2393,7 @@ VOLATILE
 SECURITY DEFINER
 SET search_path = ''
 SET client_min_messages = 'warning'
-SET work_mem = '64MB'
+SET work_mem = '128MB'
 AS $$
 DECLARE
     tun jsonb := learning.tunables();
@@ -2330,43 +2424,25 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_trades, pg_temp._sl_scopes, pg_temp._sl_dims,
+    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons;
 
-    -- Strength facts of the window (rows without roi are the bot's legacy R/R rows).
-    CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
-    SELECT
-        e.pattern_key,
-        e.trade_id,
-        e.scope,
-        e.roi,
-        e.did_trim,
-        e.reached_s3
-    FROM public.pattern_trade_events AS e
-    WHERE
-        e.roi IS NOT NULL
-        AND e."timestamp" > v_as_of - v_lookback
-        AND e."timestamp" <= v_as_of;
-
-    -- One outcome per trade: its roi (mean, should the bot write several) and shape flags.
-    CREATE TEMP TABLE _sl_trades ON COMMIT DROP AS
-    SELECT
-        e.trade_id,
-        pg_catalog.avg(e.roi) AS roi,
-        coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
-        coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
-    FROM pg_temp._sl_events AS e
-    GROUP BY e.trade_id;
-    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*) INTO v_baseline, v_trades FROM pg_temp._sl_trades AS t;
-
-    -- Distinct scopes -> their dimensions (scope_dimensions runs once per distinct scope), and
-    -- distinct dimension objects numbered so the per-trade work groups on integers, not jsonb.
+    -- Distinct scopes of the window -> their dimensions (scope_dimensions runs once per distinct
+    -- scope), and distinct dimension objects numbered so the per-event work is on integers, not
+    -- jsonb. Rows without roi are the bot's legacy R/R rows.
     CREATE TEMP TABLE _sl_scopes ON COMMIT DROP AS
     SELECT
         d.scope,
         learning.scope_dimensions(d.scope, v_dims) AS dims
-    FROM (SELECT DISTINCT e.scope FROM pg_temp._sl_events AS e) AS d;
+    FROM (
+        SELECT DISTINCT e.scope
+        FROM public.pattern_trade_events AS e
+        WHERE
+            e.roi IS NOT NULL
+            AND e."timestamp" > v_as_of - v_lookback
+            AND e."timestamp" <= v_as_of
+    ) AS d;
     CREATE TEMP TABLE _sl_dims ON COMMIT DROP AS
     SELECT
         pg_catalog.row_number() OVER ()::integer AS dims_id,
@@ -2381,33 +2457,73 @@ BEGIN
     ANALYZE pg_temp._sl_scope_ids;
     ANALYZE pg_temp._sl_dims;
 
-    -- Distinct (pattern, trade, dims) and each trade's number of distinct dims per pattern.
+    -- Strength facts of the window with their dims number, on integers and text from here on (a
+    -- row with a NULL scope counts for its trade's outcome, in no slice).
+    CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
+    SELECT
+        e.pattern_key,
+        e.trade_id,
+        i.dims_id,
+        e.roi,
+        e.did_trim,
+        e.reached_s3
+    FROM public.pattern_trade_events AS e
+    LEFT JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
+    WHERE
+        e.roi IS NOT NULL
+        AND e."timestamp" > v_as_of - v_lookback
+        AND e."timestamp" <= v_as_of;
+
+    -- One outcome per trade: its roi (mean, should the bot write several) and shape flags, and the
+    -- per-trade values x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).
+    CREATE TEMP TABLE _sl_tv ON COMMIT DROP AS
+    SELECT
+        tr.trade_id,
+        tr.roi,
+        pg_catalog.tanh(tr.roi / v_scale) AS x,
+        CASE WHEN tr.roi < 0 THEN -1 WHEN tr.roi > 0 AND tr.reached_s3 THEN 1 ELSE 0 END AS da,
+        CASE
+            WHEN tr.roi < 0 AND tr.did_trim THEN 1 WHEN tr.roi > 0 AND tr.reached_s3 THEN -1 ELSE 0
+        END AS de,
+        tr.did_trim::integer AS trim_flag,
+        tr.reached_s3::integer AS s3_flag
+    FROM (
+        SELECT
+            e.trade_id,
+            pg_catalog.avg(e.roi) AS roi,
+            coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
+            coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
+        FROM pg_temp._sl_events AS e
+        GROUP BY e.trade_id
+    ) AS tr;
+    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*) INTO v_baseline, v_trades FROM pg_temp._sl_tv AS t;
+    ANALYZE pg_temp._sl_tv;
+
+    -- Each (pattern, trade) with its dims: one (the usual case: a trade's actions share its scope)
+    -- or several (multi); hashed, no sort.
     CREATE TEMP TABLE _sl_ptd ON COMMIT DROP AS
     SELECT
-        u.pattern_key,
-        u.trade_id,
-        u.dims_id,
-        pg_catalog.count(*) OVER (PARTITION BY u.pattern_key, u.trade_id) AS m
-    FROM (
-        SELECT DISTINCT
-            e.pattern_key,
-            e.trade_id,
-            i.dims_id
-        FROM pg_temp._sl_events AS e
-        INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
-    ) AS u;
+        e.pattern_key,
+        e.trade_id,
+        pg_catalog.min(e.dims_id) AS dims_id,
+        pg_catalog.min(e.dims_id) <> pg_catalog.max(e.dims_id) AS multi
+    FROM pg_temp._sl_events AS e
+    WHERE e.dims_id IS NOT NULL
+    GROUP BY e.pattern_key, e.trade_id;
     ANALYZE pg_temp._sl_ptd;
 
     -- Trades of a pattern with several dims: a dims contained in another of the same trade adds
     -- nothing to the trade's union and is dropped (fewer inclusion-exclusion terms).
     CREATE TEMP TABLE _sl_multi ON COMMIT DROP AS
-    SELECT
-        p.pattern_key,
-        p.trade_id,
+    SELECT DISTINCT
+        e.pattern_key,
+        e.trade_id,
         d.dims
-    FROM pg_temp._sl_ptd AS p
-    INNER JOIN pg_temp._sl_dims AS d ON p.dims_id = d.dims_id
-    WHERE p.m > 1;
+    FROM pg_temp._sl_events AS e
+    INNER JOIN (
+        SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
+    ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
+    INNER JOIN pg_temp._sl_dims AS d ON e.dims_id = d.dims_id;
     DELETE FROM pg_temp._sl_multi AS a
     WHERE EXISTS (
         SELECT FROM pg_temp._sl_multi AS b
@@ -2428,21 +2544,6 @@ BEGIN
             v_capped, v_max_scopes, v_max_scopes
         ));
     END IF;
-
-    -- Per-trade values: x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).
-    CREATE TEMP TABLE _sl_tv ON COMMIT DROP AS
-    SELECT
-        tr.trade_id,
-        tr.roi,
-        pg_catalog.tanh(tr.roi / v_scale) AS x,
-        CASE WHEN tr.roi < 0 THEN -1 WHEN tr.roi > 0 AND tr.reached_s3 THEN 1 ELSE 0 END AS da,
-        CASE
-            WHEN tr.roi < 0 AND tr.did_trim THEN 1 WHEN tr.roi > 0 AND tr.reached_s3 THEN -1 ELSE 0
-        END AS de,
-        tr.did_trim::integer AS trim_flag,
-        tr.reached_s3::integer AS s3_flag
-    FROM pg_temp._sl_trades AS tr;
-    ANALYZE pg_temp._sl_tv;
 
     -- Cells with the additive sums [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s]: a trade with one
     -- dims is one cell; with m dims, the 2^m - 1 intersections with alternating signs
@@ -2465,7 +2566,7 @@ BEGIN
             ]::double precision [] AS stats
         FROM pg_temp._sl_ptd AS p
         INNER JOIN pg_temp._sl_tv AS t ON p.trade_id = t.trade_id
-        WHERE p.m = 1
+        WHERE NOT p.multi AND p.dims_id IS NOT NULL
         GROUP BY p.pattern_key, p.dims_id
     ),
 
@@ -2542,9 +2643,9 @@ BEGIN
     SELECT
         f.pattern_key,
         f.scope_subset,
-        learning.strength_stats(f.stats, v_baseline) AS stats
-    FROM learning.frequent_slices(v_n_min, v_max_dims) AS f;
-    DELETE FROM pg_temp._sl_lessons AS l WHERE l.stats IS NULL;
+        s.stats
+    FROM learning.frequent_slices(v_n_min, v_max_dims) AS f
+    CROSS JOIN LATERAL learning.strength_stats_of(f.stats, v_baseline) AS s;
     SELECT pg_catalog.count(*) INTO v_lessons FROM pg_temp._sl_lessons;
 
     WITH written AS (
@@ -2609,7 +2710,7 @@ BEGIN
         'updated', v_updated, 'deactivated', v_deactivated
     )::text, true);
 
-    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_trades, pg_temp._sl_scopes, pg_temp._sl_dims,
+    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons;
     RETURN v_lessons;
