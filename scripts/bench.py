@@ -1411,16 +1411,26 @@ NOTES = """
   the replay reaches 40-50% of it (~10,000 trades/s; ~2,800 before the performance edits).
   Profile of a 20k-trade replay: pattern_trade_events INSERT 30%,
   history + log INSERT 30%, the per-trade plpgsql loop (allocation_step ~15 us, two folds) 25%.
-- **Strength builder vs pandas.** Under 20 s, but slower than pandas on the same enumeration:
-  learning.frequent_slices (level-wise temp tables, ANALYZE per level) takes ~70% of it. Before the
-  ANALYZE added before the deactivation anti-join it took 148 s at 25k trades (a nested loop).
-- **Runtime steering.** The batch form matches every request against every active override of its
-  pattern with `scope_subset <@ scope` (10,000 x ~1,250 jsonb containment tests); an equality
-  lookup of the request's own <= 4-dim sub-scopes on the unique (pattern_key, action_category,
-  scope_subset) index, or matching in Python against overrides loaded once, would bound it. The
-  batch also returns every match as JSON (~600k objects here): that is the runtime job's 606 MiB.
-- **Lever simulation.** Met on time by far (< 1.1 s); the speed-up over the plain-Python loop (run on
-  5 lessons and extrapolated to 1,000) measured 48-51x across runs, at the 50x line.
+- **Strength builder vs pandas.** Under 20 s (14.4 s -> ~8.5 s this round), still slower than the
+  pandas version, which does less (it assumes one scope per trade and writes nothing back).
+  plpgsql_check's profile of the 250k-trade build: distinct scopes 0.5 s, the one jsonb pass that gives
+  every fact its dims number 1.1 s (hash join on jsonb: ~0.65 s of it), per-trade outcome 0.5 s,
+  (pattern, trade) grouping 1.0 s (~830k hash groups), cells 1.0 s, frequent_slices ~2.5 s (of which
+  the direct k-subset enumeration 1.2 s; the level-wise form took ~5 s), the lessons' upsert 0.7 s,
+  ANALYZE + deactivation 0.6 s. jsonb hashing/comparison and text hash aggregates bound the first
+  half: a parallel plan (2 workers) halves the jsonb pass but needs non-temporary scratch tables.
+- **Runtime steering, single call.** p50 ~0.75 ms: round trip ~0.11 ms, the index-only scan testing
+  `scope_subset <@ scope` on the pattern's ~1,250 active overrides ~0.3 ms, tunables() ~0.05 ms, the
+  Python maths ~0.1 ms; p99 is ~1.5x p50 on this shared 2-core machine (a bare `SELECT 1` has the
+  same ratio). An equality lookup of the request's 64 sub-scopes on the covering index was measured
+  and was slower (the sub-scope array costs more to send and parse than the scan saves).
+- **Runtime steering, batch.** Met (was 275 ms): overrides are read once as column arrays and matched
+  in numpy by key set through lookup tables; what remains is Python work per request (reading each
+  scope's values, building 10,000 result objects).
+- **Lever simulation.** Met with margin now: the four groups' counts per candidate are popcounts of
+  ANDed 64-bit event sets (`simulate.group_pass_counts`) instead of a float matrix product over an
+  events x 125 matrix: ~0.26 ms per 1,000-event lesson (was ~0.62 ms), ~100x the plain-Python loop
+  (run on 5 lessons and extrapolated to 1,000; it measured 43-58x before, around the 50x line).
 - **Memory.** The pandas comparison jobs read through COPY into categorical columns; the product's
   own jobs stay far below 1 GiB (their work is in the database).
 - **Shared machine.** Figures were measured while other sessions ran tests on the same 2 cores;

@@ -16,9 +16,10 @@ import numpy as np
 # steering strength and the headroom step are done here, in Python, with every intermediate kept.
 
 # The overrides come back as one array per column (binary protocol; the scopes as the elements of
-# one JSON array, parsed in one call): cheaper on both sides than one JSON object per override. Every aggregate of
-# one Agg node sees the rows in the same order, so the arrays line up. Rows whose scope_subset is not an object
-# never match (containment in an object scope is false for them), in the single and the batch form.
+# one JSON array, parsed in one call): cheaper on both sides than one JSON object per override.
+# Every aggregate of one Agg node sees the rows in the same order, so the arrays line up. Rows whose
+# scope_subset is not an object never match (containment in an object scope is false for them), in
+# the single and the batch form.
 _OVERRIDE_ARRAYS = """
     pg_catalog.array_agg(o.id) AS ids,
     pg_catalog.string_agg(o.scope_subset::text, ',') AS scope_subsets,
@@ -483,11 +484,11 @@ def _match_batch(overrides: _Overrides, requests: list[tuple[str, dict]], conn=N
 
 
 def apply_strength_overrides_batch(conn, rows) -> list[StrengthResult]:
-    """apply_strength_overrides for many (pattern_key, scope, a_flags, e_flags) rows in one round trip.
+    """apply_strength_overrides for many (pattern_key, scope, a_flags, e_flags) rows, same results.
 
-    The active overrides of the requested patterns are read once and matched in numpy (a scope key
-    set per override group, equal values found by sorted search); the steering maths is the same
-    vectorised function the single call uses.
+    The active overrides of the requested patterns are read once (one round trip; a second one only
+    for overrides with an object or array value) and matched in numpy (_match_batch); the steering
+    maths is the same vectorised function the single call uses.
     """
     rows = list(rows)
     if not rows:
