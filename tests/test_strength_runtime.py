@@ -258,3 +258,18 @@ def test_the_reader_role_can_steer(conn, overrides):
         conn.execute("RESET ROLE")
     assert r.applied and len(r.matches) == 2
     assert batch[0].a_final == r.a_final
+
+
+def test_batch_leaves_the_garbage_collector_as_it_found_it(conn, overrides):
+    import gc
+
+    requests = [("pm.p", {"chain": "sol"}, 0.5, 0.5)]
+    assert gc.isenabled()
+    apply_strength_overrides_batch(conn, requests)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        apply_strength_overrides_batch(conn, requests)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
