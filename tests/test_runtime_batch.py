@@ -88,3 +88,69 @@ def test_batch_equals_single_on_random_data(conn, overrides, requests):
                 s.confidence,
                 s.applied,
             )
+
+
+def _insert(conn, overrides):
+    conn.execute("DELETE FROM public.pm_overrides")
+    for p, s, c, a, e, edge, status in overrides:
+        conn.execute(
+            INSERT, {"p": p, "s": s if isinstance(s, str) else json.dumps(s), "c": c, "a": a, "e": e, "edge": edge,
+                     "status": status}
+        )
+
+
+def _same(conn, requests):
+    batch = apply_strength_overrides_batch(conn, requests)
+    single = [apply_strength_overrides(conn, *req) for req in requests]
+    assert [[m.override_id for m in b.matches] for b in batch] == [[m.override_id for m in s.matches] for s in single]
+    assert [b.as_dict() for b in batch] == [s.as_dict() for s in single]
+    return single
+
+
+def test_batch_reads_str_subclasses_and_default_dicts_as_the_single_call_does(conn):
+    import enum
+    from collections import defaultdict
+
+    import numpy as np
+
+    class Chain(enum.StrEnum):
+        SOL = "sol"
+
+    with conn.transaction(force_rollback=True):
+        _insert(conn, [("pm.a", {"chain": "sol"}, 0.5, 1.0, -1.0, 0.0, "active"),
+                       ("pm.a", {"chain": "sol", "tf": ""}, 0.6, -1.0, 1.0, 0.0, "active")])
+        scope = defaultdict(str, {"chain": "sol"})
+        single = _same(conn, [("pm.a", {"chain": np.str_("sol")}, 0.5, 0.5), ("pm.a", {"chain": Chain.SOL}, 0.5, 0.5),
+                              ("pm.a", scope, 0.5, 0.5)])
+        assert all(len(s.matches) == 1 for s in single)
+        assert dict(scope) == {"chain": "sol"}  # the caller's scope is read, not written
+
+
+def test_batch_compares_nested_values_as_stored(conn):
+    with conn.transaction(force_rollback=True):
+        # 0.1000000000000000055511151231257827 is not 0.1 in jsonb (numeric), but is as a Python float.
+        _insert(conn, [("pm.a", '{"k": [0.1000000000000000055511151231257827]}', 0.5, 1.0, -1.0, 0.0, "active")])
+        single = _same(conn, [("pm.a", {"k": [0.1]}, 0.5, 0.5)])
+        assert single[0].matches == []
+
+
+def test_batch_with_a_huge_key_space_does_not_overflow(conn):
+    """Many patterns and many distinct values: the mixed-radix key is re-ranked instead of overflowing."""
+    rows = []
+    for p in range(60):
+        for j in range(3):
+            rows.append((f"pm.{p}", {"a": f"a{p}-{j}", "b": p * 10 + j, "c": f"c{j}", "d": -p - j}, 0.5, 0.2, 0.1, 0.0,
+                         "active"))
+    with conn.transaction(force_rollback=True):
+        _insert(conn, rows)
+        requests = [(f"pm.{p}", {"a": f"a{p}-1", "b": p * 10 + 1, "c": "c1", "d": -p - 1}, 0.5, 0.5) for p in range(60)]
+        # Widen every vocabulary so the four digits and the pattern cannot fit in one int64 key.
+        conn.execute(
+            "INSERT INTO public.pm_overrides (pattern_key, action_category, scope_subset, multiplier,"
+            " confidence_score, dira, dire, n, status) SELECT 'pm.wide', 'pm_strength', jsonb_build_object("
+            "'a', 'w' || i, 'b', i + 100000, 'c', 'w' || i, 'd', i + 100000), 1, 0.5, 0.1, 0.1, 40, 'active'"
+            " FROM generate_series(1, 40000) AS i"
+        )
+        requests.append(("pm.wide", {"a": "w5", "b": 100005, "c": "w5", "d": 100005}, 0.5, 0.5))
+        single = _same(conn, requests)
+        assert all(len(s.matches) == 1 for s in single)

@@ -103,6 +103,24 @@ class _Overrides:
             weight=weight,
         )
 
+    def matches(self, kept: list, weight: list) -> list[StrengthMatch]:
+        """Every override as a match, with its kept flag and weight."""
+        return [
+            StrengthMatch(i, scope, len(scope), a, e, conf, edge, n, k, w)
+            for i, scope, a, e, conf, edge, n, k, w in zip(
+                self.ids,
+                self.scope_subsets,
+                self.dir_a,
+                self.dir_e,
+                self.confidence,
+                self.edge_raw_roi,
+                self.n,
+                kept,
+                weight,
+                strict=True,
+            )
+        ]
+
     def vectors(self, rows=None) -> tuple[np.ndarray, ...]:
         """dims, dir_a, dir_e, confidence, edge_raw_roi as float arrays (gathered at rows if given)."""
         cols = (
@@ -308,7 +326,7 @@ def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float
         np.array([e_flags]),
         SteeringTunables.from_json(tunables),
     )
-    matches = _LazyMatches(_MatchColumns(found, range(len(found)), v["kept"], v["weight"]), 0, len(found))
+    matches = found.matches(v["kept"].tolist(), v["weight"].tolist())
     return _results(v, lambda _: matches, [a_flags], [e_flags])[0]
 
 
@@ -342,6 +360,8 @@ class _LazyMatches(Sequence):
         return c.overrides.match(int(c.rows[j]), bool(c.kept[j]), float(c.weight[j]))
 
     def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
         return list(self) == list(other)
 
     def __repr__(self) -> str:
@@ -349,15 +369,18 @@ class _LazyMatches(Sequence):
 
 
 _ABSENT = object()
-_DENSE_KEYS = 1 << 22  # key spaces up to this size are matched through a lookup table (32 MiB at most)
+_DENSE_KEYS = 1 << 22  # lookup tables up to this size (32 MiB), when not much larger than the data
 
 
 def _value_key(value):
     """A hashable key equal exactly when the jsonb values are equal (true is not 1; 1 is 1.0).
 
-    A str is its own key (no other kind of key is a str), the common case kept cheap."""
+    A str is its own key (no other kind of key is a str), the common case kept cheap; a str subclass
+    (np.str_, a StrEnum member) is the plain str it is sent to PostgreSQL as."""
     if value.__class__ is str:
         return value
+    if isinstance(value, str):
+        return str.__str__(value)
     if isinstance(value, (dict, list)):
         return ("j", json.dumps(value, sort_keys=True))
     return (value.__class__ is bool, value)
@@ -372,33 +395,34 @@ def _nested_overrides(scope_subsets: list[dict]) -> list[int]:
 
 
 def _match_nested(conn, overrides: _Overrides, nested: list[int], requests) -> tuple[list, list]:
-    """The (request, override) pairs of the overrides `nested`, by PostgreSQL's own containment."""
+    """The (request, override) pairs of the overrides `nested`, by PostgreSQL's own containment of
+    their stored scope_subset (a copy through Python floats could differ from it)."""
     patterns = {overrides.pattern_keys[j] for j in nested}
     asked = [i for i, (pattern, _) in enumerate(requests) if pattern in patterns]
+    index_of = {overrides.ids[j]: j for j in nested}
     pairs = conn.execute(
         """
-        SELECT r.i, o.j
+        SELECT r.i, o.id
         FROM unnest(%(req_patterns)s::text [], %(req_scopes)s::jsonb [], %(req_index)s::bigint [])
             AS r (pattern_key, scope, i)
-        INNER JOIN unnest(%(ovr_patterns)s::text [], %(ovr_scopes)s::jsonb [], %(ovr_index)s::bigint [])
-            AS o (pattern_key, scope_subset, j)
-            ON o.pattern_key = r.pattern_key AND o.scope_subset <@ r.scope
+        INNER JOIN public.pm_overrides AS o
+            ON o.id = ANY(%(ids)s::bigint []) AND o.pattern_key = r.pattern_key AND o.scope_subset <@ r.scope
         """,
         {
             "req_patterns": [requests[i][0] for i in asked],
             "req_scopes": [json.dumps(requests[i][1]) for i in asked],
             "req_index": asked,
-            "ovr_patterns": [overrides.pattern_keys[j] for j in nested],
-            "ovr_scopes": [json.dumps(overrides.scope_subsets[j]) for j in nested],
-            "ovr_index": nested,
+            "ids": list(index_of),
         },
     ).fetchall()
-    return [np.array([p[0] for p in pairs], dtype=np.int64)], [np.array([p[1] for p in pairs], dtype=np.int64)]
+    return [np.array([p[0] for p in pairs], dtype=np.int64)], [
+        np.array([index_of[p[1]] for p in pairs], dtype=np.int64)
+    ]
 
 
 def _columns(scopes: list[dict], keys: list[str]) -> list:
     """Per key, its value in each scope (_ABSENT when missing); C-speed when every scope has every key."""
-    if keys and scopes:
+    if keys and scopes and set(map(type, scopes)) == {dict}:  # plain dicts: no __missing__ to run
         try:
             if len(keys) == 1:
                 return [list(map(itemgetter(keys[0]), scopes))]
@@ -475,18 +499,20 @@ def _match_batch(overrides: _Overrides, requests: list[tuple[str, dict]], conn=N
         members = np.flatnonzero(group_of == g)
         if members.size == 0:  # only nested overrides had this key set
             continue
-        weights = [1]
-        for c in cols[:-1]:
-            weights.append(weights[-1] * radix[c])
-        space = weights[-1] * radix[cols[-1]]
-        if space >= 2**62:
-            raise OverflowError("too many scope values to match in one batch")
+        # Mixed-radix keys (Horner); when the next digit would overflow int64, the keys so far are
+        # replaced by their ranks among all of them (equal stays equal, distinct stays distinct).
         req_key = np.zeros(req_codes.shape[1], dtype=np.int64)
         ovr_key = np.zeros(members.size, dtype=np.int64)
-        for c, w in zip(cols, weights, strict=True):
-            req_key += req_codes[c] * w
-            ovr_key += ovr_codes[c, members] * w
-        if space <= _DENSE_KEYS:  # a direct lookup table: one gather for all requests
+        space = 1
+        for c in cols:
+            if space * radix[c] >= 2**62:
+                ranks, inverse = np.unique(np.concatenate([ovr_key, req_key]), return_inverse=True)
+                inverse = inverse.reshape(-1)
+                ovr_key, req_key, space = inverse[: members.size], inverse[members.size :], len(ranks)
+            ovr_key = ovr_key * radix[c] + ovr_codes[c, members]
+            req_key = req_key * radix[c] + req_codes[c]
+            space *= radix[c]
+        if space <= min(_DENSE_KEYS, 8 * (req_key.size + members.size)):  # a lookup table: one gather
             table = np.full(space, -1, dtype=np.int64)
             table[ovr_key] = members
             found = table[req_key]

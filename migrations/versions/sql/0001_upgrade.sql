@@ -215,6 +215,7 @@ ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'active';
 -- Runtime matching: active overrides of one pattern whose scope_subset is contained in a scope. It
 -- covers every column the strength runtime reads, so the ~1,000 containment tests of one call run
 -- on an index-only scan (contiguous pages) instead of one heap page per candidate row.
+DROP INDEX IF EXISTS public.pm_overrides_active_pattern_idx; -- its predecessor (pattern_key, action_category)
 CREATE INDEX IF NOT EXISTS pm_overrides_active_match_idx
 ON public.pm_overrides (pattern_key, action_category, scope_subset)
 INCLUDE (id, dira, dire, confidence_score, edge_raw_roi, n)
