@@ -3,6 +3,7 @@ and restarts of `logs follow`."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -207,3 +208,21 @@ def test_follow_reconnects_after_its_connections_are_killed(db_url, conn, tmp_pa
         follower.wait(10)
     assert got.count("RECONNECT: before") == 1 and got.count("RECONNECT: after") == 1
     assert any("LOG EXPORTER: Database connection lost" in line for line in log.read_text().splitlines())
+
+
+def test_get_logger_from_many_threads_adds_one_handler(tmp_path):
+    """Exporters in threads of one process share the logger: each line must be written once."""
+    barrier = threading.Barrier(16)
+    for round_ in range(20):
+        path = tmp_path / f"race{round_}.log"
+
+        def call(path=path):
+            barrier.wait()
+            logs.get_logger(path)
+
+        threads = [threading.Thread(target=call) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(logging.getLogger(logs.LOGGER_NAME).handlers) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,9 +76,19 @@ class _UTCFormatter(logging.Formatter):
     converter = time.gmtime
 
 
+_HANDLER_LOCK = threading.Lock()
+
+
 def get_logger(path: str | os.PathLike | None = None) -> logging.Logger:
-    """The `learning_system` logger writing to one rotating file (re-pointed when path changes)."""
-    target = log_path(path).resolve()
+    """The `learning_system` logger writing to one rotating file (re-pointed when path changes).
+
+    Under a lock: two threads that both found no handler would each add one, and every line would
+    then be written twice."""
+    with _HANDLER_LOCK:
+        return _get_logger(log_path(path).resolve())
+
+
+def _get_logger(target: Path) -> logging.Logger:
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
