@@ -103,11 +103,11 @@ class _Overrides:
             weight=weight,
         )
 
-    def matches(self, kept: list, weight: list) -> list[StrengthMatch]:
-        """Every override as a match, with its kept flag and weight."""
+    def matches(self) -> list[StrengthMatch]:
+        """Every override as a match (kept and weight are set by the steering)."""
         return [
-            StrengthMatch(i, scope, len(scope), a, e, conf, edge, n, k, w)
-            for i, scope, a, e, conf, edge, n, k, w in zip(
+            StrengthMatch(i, scope, len(scope), a, e, conf, edge, n)
+            for i, scope, a, e, conf, edge, n in zip(
                 self.ids,
                 self.scope_subsets,
                 self.dir_a,
@@ -115,14 +115,12 @@ class _Overrides:
                 self.confidence,
                 self.edge_raw_roi,
                 self.n,
-                kept,
-                weight,
                 strict=True,
             )
         ]
 
-    def vectors(self, rows=None) -> tuple[np.ndarray, ...]:
-        """dims, dir_a, dir_e, confidence, edge_raw_roi as float arrays (gathered at rows if given)."""
+    def vectors(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """dims, dir_a, dir_e, confidence, edge_raw_roi of the overrides at rows, as float arrays."""
         cols = (
             np.fromiter((len(s) for s in self.scope_subsets), dtype=float, count=len(self)),
             np.asarray(self.dir_a, dtype=float),
@@ -130,7 +128,7 @@ class _Overrides:
             np.asarray(self.confidence, dtype=float),
             np.asarray(self.edge_raw_roi, dtype=float),
         )
-        return cols if rows is None else tuple(c[rows] for c in cols)
+        return tuple(c[rows] for c in cols)
 
 
 def _fetch(conn, query: str, params: dict) -> tuple[dict, _Overrides]:
@@ -318,16 +316,7 @@ def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float
     With no match (or all weights 0) A and E pass through unchanged.
     """
     tunables, found = _fetch(conn, STRENGTH_MATCHES, {"pattern_key": pattern_key, "scope": json.dumps(scope or {})})
-    a_flags, e_flags = float(a_flags), float(e_flags)
-    v = _steer_vectors(
-        np.zeros(len(found), dtype=np.int64),
-        *found.vectors(),
-        np.array([a_flags]),
-        np.array([e_flags]),
-        SteeringTunables.from_json(tunables),
-    )
-    matches = found.matches(v["kept"].tolist(), v["weight"].tolist())
-    return _results(v, lambda _: matches, [a_flags], [e_flags])[0]
+    return steer_strength(found.matches(), float(a_flags), float(e_flags), SteeringTunables.from_json(tunables))
 
 
 @dataclass(frozen=True)
