@@ -25,7 +25,7 @@ END;
 
 -- learning._slices_enumeration_limit: how many (cell, slice) rows frequent_slices may enumerate
 -- directly before it falls back to the level-wise extension (setting learning.slices_enumeration_limit,
--- so a test can force either path; default 20 million rows, about 1 GB of hash table at most).
+-- so a test can force either path; default 20 million rows, a few seconds of aggregation here).
 CREATE OR REPLACE FUNCTION learning._slices_enumeration_limit()
 RETURNS numeric
 LANGUAGE sql
@@ -35,8 +35,10 @@ RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_enumeration_l
 
 -- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
 -- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
--- Level by level on aggregated cells: level k extends the frequent (k-1)-slices a cell contains with
--- the cell's frequent pairs whose key sorts after the slice's last key (each slice built once).
+-- Level by level on aggregated cells: level k counts the k-subsets of each cell's frequent pairs,
+-- either all of them at once from a combination table (few pairs per cell) or by extending the
+-- frequent (k-1)-slices a cell contains with the cell's frequent pairs whose key sorts after the
+-- slice's last key (each slice built once).
 -- Pairs are numbered in key order so a slice is an int[] while it is counted (far cheaper than jsonb)
 -- and a cell's frequent pairs are one sorted array, extended by slicing instead of a join.
 CREATE OR REPLACE FUNCTION learning.frequent_slices(p_n_min integer, p_max_dims integer)

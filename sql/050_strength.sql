@@ -213,7 +213,9 @@ BEGIN
     ANALYZE pg_temp._sl_dims;
 
     -- Strength facts of the window with their dims number, on integers and text from here on (a
-    -- row with a NULL scope counts for its trade's outcome, in no slice).
+    -- row with a NULL scope counts for its trade's outcome, in no slice). This is a second statement,
+    -- so a trade committed since the scopes were read is seen here: one whose scope is new then is
+    -- left for the next run (its rows dropped, not counted without their slices).
     CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
     SELECT
         e.pattern_key,
@@ -227,7 +229,8 @@ BEGIN
     WHERE
         e.roi IS NOT NULL
         AND e."timestamp" > v_as_of - v_lookback
-        AND e."timestamp" <= v_as_of;
+        AND e."timestamp" <= v_as_of
+        AND (e.scope IS NULL OR i.dims_id IS NOT NULL);
 
     -- One outcome per trade: its roi (mean, should the bot write several) and shape flags, and the
     -- per-trade values x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).

@@ -1387,7 +1387,7 @@ END;
 
 -- learning._slices_enumeration_limit: how many (cell, slice) rows frequent_slices may enumerate
 -- directly before it falls back to the level-wise extension (setting learning.slices_enumeration_limit,
--- so a test can force either path; default 20 million rows, about 1 GB of hash table at most).
+-- so a test can force either path; default 20 million rows, a few seconds of aggregation here).
 CREATE OR REPLACE FUNCTION learning._slices_enumeration_limit()
 RETURNS numeric
 LANGUAGE sql
@@ -1397,8 +1397,10 @@ RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_enumeration_l
 
 -- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
 -- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
--- Level by level on aggregated cells: level k extends the frequent (k-1)-slices a cell contains with
--- the cell's frequent pairs whose key sorts after the slice's last key (each slice built once).
+-- Level by level on aggregated cells: level k counts the k-subsets of each cell's frequent pairs,
+-- either all of them at once from a combination table (few pairs per cell) or by extending the
+-- frequent (k-1)-slices a cell contains with the cell's frequent pairs whose key sorts after the
+-- slice's last key (each slice built once).
 -- Pairs are numbered in key order so a slice is an int[] while it is counted (far cheaper than jsonb)
 -- and a cell's frequent pairs are one sorted array, extended by slicing instead of a join.
 CREATE OR REPLACE FUNCTION learning.frequent_slices(p_n_min integer, p_max_dims integer)
@@ -2459,7 +2461,9 @@ BEGIN
     ANALYZE pg_temp._sl_dims;
 
     -- Strength facts of the window with their dims number, on integers and text from here on (a
-    -- row with a NULL scope counts for its trade's outcome, in no slice).
+    -- row with a NULL scope counts for its trade's outcome, in no slice). This is a second statement,
+    -- so a trade committed since the scopes were read is seen here: one whose scope is new then is
+    -- left for the next run (its rows dropped, not counted without their slices).
     CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
     SELECT
         e.pattern_key,
@@ -2473,7 +2477,8 @@ BEGIN
     WHERE
         e.roi IS NOT NULL
         AND e."timestamp" > v_as_of - v_lookback
-        AND e."timestamp" <= v_as_of;
+        AND e."timestamp" <= v_as_of
+        AND (e.scope IS NULL OR i.dims_id IS NOT NULL);
 
     -- One outcome per trade: its roi (mean, should the bot write several) and shape flags, and the
     -- per-trade values x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).
