@@ -105,19 +105,7 @@ class _Overrides:
 
     def matches(self) -> list[StrengthMatch]:
         """Every override as a match (kept and weight are set by the steering)."""
-        return [
-            StrengthMatch(i, scope, len(scope), a, e, conf, edge, n)
-            for i, scope, a, e, conf, edge, n in zip(
-                self.ids,
-                self.scope_subsets,
-                self.dir_a,
-                self.dir_e,
-                self.confidence,
-                self.edge_raw_roi,
-                self.n,
-                strict=True,
-            )
-        ]
+        return [self.match(j) for j in range(len(self))]
 
     def vectors(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """dims, dir_a, dir_e, confidence, edge_raw_roi of the overrides at rows, as float arrays."""
