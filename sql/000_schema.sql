@@ -282,6 +282,33 @@ ON learning.learning_log (id)
 WHERE exported_at IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
+-- learning.pm_overrides_generation: one row whose value changes, in the same transaction, with every
+-- statement that writes pm_overrides (trigger in 060_overrides.sql). The runtime keeps a pattern's
+-- overrides in memory under it and re-reads them only when it changed. Each new value comes from
+-- the sequence, so a value is never seen twice (not after a rollback, nor after a downgrade and
+-- upgrade: the sequence starts at the creation time in microseconds).
+CREATE SEQUENCE IF NOT EXISTS learning.pm_overrides_generation_seq;
+
+CREATE TABLE IF NOT EXISTS learning.pm_overrides_generation (
+    only_row boolean PRIMARY KEY DEFAULT true,
+    generation bigint NOT NULL,
+    CONSTRAINT pm_overrides_generation_one_row CHECK (only_row)
+);
+
+DO $generation$
+BEGIN
+    IF NOT EXISTS (SELECT FROM learning.pm_overrides_generation) THEN
+        PERFORM pg_catalog.setval(
+            'learning.pm_overrides_generation_seq',
+            (EXTRACT(EPOCH FROM pg_catalog.clock_timestamp()) * 1000000)::bigint
+        );
+        INSERT INTO learning.pm_overrides_generation (generation)
+        VALUES (pg_catalog.nextval('learning.pm_overrides_generation_seq'));
+    END IF;
+END
+$generation$;
+
+-- ---------------------------------------------------------------------------------------------
 -- learning.tunable_specs: every tunable of SPEC section 10 with its default and allowed range.
 CREATE TABLE IF NOT EXISTS learning.tunable_specs (
     key text PRIMARY KEY,

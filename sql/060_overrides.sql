@@ -41,3 +41,51 @@ BEGIN ATOMIC
         o.n DESC NULLS LAST,
         o.scope_subset::text ASC;
 END;
+
+-- learning.trg_pm_overrides_generation: after each statement that changed pm_overrides rows (ours,
+-- the bot's, a TRUNCATE), a new generation in the same transaction. Readers compare it in their own
+-- snapshot, so a cached copy is used only while it equals what a fresh read would return. A
+-- statement that changed no row leaves it (and its row lock) alone, so re-running a job on the same
+-- data changes nothing.
+CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_generation()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    -- Nested, not AND: the TRUNCATE trigger has no transition table to plan a query on.
+    IF TG_OP <> 'TRUNCATE' THEN
+        IF NOT EXISTS (SELECT FROM changed_rows) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    UPDATE learning.pm_overrides_generation
+    SET generation = pg_catalog.nextval('learning.pm_overrides_generation_seq');
+    RETURN NULL;
+END;
+$$;
+
+-- A trigger with a transition table takes one event: one per kind of statement.
+DROP TRIGGER IF EXISTS _900_generation_insert ON public.pm_overrides;
+CREATE TRIGGER _900_generation_insert
+AFTER INSERT ON public.pm_overrides
+REFERENCING NEW TABLE AS changed_rows
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+
+DROP TRIGGER IF EXISTS _900_generation_update ON public.pm_overrides;
+CREATE TRIGGER _900_generation_update
+AFTER UPDATE ON public.pm_overrides
+REFERENCING NEW TABLE AS changed_rows
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+
+DROP TRIGGER IF EXISTS _900_generation_delete ON public.pm_overrides;
+CREATE TRIGGER _900_generation_delete
+AFTER DELETE ON public.pm_overrides
+REFERENCING OLD TABLE AS changed_rows
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+
+DROP TRIGGER IF EXISTS _900_generation_truncate ON public.pm_overrides;
+CREATE TRIGGER _900_generation_truncate
+AFTER TRUNCATE ON public.pm_overrides
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import math
+import weakref
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -300,11 +302,159 @@ def steer_strength(
 def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float, e_flags: float) -> StrengthResult:
     """Steer the flags' A and E by the active pm_strength overrides matching (pattern_key, scope).
 
-    One round trip: the tunables and every active override whose scope_subset is contained in scope.
-    With no match (or all weights 0) A and E pass through unchanged.
+    One round trip: the tunables and the overrides' generation; the pattern's active overrides come
+    along only when this connection has not cached them under that generation (_PatternOverrides).
+    A scope the cache cannot match exactly (values that are not plain strings and could equal an
+    override's) takes the indexed containment query instead. With no match (or all weights 0) A and
+    E pass through unchanged.
     """
-    tunables, found = _fetch(conn, STRENGTH_MATCHES, {"pattern_key": pattern_key, "scope": json.dumps(scope or {})})
-    return steer_strength(found.matches(), float(a_flags), float(e_flags), SteeringTunables.from_json(tunables))
+    request = _plain_request(pattern_key, scope)
+    cached = _pattern_overrides(conn, pattern_key) if request is not None else None
+    if cached is None:
+        tunables, found = _fetch(
+            conn, STRENGTH_MATCHES, {"pattern_key": pattern_key, "scope": json.dumps(scope or {})}
+        )
+        matches = found.matches()
+    else:
+        tunables, overrides = cached
+        matches = overrides.matches_of(request)
+        if matches is None:  # the pattern has an override with a non-string value: PostgreSQL decides
+            tunables, found = _fetch(
+                conn, STRENGTH_MATCHES, {"pattern_key": pattern_key, "scope": json.dumps(scope or {})}
+            )
+            matches = found.matches()
+    return steer_strength(matches, float(a_flags), float(e_flags), SteeringTunables.from_json(tunables))
+
+
+# The single call's cache: per connection, per pattern, the active overrides as read under one
+# generation of pm_overrides (learning.pm_overrides_generation, bumped by a statement trigger in the
+# writer's transaction). Each call reads the generation in its own snapshot, in the round trip that
+# reads the tunables; the overrides come along in the same statement only when the generation is
+# not the cached one, so a hit costs one primary-key row and a miss is the same indexed scan.
+# LIMIT 1 makes the planner count the one row there is: its guess for an unanalyzed table (2,200
+# rows) priced the plan above jit_above_cost, and JIT compiling cost ~5 ms per call.
+STRENGTH_GENERATION = f"""
+SELECT
+    g.generation,
+    learning.tunables() AS tunables,
+    o.*
+FROM (SELECT x.generation FROM learning.pm_overrides_generation AS x LIMIT 1) AS g
+LEFT JOIN LATERAL (
+    SELECT{_OVERRIDE_ARRAYS}
+    FROM public.pm_overrides AS o
+    WHERE g.generation IS DISTINCT FROM %(cached)s::bigint
+        AND o.pattern_key = %(pattern_key)s::text
+        AND o.action_category = 'pm_strength'
+        AND o.status = 'active'
+        AND pg_catalog.jsonb_typeof(o.scope_subset) = 'object'
+        AND (o.dira IS NOT NULL OR o.dire IS NOT NULL)
+) AS o ON true
+"""
+
+_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class _PatternOverrides:
+    """One pattern's active overrides, grouped by key set: a request matches an override exactly
+    when its values at the override's keys equal the override's (all overrides plain strings)."""
+
+    generation: int
+    overrides: _Overrides
+    groups: tuple  # (keys, {values: [override index, ...]}), indexes ascending (id order)
+    plain: bool  # every value of every override is a str
+
+    @classmethod
+    def build(cls, generation: int, overrides: _Overrides) -> _PatternOverrides:
+        subsets = overrides.scope_subsets
+        if {type(v) for subset in subsets for v in subset.values()} - {str}:
+            return cls(generation, overrides, (), False)  # numbers compare as numeric, lists by containment
+        # jsonb returns an object's keys in one order (by length, then bytes), so the keys as
+        # listed name the key set; a group is matched by the request's values in that order.
+        groups: dict[tuple, dict[tuple, list[int]]] = {}
+        for j, subset in enumerate(subsets):
+            groups.setdefault(tuple(subset), {}).setdefault(tuple(subset.values()), []).append(j)
+        return cls(generation, overrides, tuple(groups.items()), True)
+
+    def matches_of(self, scope: dict) -> list[StrengthMatch] | None:
+        """The matches of a plain request (str keys; str values, or None for values no str equals),
+        in id order; None when an override has a non-str value (the caller asks PostgreSQL)."""
+        if not self.plain:
+            return None
+        found: list[int] = []
+        for keys, by_values in self.groups:
+            try:
+                values = tuple([scope[k] for k in keys])
+            except KeyError:
+                continue
+            hit = by_values.get(values)
+            if hit is not None:
+                found.extend(hit)
+        found.sort()
+        return [self.overrides.match(j) for j in found]
+
+
+def _pattern_overrides(conn, pattern_key: str) -> tuple[dict, _PatternOverrides]:
+    """The tunables and the pattern's cached overrides, read again when the generation moved."""
+    cache = _CACHES.get(conn)
+    if cache is None:
+        cache = _CACHES.setdefault(conn, {})
+    entry = cache.get(pattern_key)
+    with conn.cursor(binary=True) as cur:
+        cur.execute(
+            STRENGTH_GENERATION,
+            {"pattern_key": pattern_key, "cached": entry.generation if entry is not None else None},
+        )
+        names = [d.name for d in cur.description]
+        row = dict(zip(names, cur.fetchone(), strict=True))
+    if entry is None or entry.generation != row["generation"]:
+        if entry is not None:  # every other pattern's entry is as old: drop them all
+            cache.clear()
+        with _gc_paused():  # ~1,000s of small dicts and tuples, none cyclic: no collection while built
+            entry = _PatternOverrides.build(row["generation"], _Overrides.from_row(row))
+        cache[pattern_key] = entry
+    return row["tunables"], entry
+
+
+def _plain_request(pattern_key, scope) -> dict | None:
+    """The scope as the cache matches it, or None when only PostgreSQL can answer exactly.
+
+    Plain when pattern_key is a str and scope a dict (or None) with str keys whose values are
+    strings (kept, a str subclass as the str it is sent as) or JSON scalars no string equals
+    (None, bool, int, finite float: kept as None); all of them valid jsonb. Anything else (nested
+    values, NaN, NUL characters, lone surrogates, other types) goes to PostgreSQL, which matches or
+    refuses it as the uncached query always did."""
+    if pattern_key.__class__ is not str or not _valid_text(pattern_key):
+        return None
+    if scope is None:
+        return {}
+    if scope.__class__ is not dict:
+        return None
+    plain = {}
+    for k, v in scope.items():
+        if k.__class__ is not str or not _valid_text(k):
+            return None
+        if v.__class__ is str or isinstance(v, str):
+            v = str.__str__(v)
+            if not _valid_text(v):
+                return None
+        elif v is None or v.__class__ in (bool, int) or (v.__class__ is float and math.isfinite(v)):
+            v = None  # a JSON scalar that is not a string equals no override's value
+        else:
+            return None
+        plain[k] = v
+    return plain
+
+
+def _valid_text(s: str) -> bool:
+    """True when jsonb accepts s as a string: no NUL, no lone surrogate."""
+    if s.isascii():
+        return "\x00" not in s
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in s
 
 
 @dataclass(frozen=True)

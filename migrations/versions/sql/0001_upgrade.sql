@@ -284,6 +284,33 @@ ON learning.learning_log (id)
 WHERE exported_at IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
+-- learning.pm_overrides_generation: one row whose value changes, in the same transaction, with every
+-- statement that writes pm_overrides (trigger in 060_overrides.sql). The runtime keeps a pattern's
+-- overrides in memory under it and re-reads them only when it changed. Each new value comes from
+-- the sequence, so a value is never seen twice (not after a rollback, nor after a downgrade and
+-- upgrade: the sequence starts at the creation time in microseconds).
+CREATE SEQUENCE IF NOT EXISTS learning.pm_overrides_generation_seq;
+
+CREATE TABLE IF NOT EXISTS learning.pm_overrides_generation (
+    only_row boolean PRIMARY KEY DEFAULT true,
+    generation bigint NOT NULL,
+    CONSTRAINT pm_overrides_generation_one_row CHECK (only_row)
+);
+
+DO $generation$
+BEGIN
+    IF NOT EXISTS (SELECT FROM learning.pm_overrides_generation) THEN
+        PERFORM pg_catalog.setval(
+            'learning.pm_overrides_generation_seq',
+            (EXTRACT(EPOCH FROM pg_catalog.clock_timestamp()) * 1000000)::bigint
+        );
+        INSERT INTO learning.pm_overrides_generation (generation)
+        VALUES (pg_catalog.nextval('learning.pm_overrides_generation_seq'));
+    END IF;
+END
+$generation$;
+
+-- ---------------------------------------------------------------------------------------------
 -- learning.tunable_specs: every tunable of SPEC section 10 with its default and allowed range.
 CREATE TABLE IF NOT EXISTS learning.tunable_specs (
     key text PRIMARY KEY,
@@ -2905,6 +2932,54 @@ BEGIN ATOMIC
         o.n DESC NULLS LAST,
         o.scope_subset::text ASC;
 END;
+
+-- learning.trg_pm_overrides_generation: after each statement that changed pm_overrides rows (ours,
+-- the bot's, a TRUNCATE), a new generation in the same transaction. Readers compare it in their own
+-- snapshot, so a cached copy is used only while it equals what a fresh read would return. A
+-- statement that changed no row leaves it (and its row lock) alone, so re-running a job on the same
+-- data changes nothing.
+CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_generation()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    -- Nested, not AND: the TRUNCATE trigger has no transition table to plan a query on.
+    IF TG_OP <> 'TRUNCATE' THEN
+        IF NOT EXISTS (SELECT FROM changed_rows) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    UPDATE learning.pm_overrides_generation
+    SET generation = pg_catalog.nextval('learning.pm_overrides_generation_seq');
+    RETURN NULL;
+END;
+$$;
+
+-- A trigger with a transition table takes one event: one per kind of statement.
+DROP TRIGGER IF EXISTS _900_generation_insert ON public.pm_overrides;
+CREATE TRIGGER _900_generation_insert
+AFTER INSERT ON public.pm_overrides
+REFERENCING NEW TABLE AS changed_rows
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+
+DROP TRIGGER IF EXISTS _900_generation_update ON public.pm_overrides;
+CREATE TRIGGER _900_generation_update
+AFTER UPDATE ON public.pm_overrides
+REFERENCING NEW TABLE AS changed_rows
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+
+DROP TRIGGER IF EXISTS _900_generation_delete ON public.pm_overrides;
+CREATE TRIGGER _900_generation_delete
+AFTER DELETE ON public.pm_overrides
+REFERENCING OLD TABLE AS changed_rows
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+
+DROP TRIGGER IF EXISTS _900_generation_truncate ON public.pm_overrides;
+CREATE TRIGGER _900_generation_truncate
+AFTER TRUNCATE ON public.pm_overrides
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
 
 -- file: sql/070_jobs.sql
 -- Jobs (SPEC section 9): every run of an hourly job is a row of learning.job_runs. The row is
