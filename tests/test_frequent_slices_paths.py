@@ -63,3 +63,32 @@ def test_direct_and_level_wise_paths_equal_brute_force(conn, cells, n_min, max_d
     assert direct == expected  # integer sums: exact whatever the order of addition
     assert level_wise == expected
 
+
+
+def test_direct_path_keys_slices_by_array_when_packed_ids_would_not_fit(conn):
+    """33,000 distinct items need 16 bits per id: levels 2 and 3 are keyed by a packed bigint, level
+    4 (64 bits) by the int[]; both agree with the level-wise path and with the expected counts."""
+
+    def slices(limit: int | None) -> dict:
+        with conn.transaction(force_rollback=True):
+            conn.execute(
+                "CREATE TEMP TABLE slice_cells ON COMMIT DROP AS"
+                " SELECT CASE WHEN i % 2 = 0 THEN 'p' ELSE 'q' END AS pattern_key,"
+                " jsonb_build_object('a', i, 'b', 'x', 'c', i % 3, 'd', 'z') AS dims,"
+                " ARRAY[1, i % 7]::float8 [] AS stats FROM generate_series(1, 33000) AS i"
+            )
+            if limit is not None:
+                conn.execute("SELECT set_config('learning.slices_enumeration_limit', %s, true)", (str(limit),))
+            assert conn.execute("SELECT max(i) >= 32768 FROM generate_series(1, 33000) AS i").fetchone()[0]
+            rows = conn.execute(SLICES, {"n_min": 1, "max_dims": 4}).fetchall()
+        return {(p, s): tuple(stats) for p, s, stats in rows}
+
+    direct, level_wise = slices(None), slices(0)
+    assert direct == level_wise
+    by_dims: dict = defaultdict(int)
+    for _, s in direct:
+        by_dims[len(json.loads(s))] += 1
+    # per pattern: {} ; a(16,500) + b + c(3) + d ; pairs ; triples ; the 16,500 full cells
+    assert by_dims[4] == 33000
+    assert direct[("p", '{"a": 2, "b": "x", "c": 2, "d": "z"}')] == (1.0, 2.0)
+    assert direct[("q", '{"b": "x", "d": "z"}')][0] == 16500

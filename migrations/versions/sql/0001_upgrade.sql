@@ -1430,12 +1430,15 @@ RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_enumeration_l
 -- slice's last key (each slice built once).
 -- Pairs are numbered in key order so a slice is an int[] while it is counted (far cheaper than jsonb)
 -- and a cell's frequent pairs are one sorted array, extended by slicing instead of a join.
+-- jit off: the temp tables' row estimates (28k groups guessed for 1 real one) priced small
+-- statements above jit_above_cost, and compiling them cost ~0.1-0.2 s per run.
 CREATE OR REPLACE FUNCTION learning.frequent_slices(p_n_min integer, p_max_dims integer)
 RETURNS TABLE (pattern_key text, scope_subset jsonb, stats double precision [])
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = ''
 SET client_min_messages = 'warning'
+SET jit = off
 AS $$
 DECLARE
     width integer;
@@ -1445,6 +1448,10 @@ DECLARE
     max_level integer := GREATEST(coalesce(p_max_dims, 0), 0);
     found_rows bigint;
     max_items integer;
+    max_item integer;
+    bits integer;
+    key_expr text;
+    ids_expr text;
     combinations numeric;
     binomial numeric;
     enumerated numeric;
@@ -1479,7 +1486,8 @@ BEGIN
          ) AS g',
         cell_sums
     );
-    ANALYZE pg_temp._fs_cells;
+    -- Only the columns plans depend on (the join key and the grouping): stats on dims (jsonb) cost ~0.15 s.
+    ANALYZE pg_temp._fs_cells (cell_id, pattern_key);
     CREATE TEMP TABLE _fs_items (
         item_id integer, pattern_key text, key text COLLATE "C", value jsonb
     ) ON COMMIT DROP;
@@ -1515,7 +1523,7 @@ BEGIN
             CASE WHEN pg_catalog.jsonb_typeof(c.dims) = 'object' THEN c.dims ELSE '{}'::jsonb END
         ) AS e (key, value)
         WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean');
-        ANALYZE pg_temp._fs_raw;
+        ANALYZE pg_temp._fs_raw (cell_id, pattern_key, key); -- not value: jsonb stats cost more than they inform
 
         -- Items: distinct (pattern, key, value), numbered in key order, so a cell's items sorted by
         -- id are sorted by key and a slice's ids are increasing.
@@ -1601,25 +1609,50 @@ BEGIN
             IF coalesce(enumerated, 0) <= learning._slices_enumeration_limit() THEN
                 ANALYZE pg_temp._fs_comb;
                 direct := true;
+                -- A slice's item ids packed into one bigint (bits per id from the largest id) when
+                -- they fit: hashing one integer per enumerated row is far cheaper than an int[];
+                -- the ids are unpacked once per group. Otherwise the int[] itself is the key.
+                SELECT pg_catalog.max(i.item_id) INTO max_item FROM pg_temp._fs_items AS i;
+                bits := pg_catalog.ceil(pg_catalog.log(2, coalesce(max_item, 0) + 1::numeric))::integer;
                 WHILE found_rows > 0 AND level < max_level LOOP
                     level := level + 1;
+                    IF bits * level <= 62 THEN
+                        SELECT
+                            pg_catalog.string_agg(
+                                pg_catalog.format('(ci.items[m.p[%s]]::bigint << %s)', j, bits * (level - j)),
+                                ' | ' ORDER BY j
+                            ),
+                            pg_catalog.string_agg(
+                                pg_catalog.format('((g.k >> %s) & %s)::integer', bits * (level - j), (1::bigint << bits) - 1),
+                                ', ' ORDER BY j
+                            )
+                        INTO key_expr, ids_expr
+                        FROM pg_catalog.generate_series(1, level) AS j;
+                    ELSE
+                        key_expr := (
+                            SELECT 'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('ci.items[m.p[%s]]', j), ', ' ORDER BY j) || ']'
+                            FROM pg_catalog.generate_series(1, level) AS j
+                        );
+                        ids_expr := NULL;
+                    END IF;
                     EXECUTE pg_catalog.format(
                         'INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
                          SELECT i.pattern_key, g.ids, g.stats
                          FROM (
-                             SELECT ARRAY[%s] AS ids, ARRAY[%s] AS stats
-                             FROM pg_temp._fs_citems AS ci
-                             INNER JOIN pg_temp._fs_comb AS m
-                                 ON m.k = %s AND m.last <= pg_catalog.cardinality(ci.items)
-                             INNER JOIN pg_temp._fs_cells AS c ON ci.cell_id = c.cell_id
-                             GROUP BY 1
-                             HAVING pg_catalog.sum(c.s1) >= $1
+                             SELECT %s AS ids, g.stats
+                             FROM (
+                                 SELECT %s AS k, ARRAY[%s] AS stats
+                                 FROM pg_temp._fs_citems AS ci
+                                 INNER JOIN pg_temp._fs_comb AS m
+                                     ON m.k = %s AND m.last <= pg_catalog.cardinality(ci.items)
+                                 INNER JOIN pg_temp._fs_cells AS c ON ci.cell_id = c.cell_id
+                                 GROUP BY 1
+                                 HAVING pg_catalog.sum(c.s1) >= $1
+                             ) AS g
                          ) AS g
                          INNER JOIN pg_temp._fs_items AS i ON g.ids[1] = i.item_id',
-                        (
-                            SELECT pg_catalog.string_agg(pg_catalog.format('ci.items[m.p[%s]]', j), ', ' ORDER BY j)
-                            FROM pg_catalog.generate_series(1, level) AS j
-                        ),
+                        coalesce('ARRAY[' || ids_expr || ']', 'g.k'),
+                        key_expr,
                         sums,
                         level
                     ) USING p_n_min;
@@ -2456,7 +2489,7 @@ BEGIN
 
     DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
-        pg_temp._sl_lessons;
+        pg_temp._sl_lessons, pg_temp._sl_new;
 
     -- Distinct scopes of the window -> their dimensions (scope_dimensions runs once per distinct
     -- scope), and distinct dimension objects numbered so the per-event work is on integers, not
@@ -2530,7 +2563,7 @@ BEGIN
         GROUP BY e.trade_id
     ) AS tr;
     SELECT pg_catalog.avg(t.roi), pg_catalog.count(*) INTO v_baseline, v_trades FROM pg_temp._sl_tv AS t;
-    ANALYZE pg_temp._sl_tv;
+    ANALYZE pg_temp._sl_tv (trade_id); -- the join key; the numeric columns feed no plan
 
     -- Each (pattern, trade) with its dims: one (the usual case: a trade's actions share its scope)
     -- or several (multi); hashed, no sort.
@@ -2681,56 +2714,81 @@ BEGIN
     CROSS JOIN LATERAL learning.strength_stats_of(f.stats, v_baseline) AS s;
     SELECT pg_catalog.count(*) INTO v_lessons FROM pg_temp._sl_lessons;
 
-    WITH written AS (
-        INSERT INTO public.learning_lessons AS l (
-            module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status,
-            created_at, updated_at
-        )
-        SELECT
-            'pm',
-            s.pattern_key,
-            'pm_strength',
-            s.scope_subset,
-            (s.stats ->> 'n')::integer,
-            s.stats,
-            'pm_strength',
-            'active',
-            pg_catalog.now(),
-            pg_catalog.now()
-        FROM pg_temp._sl_lessons AS s
-        ON CONFLICT (module, pattern_key, action_category, scope_subset) DO UPDATE
-            SET
-                n = excluded.n,
-                stats = excluded.stats,
-                lesson_type = excluded.lesson_type,
-                status = 'active',
-                updated_at = excluded.updated_at
-            WHERE
-                l.status IS DISTINCT FROM 'active'
-                OR l.n IS DISTINCT FROM excluded.n
-                OR l.lesson_type IS DISTINCT FROM excluded.lesson_type
-                OR NOT learning._stats_close(l.stats, excluded.stats)
-        RETURNING (l.xmax = 0) AS inserted
+    -- Changed lessons are updated, new ones inserted: set statements instead of one upsert, whose
+    -- speculative insertion costs a second descent of the (jsonb) unique index per row. A concurrent
+    -- builder is kept out by the job slot; should another writer insert the same lesson in between,
+    -- the unique key refuses it and the run fails whole (the next run redoes it).
+    -- The plans must not depend on stale statistics of learning_lessons: its row count is refreshed
+    -- first (one cheap column; stats on the jsonb columns cost ~0.1-0.2 s), and the new lessons are
+    -- set apart before the INSERT, so no plan scans the table it is inserting into (a nested
+    -- anti-join against it re-read every row just inserted: quadratic, 22 s at 44k lessons).
+    ANALYZE pg_temp._sl_lessons (pattern_key); -- its size is what the plans need
+    ANALYZE public.learning_lessons (module);
+    UPDATE public.learning_lessons AS l
+    SET
+        n = (s.stats ->> 'n')::integer,
+        stats = s.stats,
+        lesson_type = 'pm_strength',
+        status = 'active',
+        updated_at = pg_catalog.now()
+    FROM pg_temp._sl_lessons AS s
+    WHERE
+        l.module = 'pm'
+        AND l.action_category = 'pm_strength'
+        AND l.pattern_key = s.pattern_key
+        AND l.scope_subset = s.scope_subset
+        AND (
+            l.status IS DISTINCT FROM 'active'
+            OR l.n IS DISTINCT FROM (s.stats ->> 'n')::integer
+            OR l.lesson_type IS DISTINCT FROM 'pm_strength'
+            OR NOT learning._stats_close(l.stats, s.stats)
+        );
+    GET DIAGNOSTICS v_updated = ROW_COUNT;
+
+    CREATE TEMP TABLE _sl_new ON COMMIT DROP AS
+    SELECT s.pattern_key, s.scope_subset, s.stats
+    FROM pg_temp._sl_lessons AS s
+    WHERE NOT EXISTS (
+        SELECT FROM public.learning_lessons AS l
+        WHERE
+            l.module = 'pm'
+            AND l.action_category = 'pm_strength'
+            AND l.pattern_key = s.pattern_key
+            AND l.scope_subset = s.scope_subset
+    );
+    INSERT INTO public.learning_lessons (
+        module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status,
+        created_at, updated_at
     )
-
     SELECT
-        pg_catalog.count(*) FILTER (WHERE w.inserted),
-        pg_catalog.count(*) FILTER (WHERE NOT w.inserted)
-    INTO v_inserted, v_updated
-    FROM written AS w;
+        'pm',
+        s.pattern_key,
+        'pm_strength',
+        s.scope_subset,
+        (s.stats ->> 'n')::integer,
+        s.stats,
+        'pm_strength',
+        'active',
+        pg_catalog.now(),
+        pg_catalog.now()
+    FROM pg_temp._sl_new AS s;
+    GET DIAGNOSTICS v_inserted = ROW_COUNT;
 
-    -- Fresh statistics first: lessons written in this transaction are unknown to the planner, which
-    -- then nests the anti-join below (quadratic: minutes at 25k lessons instead of milliseconds).
-    ANALYZE public.learning_lessons;
+    -- IN over the run's lessons is a hashed subplan whatever the planner believes about
+    -- learning_lessons: with the rows just written unknown to it, NOT EXISTS was planned as a nested
+    -- anti-join (quadratic) unless the table was analyzed first (~0.2 s at 44k lessons). The run's
+    -- keys are never NULL; coalesce makes a legacy row with a NULL key "not in" (as NOT EXISTS would).
     UPDATE public.learning_lessons AS l
     SET status = 'inactive', updated_at = pg_catalog.now()
     WHERE
         l.module = 'pm'
         AND l.action_category = 'pm_strength'
         AND l.status = 'active'
-        AND NOT EXISTS (
-            SELECT FROM pg_temp._sl_lessons AS s
-            WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
+        AND NOT coalesce(
+            (l.pattern_key, l.scope_subset) IN (
+                SELECT s.pattern_key, s.scope_subset FROM pg_temp._sl_lessons AS s
+            ),
+            false
         );
     GET DIAGNOSTICS v_deactivated = ROW_COUNT;
 
@@ -2745,7 +2803,7 @@ BEGIN
 
     DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
-        pg_temp._sl_lessons;
+        pg_temp._sl_lessons, pg_temp._sl_new;
     RETURN v_lessons;
 END;
 $$;
