@@ -174,16 +174,25 @@ BEGIN
         FROM pg_temp._fs_level AS l
         INNER JOIN pg_temp._fs_items AS i ON l.ids[1] = i.item_id;
 
-        -- Each cell's frequent items in key order (apriori: only they can extend a slice).
-        CREATE TEMP TABLE _fs_citems ON COMMIT DROP AS
-        SELECT
-            p.cell_id,
-            pg_catalog.array_agg(p.item_id ORDER BY p.item_id) AS items
-        FROM pg_temp._fs_pairs AS p
-        INNER JOIN pg_temp._fs_level AS l ON l.ids[1] = p.item_id
-        GROUP BY p.cell_id
-        HAVING pg_catalog.count(*) >= 2;
-        ANALYZE pg_temp._fs_citems;
+        -- Each cell's frequent items in key order (apriori: only they can extend a slice), with the
+        -- cell's sums alongside so the enumeration below needs no join per enumerated row.
+        EXECUTE pg_catalog.format(
+            'CREATE TEMP TABLE _fs_citems ON COMMIT DROP AS
+             SELECT x.cell_id, x.items, %s
+             FROM (
+                 SELECT
+                     p.cell_id,
+                     pg_catalog.array_agg(p.item_id ORDER BY p.item_id) AS items
+                 FROM pg_temp._fs_pairs AS p
+                 INNER JOIN pg_temp._fs_level AS l ON l.ids[1] = p.item_id
+                 GROUP BY p.cell_id
+                 HAVING pg_catalog.count(*) >= 2
+             ) AS x
+             INNER JOIN pg_temp._fs_cells AS c ON x.cell_id = c.cell_id',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('c.s%s', i), ', ' ORDER BY i)
+             FROM pg_catalog.generate_series(1, width) AS i)
+        );
+        ANALYZE pg_temp._fs_citems (cell_id);
 
         -- Few frequent items per cell (the usual case: a handful of scope dimensions): every k-subset
         -- of each cell's frequent items is enumerated from a table of position combinations and
@@ -230,7 +239,7 @@ BEGIN
                     IF bits * level <= 62 THEN
                         SELECT
                             pg_catalog.string_agg(
-                                pg_catalog.format('(ci.items[m.p[%s]]::bigint << %s)', j, bits * (level - j)),
+                                pg_catalog.format('(c.items[m.p[%s]]::bigint << %s)', j, bits * (level - j)),
                                 ' | ' ORDER BY j
                             ),
                             pg_catalog.string_agg(
@@ -241,7 +250,7 @@ BEGIN
                         FROM pg_catalog.generate_series(1, level) AS j;
                     ELSE
                         key_expr := (
-                            SELECT 'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('ci.items[m.p[%s]]', j), ', ' ORDER BY j) || ']'
+                            SELECT 'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('c.items[m.p[%s]]', j), ', ' ORDER BY j) || ']'
                             FROM pg_catalog.generate_series(1, level) AS j
                         );
                         ids_expr := NULL;
@@ -253,10 +262,9 @@ BEGIN
                              SELECT %s AS ids, g.stats
                              FROM (
                                  SELECT %s AS k, ARRAY[%s] AS stats
-                                 FROM pg_temp._fs_citems AS ci
+                                 FROM pg_temp._fs_citems AS c
                                  INNER JOIN pg_temp._fs_comb AS m
-                                     ON m.k = %s AND m.last <= pg_catalog.cardinality(ci.items)
-                                 INNER JOIN pg_temp._fs_cells AS c ON ci.cell_id = c.cell_id
+                                     ON m.k = %s AND m.last <= pg_catalog.cardinality(c.items)
                                  GROUP BY 1
                                  HAVING pg_catalog.sum(c.s1) >= $1
                              ) AS g
@@ -325,18 +333,22 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- Each slice's object from its item ids, grouped by out_id alone (hashing the stats array as a
+    -- group key cost more than the objects); the empty slice has no items.
     RETURN QUERY
     SELECT
         o.pattern_key,
-        coalesce(
-            pg_catalog.jsonb_object_agg(i.key, i.value) FILTER (WHERE i.item_id IS NOT NULL),
-            '{}'::jsonb
-        ),
+        coalesce(x.scope_subset, '{}'::jsonb),
         o.stats
     FROM pg_temp._fs_out AS o
-    LEFT JOIN LATERAL pg_catalog.unnest(o.ids) AS u (item_id) ON true
-    LEFT JOIN pg_temp._fs_items AS i ON u.item_id = i.item_id
-    GROUP BY o.out_id, o.pattern_key, o.stats;
+    LEFT JOIN (
+        SELECT
+            u.out_id,
+            pg_catalog.jsonb_object_agg(i.key, i.value) AS scope_subset
+        FROM (SELECT f.out_id, pg_catalog.unnest(f.ids) AS item_id FROM pg_temp._fs_out AS f) AS u
+        INNER JOIN pg_temp._fs_items AS i ON u.item_id = i.item_id
+        GROUP BY u.out_id
+    ) AS x ON o.out_id = x.out_id;
     DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_items, pg_temp._fs_pairs, pg_temp._fs_citems,
         pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out, pg_temp._fs_comb;
 END;
