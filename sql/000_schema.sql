@@ -282,17 +282,24 @@ ON learning.learning_log (id)
 WHERE exported_at IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
--- learning.pm_overrides_generation: one row whose value changes, in the same transaction, with every
--- statement that writes pm_overrides (trigger in 060_overrides.sql). The runtime keeps a pattern's
--- overrides in memory under it and re-reads them only when it changed. Each new value comes from
--- the sequence, so a value is never seen twice (not after a rollback, nor after a downgrade and
--- upgrade: the sequence starts at the creation time in microseconds).
+-- learning.pm_overrides_generation: one row whose value changes whenever a transaction that changed
+-- pm_overrides commits (triggers in 060_overrides.sql). The runtime keeps a pattern's overrides in
+-- memory under it and re-reads them only when it changed. Each new value comes from the sequence, so
+-- a value is never seen twice (not after a downgrade and upgrade either: the sequence starts at the
+-- creation time in microseconds).
 CREATE SEQUENCE IF NOT EXISTS learning.pm_overrides_generation_seq;
 
 CREATE TABLE IF NOT EXISTS learning.pm_overrides_generation (
     only_row boolean PRIMARY KEY DEFAULT true,
     generation bigint NOT NULL,
     CONSTRAINT pm_overrides_generation_one_row CHECK (only_row)
+);
+
+-- learning.pm_overrides_pending: the transactions that changed pm_overrides and have not committed
+-- yet (each sees only its own row). Its deferred trigger moves the generation at commit and removes
+-- the row; the runtime bypasses its cache in a transaction that has a row here.
+CREATE TABLE IF NOT EXISTS learning.pm_overrides_pending (
+    xact xid8 PRIMARY KEY DEFAULT pg_catalog.pg_current_xact_id()
 );
 
 DO $generation$

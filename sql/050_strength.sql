@@ -410,12 +410,13 @@ BEGIN
     -- speculative insertion costs a second descent of the (jsonb) unique index per row. A concurrent
     -- builder is kept out by the job slot; should another writer insert the same lesson in between,
     -- the unique key refuses it and the run fails whole (the next run redoes it).
-    -- The plans must not depend on stale statistics of learning_lessons: its row count is refreshed
-    -- first (one cheap column; stats on the jsonb columns cost ~0.1-0.2 s), and the new lessons are
+    -- The plans must not depend on stale statistics of learning_lessons: its row count and the
+    -- filtered columns' statistics are refreshed first (cheap text columns; statistics on its jsonb
+    -- columns cost ~0.1-0.2 s and inform no plan here), and the new lessons are
     -- set apart before the INSERT, so no plan scans the table it is inserting into (a nested
     -- anti-join against it re-read every row just inserted: quadratic, 22 s at 44k lessons).
     ANALYZE pg_temp._sl_lessons (pattern_key); -- its size is what the plans need
-    ANALYZE public.learning_lessons (module);
+    ANALYZE public.learning_lessons (module, action_category, status);
     UPDATE public.learning_lessons AS l
     SET
         n = (s.stats ->> 'n')::integer,
@@ -466,21 +467,20 @@ BEGIN
     FROM pg_temp._sl_new AS s;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
 
-    -- IN over the run's lessons is a hashed subplan whatever the planner believes about
-    -- learning_lessons: with the rows just written unknown to it, NOT EXISTS was planned as a nested
-    -- anti-join (quadratic) unless the table was analyzed first (~0.2 s at 44k lessons). The run's
-    -- keys are never NULL; coalesce makes a legacy row with a NULL key "not in" (as NOT EXISTS would).
+    -- Statistics again (the INSERT just changed them), so the anti-join below is planned as a hash
+    -- or merge anti-join at any size: on a stale count it was a nested loop re-reading the run's
+    -- lessons per active lesson (quadratic). NOT EXISTS, not NOT IN: a hashed NOT IN subplan turns
+    -- into a re-scan per row once the lessons outgrow work_mem (seen: 8 minutes at 130k lessons).
+    ANALYZE public.learning_lessons (module, action_category, status);
     UPDATE public.learning_lessons AS l
     SET status = 'inactive', updated_at = pg_catalog.now()
     WHERE
         l.module = 'pm'
         AND l.action_category = 'pm_strength'
         AND l.status = 'active'
-        AND NOT coalesce(
-            (l.pattern_key, l.scope_subset) IN (
-                SELECT s.pattern_key, s.scope_subset FROM pg_temp._sl_lessons AS s
-            ),
-            false
+        AND NOT EXISTS (
+            SELECT FROM pg_temp._sl_lessons AS s
+            WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
         );
     GET DIAGNOSTICS v_deactivated = ROW_COUNT;
 

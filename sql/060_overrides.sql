@@ -42,12 +42,10 @@ BEGIN ATOMIC
         o.scope_subset::text ASC;
 END;
 
--- learning.trg_pm_overrides_generation: after each statement that changed pm_overrides rows (ours,
--- the bot's, a TRUNCATE), a new generation in the same transaction. Readers compare it in their own
--- snapshot, so a cached copy is used only while it equals what a fresh read would return. A
--- statement that changed no row leaves it (and its row lock) alone, so re-running a job on the same
--- data changes nothing.
-CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_generation()
+-- learning.trg_pm_overrides_changed: after each statement that changed pm_overrides rows (ours, the
+-- bot's, a TRUNCATE), the transaction is recorded as pending (once; no lock on a shared row). A
+-- statement that changed no row records nothing, so re-running a job on the same data changes nothing.
+CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_changed()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -60,8 +58,8 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    UPDATE learning.pm_overrides_generation
-    SET generation = pg_catalog.nextval('learning.pm_overrides_generation_seq');
+    INSERT INTO learning.pm_overrides_pending (xact) VALUES (pg_catalog.pg_current_xact_id())
+    ON CONFLICT (xact) DO NOTHING;
     RETURN NULL;
 END;
 $$;
@@ -71,21 +69,46 @@ DROP TRIGGER IF EXISTS _900_generation_insert ON public.pm_overrides;
 CREATE TRIGGER _900_generation_insert
 AFTER INSERT ON public.pm_overrides
 REFERENCING NEW TABLE AS changed_rows
-FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
 
 DROP TRIGGER IF EXISTS _900_generation_update ON public.pm_overrides;
 CREATE TRIGGER _900_generation_update
 AFTER UPDATE ON public.pm_overrides
 REFERENCING NEW TABLE AS changed_rows
-FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
 
 DROP TRIGGER IF EXISTS _900_generation_delete ON public.pm_overrides;
 CREATE TRIGGER _900_generation_delete
 AFTER DELETE ON public.pm_overrides
 REFERENCING OLD TABLE AS changed_rows
-FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
 
 DROP TRIGGER IF EXISTS _900_generation_truncate ON public.pm_overrides;
 CREATE TRIGGER _900_generation_truncate
 AFTER TRUNCATE ON public.pm_overrides
-FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
+
+-- learning.trg_pm_overrides_commit: at commit of a transaction that changed pm_overrides, a new
+-- generation. The shared row is locked only from here to the end of the commit, so writers of
+-- different override rows never wait on each other mid-transaction nor deadlock through it (a
+-- statement-time bump did both). Two REPEATABLE READ writers committing at once still conflict on it:
+-- the later one gets a serialization failure, as its isolation level asks it to retry.
+CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_commit()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    UPDATE learning.pm_overrides_generation
+    SET generation = pg_catalog.nextval('learning.pm_overrides_generation_seq');
+    DELETE FROM learning.pm_overrides_pending WHERE xact = NEW.xact;
+    RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS _900_generation_at_commit ON learning.pm_overrides_pending;
+CREATE CONSTRAINT TRIGGER _900_generation_at_commit
+AFTER INSERT ON learning.pm_overrides_pending
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW EXECUTE FUNCTION learning.trg_pm_overrides_commit();

@@ -86,14 +86,16 @@ def _assert_same(conn, requests):
     steps=st.lists(st.tuples(WRITE, st.lists(REQUEST, min_size=1, max_size=4)), min_size=1, max_size=8),
 )
 def test_cached_calls_equal_postgresql_after_every_write(conn, start, steps):
-    with conn.transaction(force_rollback=True):
-        conn.execute("DELETE FROM public.pm_overrides")
-        for o in start:
-            _write(conn, "insert", o)
-        for (kind, arg), requests in steps:
-            _write(conn, kind, arg)
-            _assert_same(conn, requests)
-            _assert_same(conn, requests)  # the second time from the cache
+    # Writes commit (autocommit), so the calls between them are answered from the cache.
+    conn.execute("DELETE FROM public.pm_overrides")
+    for o in start:
+        _write(conn, "insert", o)
+    for (kind, arg), requests in steps:
+        _write(conn, kind, arg)
+        _assert_same(conn, requests)
+        _assert_same(conn, requests)  # the second time from the cache
+        assert runtime._CACHES[conn]  # the cache answered
+    conn.execute("DELETE FROM public.pm_overrides")
 
 
 def test_a_write_committed_by_another_connection_is_seen_by_the_next_call(conn, db_url):
@@ -131,25 +133,102 @@ def test_a_rolled_back_write_never_comes_back_from_the_cache(conn, db_url):
         conn.execute("DELETE FROM public.pm_overrides")
 
 
-def test_the_generation_moves_only_with_changed_rows(conn):
+def test_the_generation_moves_at_the_commit_of_a_change_only(conn, db_url):
     def generation():
         return conn.execute("SELECT generation FROM learning.pm_overrides_generation").fetchone()[0]
 
-    with conn.transaction(force_rollback=True):
-        seen = [generation()]
-        conn.execute("UPDATE public.pm_overrides SET n = n WHERE false")
-        conn.execute("DELETE FROM public.pm_overrides WHERE false")
-        assert generation() == seen[-1]  # statements that changed nothing
-        for kind, arg in [
-            ("insert", ("pm.g", {"chain": "sol"}, 0.5, 0.5, 0.5)),
-            ("retune", 0),
-            ("delete", 0),
-            ("truncate", None),
-        ]:
+    seen = [generation()]
+    conn.execute("UPDATE public.pm_overrides SET n = n WHERE false")
+    conn.execute("DELETE FROM public.pm_overrides WHERE false")
+    assert generation() == seen[-1]  # statements that changed nothing
+    for kind, arg in [
+        ("insert", ("pm.g", {"chain": "sol"}, 0.5, 0.5, 0.5)),
+        ("retune", 0),
+        ("delete", 0),
+        ("truncate", None),
+    ]:
+        with conn.transaction():
             _write(conn, kind, arg)
-            seen.append(generation())
-        assert len(set(seen)) == len(seen)  # every change a new value
-        assert seen == sorted(seen)
+            _write(conn, "retune", 0)
+            assert generation() == seen[-1]  # not before the commit
+        seen.append(generation())
+    with conn.transaction(force_rollback=True):
+        _write(conn, "insert", ("pm.g", {"chain": "eth"}, 0.5, 0.5, 0.5))
+    assert generation() == seen[-1]  # a rolled-back change moves nothing
+    assert len(set(seen)) == len(seen)  # every committed change a new value
+    assert seen == sorted(seen)
+    assert conn.execute("SELECT count(*) FROM learning.pm_overrides_pending").fetchone()[0] == 0
+
+
+def test_writers_of_different_override_rows_neither_wait_nor_deadlock(conn, db_url):
+    """T1 changes row A and stays open; T2 changes row B in one statement and commits; T1 then
+    changes row B too. With a generation moved at statement time, T2 waited on T1's generation row
+    lock while holding row B, and T1's next statement closed the cycle (a deadlock)."""
+    conn.execute("DELETE FROM public.pm_overrides")
+    try:
+        for s in ('{"chain": "a"}', '{"chain": "b"}'):
+            conn.execute(INSERT, {"p": "pm.d", "s": s, "c": 0.5, "a": 0.1, "e": 0.1})
+        ids = [r[0] for r in conn.execute("SELECT id FROM public.pm_overrides ORDER BY id").fetchall()]
+        with psycopg.connect(db_url) as t1, psycopg.connect(db_url, autocommit=True) as t2:
+            t2.execute("SET lock_timeout = '2s'")
+            t1.execute("UPDATE public.pm_overrides SET n = n + 1 WHERE id = %s", (ids[0],))
+            t2.execute("UPDATE public.pm_overrides SET n = n + 1 WHERE id = %s", (ids[1],))  # no wait
+            t1.execute("UPDATE public.pm_overrides SET n = n + 1 WHERE id = %s", (ids[1],))
+            t1.commit()
+        assert conn.execute("SELECT n FROM public.pm_overrides WHERE id = %s", (ids[1],)).fetchone()[0] == 42
+    finally:
+        conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_a_transaction_sees_its_own_uncommitted_changes(conn):
+    conn.execute("DELETE FROM public.pm_overrides")
+    try:
+        conn.execute(INSERT, {"p": "pm.o", "s": '{"chain": "sol"}', "c": 0.8, "a": 1.0, "e": -1.0})
+        assert len(apply_strength_overrides(conn, "pm.o", {"chain": "sol"}, 0.5, 0.5).matches) == 1  # cached
+        with conn.transaction(force_rollback=True):
+            conn.execute("UPDATE public.pm_overrides SET status = 'inactive' WHERE pattern_key = 'pm.o'")
+            assert apply_strength_overrides(conn, "pm.o", {"chain": "sol"}, 0.5, 0.5).matches == []
+        assert len(apply_strength_overrides(conn, "pm.o", {"chain": "sol"}, 0.5, 0.5).matches) == 1
+    finally:
+        conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_returned_matches_are_the_callers_to_change(conn):
+    conn.execute("DELETE FROM public.pm_overrides")
+    try:
+        for s in ('{"chain": "sol"}', '{"chain": "sol", "tf": "1h"}'):
+            conn.execute(INSERT, {"p": "pm.m", "s": s, "c": 0.8, "a": 1.0, "e": -1.0})
+        scope = {"chain": "sol", "tf": "1h"}
+        first = apply_strength_overrides(conn, "pm.m", scope, 0.5, 0.5)
+        first.matches[0].scope_subset["note"] = "x"
+        first.matches[1].scope_subset.clear()
+        again = apply_strength_overrides(conn, "pm.m", scope, 0.5, 0.5)
+        assert [m.scope_subset for m in again.matches] == [{"chain": "sol"}, {"chain": "sol", "tf": "1h"}]
+        assert again.as_dict() == {**first.as_dict(), "matches": again.as_dict()["matches"]}
+        assert [m.dims for m in again.matches] == [1, 2]
+    finally:
+        conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_an_override_python_cannot_parse_leaves_the_pattern_to_postgresql(conn):
+    conn.execute("DELETE FROM public.pm_overrides")
+    conn.execute(INSERT, {"p": "pm.h", "s": '{"k": "a"}', "c": 0.8, "a": 1.0, "e": -1.0})
+    conn.execute(INSERT, {"p": "pm.h", "s": '{"z": 1' + "0" * 5000 + "}", "c": 0.8, "a": 1.0, "e": -1.0})
+    for _ in range(2):
+        assert len(apply_strength_overrides(conn, "pm.h", {"k": "a"}, 0.5, 0.5).matches) == 1
+    assert not runtime._CACHES[conn]["pm.h"].plain
+    conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_a_connection_in_another_client_encoding_is_answered_by_postgresql(db_url):
+    with psycopg.connect(db_url, autocommit=True) as latin:
+        latin.execute("SET client_encoding = 'LATIN1'")
+        latin.execute(INSERT, {"p": "pm.l", "s": '{"k": "a"}', "c": 0.8, "a": 1.0, "e": -1.0})
+        latin.execute(INSERT, {"p": "pm.l", "s": r'{"k": "\u20ac"}', "c": 0.8, "a": 1.0, "e": -1.0})
+        try:
+            assert len(apply_strength_overrides(latin, "pm.l", {"k": "a"}, 0.5, 0.5).matches) == 1
+        finally:
+            latin.execute("DELETE FROM public.pm_overrides WHERE pattern_key = 'pm.l'")
 
 
 def test_the_cache_is_per_connection_and_a_hit_reads_no_override(conn, db_url):
@@ -171,6 +250,7 @@ def test_the_cache_is_per_connection_and_a_hit_reads_no_override(conn, db_url):
 @pytest.mark.parametrize(
     "scope",
     [
+        {"chain": "sol", "z": 10**5000},
         {"chain": float("nan")},
         {"chain": "so\x00l"},
         {"chain": "\ud800"},
@@ -179,19 +259,21 @@ def test_the_cache_is_per_connection_and_a_hit_reads_no_override(conn, db_url):
     ],
 )
 def test_a_scope_jsonb_refuses_is_refused_as_before(conn, scope):
-    with conn.transaction(force_rollback=True):
-        conn.execute(INSERT, {"p": "pm.e", "s": '{"chain": "sol"}', "c": 0.8, "a": 1.0, "e": -1.0})
-        apply_strength_overrides(conn, "pm.e", {"chain": "sol"}, 0.5, 0.5)  # the pattern is cached
-        with pytest.raises((psycopg.DataError, ValueError)), conn.transaction():
-            apply_strength_overrides(conn, "pm.e", scope, 0.5, 0.5)
+    conn.execute("DELETE FROM public.pm_overrides WHERE pattern_key = 'pm.e'")
+    conn.execute(INSERT, {"p": "pm.e", "s": '{"chain": "sol"}', "c": 0.8, "a": 1.0, "e": -1.0})
+    apply_strength_overrides(conn, "pm.e", {"chain": "sol"}, 0.5, 0.5)  # the pattern is cached
+    assert "pm.e" in runtime._CACHES[conn]
+    with pytest.raises((psycopg.DataError, ValueError)), conn.transaction():
+        apply_strength_overrides(conn, "pm.e", scope, 0.5, 0.5)
 
 
 def test_overrides_with_numeric_or_nested_values_are_matched_by_postgresql(conn):
-    with conn.transaction(force_rollback=True):
-        conn.execute("DELETE FROM public.pm_overrides")
-        for s in ['{"k": 1}', '{"k": [1]}', '{"k": 0.1000000000000000055511151231257827}', '{"k": "1"}']:
-            conn.execute(INSERT, {"p": "pm.n", "s": s, "c": 0.8, "a": 1.0, "e": -1.0})
-        requests = [("pm.n", {"k": 1.0}), ("pm.n", {"k": [1, 2]}), ("pm.n", {"k": 0.1}), ("pm.n", {"k": "1"})]
-        _assert_same(conn, requests)
-        _assert_same(conn, requests)
-        assert [len(apply_strength_overrides(conn, p, s, 0.5, 0.5).matches) for p, s in requests] == [1, 1, 0, 1]
+    conn.execute("DELETE FROM public.pm_overrides")
+    for s in ['{"k": 1}', '{"k": [1]}', '{"k": 0.1000000000000000055511151231257827}', '{"k": "1"}']:
+        conn.execute(INSERT, {"p": "pm.n", "s": s, "c": 0.8, "a": 1.0, "e": -1.0})
+    requests = [("pm.n", {"k": 1.0}), ("pm.n", {"k": [1, 2]}), ("pm.n", {"k": 0.1}), ("pm.n", {"k": "1"})]
+    _assert_same(conn, requests)
+    _assert_same(conn, requests)
+    assert [len(apply_strength_overrides(conn, p, s, 0.5, 0.5).matches) for p, s in requests] == [1, 1, 0, 1]
+    assert not runtime._CACHES[conn]["pm.n"].plain
+    conn.execute("DELETE FROM public.pm_overrides")

@@ -94,7 +94,7 @@ class _Overrides:
         scope = self.scope_subsets[j]
         return StrengthMatch(
             override_id=self.ids[j],
-            scope_subset=scope,
+            scope_subset=dict(scope),  # the caller's own copy: the single call's cache keeps the original
             dims=len(scope),
             dir_a=self.dir_a[j],
             dir_e=self.dir_e[j],
@@ -309,7 +309,7 @@ def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float
     E pass through unchanged.
     """
     request = _plain_request(pattern_key, scope)
-    cached = _pattern_overrides(conn, pattern_key) if request is not None else None
+    cached = _pattern_overrides(conn, pattern_key) if request is not None and _utf8(conn) else None
     if cached is None:
         tunables, found = _fetch(
             conn, STRENGTH_MATCHES, {"pattern_key": pattern_key, "scope": json.dumps(scope or {})}
@@ -327,16 +327,22 @@ def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float
 
 
 # The single call's cache: per connection, per pattern, the active overrides as read under one
-# generation of pm_overrides (learning.pm_overrides_generation, bumped by a statement trigger in the
-# writer's transaction). Each call reads the generation in its own snapshot, in the round trip that
-# reads the tunables; the overrides come along in the same statement only when the generation is
-# not the cached one, so a hit costs one primary-key row and a miss is the same indexed scan.
+# generation of pm_overrides (learning.pm_overrides_generation, moved at the commit of every
+# transaction that changed pm_overrides). Each call reads the generation in its own snapshot, in the
+# round trip that reads the tunables; the overrides come along in the same statement only when the
+# generation is not the cached one, so a hit costs one row and a miss is the same indexed scan. In
+# a transaction that changed pm_overrides itself (not committed, so the generation has not moved)
+# the cache is bypassed.
 # LIMIT 1 makes the planner count the one row there is: its guess for an unanalyzed table (2,200
 # rows) priced the plan above jit_above_cost, and JIT compiling cost ~5 ms per call.
 STRENGTH_GENERATION = f"""
 SELECT
     g.generation,
     learning.tunables() AS tunables,
+    EXISTS (
+        SELECT FROM learning.pm_overrides_pending AS p
+        WHERE p.xact = pg_catalog.pg_current_xact_id_if_assigned()
+    ) AS written_here,
     o.*
 FROM (SELECT x.generation FROM learning.pm_overrides_generation AS x LIMIT 1) AS g
 LEFT JOIN LATERAL (
@@ -365,7 +371,13 @@ class _PatternOverrides:
     plain: bool  # every value of every override is a str
 
     @classmethod
-    def build(cls, generation: int, overrides: _Overrides) -> _PatternOverrides:
+    def build(cls, generation: int, row: dict) -> _PatternOverrides:
+        """From the query's row of arrays; a pattern whose overrides Python cannot parse exactly
+        (e.g. an integer too long for int()) is kept as not plain: PostgreSQL matches it."""
+        try:
+            overrides = _Overrides.from_row(row)
+        except (ValueError, RecursionError):
+            return cls(generation, _Overrides([], [], [], [], [], [], []), (), False)
         subsets = overrides.scope_subsets
         if {type(v) for subset in subsets for v in subset.values()} - {str}:
             return cls(generation, overrides, (), False)  # numbers compare as numeric, lists by containment
@@ -394,8 +406,12 @@ class _PatternOverrides:
         return [self.overrides.match(j) for j in found]
 
 
-def _pattern_overrides(conn, pattern_key: str) -> tuple[dict, _PatternOverrides]:
-    """The tunables and the pattern's cached overrides, read again when the generation moved."""
+_CACHE_PATTERNS = 10_000  # patterns kept per connection; past it the cache starts again empty
+
+
+def _pattern_overrides(conn, pattern_key: str) -> tuple[dict, _PatternOverrides] | None:
+    """The tunables and the pattern's cached overrides, read again when the generation moved;
+    None in a transaction that changed pm_overrides (its own changes are not under a generation)."""
     cache = _CACHES.get(conn)
     if cache is None:
         cache = _CACHES.setdefault(conn, {})
@@ -407,23 +423,31 @@ def _pattern_overrides(conn, pattern_key: str) -> tuple[dict, _PatternOverrides]
         )
         names = [d.name for d in cur.description]
         row = dict(zip(names, cur.fetchone(), strict=True))
+    if row["written_here"]:
+        return None
     if entry is None or entry.generation != row["generation"]:
-        if entry is not None:  # every other pattern's entry is as old: drop them all
+        if entry is not None or len(cache) >= _CACHE_PATTERNS:  # the other entries are as old: drop them
             cache.clear()
         with _gc_paused():  # ~1,000s of small dicts and tuples, none cyclic: no collection while built
-            entry = _PatternOverrides.build(row["generation"], _Overrides.from_row(row))
+            entry = _PatternOverrides.build(row["generation"], row)
         cache[pattern_key] = entry
     return row["tunables"], entry
+
+
+def _utf8(conn) -> bool:
+    """Whether the connection reads text as UTF-8: the cache reads every override of a pattern, and
+    in another client encoding one it cannot represent would fail calls the indexed query answers."""
+    return conn.info.encoding == "utf-8"
 
 
 def _plain_request(pattern_key, scope) -> dict | None:
     """The scope as the cache matches it, or None when only PostgreSQL can answer exactly.
 
     Plain when pattern_key is a str and scope a dict (or None) with str keys whose values are
-    strings (kept, a str subclass as the str it is sent as) or JSON scalars no string equals
-    (None, bool, int, finite float: kept as None); all of them valid jsonb. Anything else (nested
-    values, NaN, NUL characters, lone surrogates, other types) goes to PostgreSQL, which matches or
-    refuses it as the uncached query always did."""
+    strings (kept, a str subclass as the str it is sent as) or JSON scalars no string equals (None,
+    bool, an int within 64 bits, a finite float: kept as None); all of them valid jsonb. Anything
+    else (nested values, NaN, NUL characters, lone surrogates, huge ints, other types) goes to
+    PostgreSQL, which matches or refuses it as the uncached query always did."""
     if pattern_key.__class__ is not str or not _valid_text(pattern_key):
         return None
     if scope is None:
@@ -438,7 +462,12 @@ def _plain_request(pattern_key, scope) -> dict | None:
             v = str.__str__(v)
             if not _valid_text(v):
                 return None
-        elif v is None or v.__class__ in (bool, int) or (v.__class__ is float and math.isfinite(v)):
+        elif (
+            v is None
+            or v.__class__ is bool
+            or (v.__class__ is int and v.bit_length() <= 63)  # json.dumps refuses ints past 4,300 digits
+            or (v.__class__ is float and math.isfinite(v))
+        ):
             v = None  # a JSON scalar that is not a string equals no override's value
         else:
             return None

@@ -284,17 +284,24 @@ ON learning.learning_log (id)
 WHERE exported_at IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
--- learning.pm_overrides_generation: one row whose value changes, in the same transaction, with every
--- statement that writes pm_overrides (trigger in 060_overrides.sql). The runtime keeps a pattern's
--- overrides in memory under it and re-reads them only when it changed. Each new value comes from
--- the sequence, so a value is never seen twice (not after a rollback, nor after a downgrade and
--- upgrade: the sequence starts at the creation time in microseconds).
+-- learning.pm_overrides_generation: one row whose value changes whenever a transaction that changed
+-- pm_overrides commits (triggers in 060_overrides.sql). The runtime keeps a pattern's overrides in
+-- memory under it and re-reads them only when it changed. Each new value comes from the sequence, so
+-- a value is never seen twice (not after a downgrade and upgrade either: the sequence starts at the
+-- creation time in microseconds).
 CREATE SEQUENCE IF NOT EXISTS learning.pm_overrides_generation_seq;
 
 CREATE TABLE IF NOT EXISTS learning.pm_overrides_generation (
     only_row boolean PRIMARY KEY DEFAULT true,
     generation bigint NOT NULL,
     CONSTRAINT pm_overrides_generation_one_row CHECK (only_row)
+);
+
+-- learning.pm_overrides_pending: the transactions that changed pm_overrides and have not committed
+-- yet (each sees only its own row). Its deferred trigger moves the generation at commit and removes
+-- the row; the runtime bypasses its cache in a transaction that has a row here.
+CREATE TABLE IF NOT EXISTS learning.pm_overrides_pending (
+    xact xid8 PRIMARY KEY DEFAULT pg_catalog.pg_current_xact_id()
 );
 
 DO $generation$
@@ -2730,12 +2737,13 @@ BEGIN
     -- speculative insertion costs a second descent of the (jsonb) unique index per row. A concurrent
     -- builder is kept out by the job slot; should another writer insert the same lesson in between,
     -- the unique key refuses it and the run fails whole (the next run redoes it).
-    -- The plans must not depend on stale statistics of learning_lessons: its row count is refreshed
-    -- first (one cheap column; stats on the jsonb columns cost ~0.1-0.2 s), and the new lessons are
+    -- The plans must not depend on stale statistics of learning_lessons: its row count and the
+    -- filtered columns' statistics are refreshed first (cheap text columns; statistics on its jsonb
+    -- columns cost ~0.1-0.2 s and inform no plan here), and the new lessons are
     -- set apart before the INSERT, so no plan scans the table it is inserting into (a nested
     -- anti-join against it re-read every row just inserted: quadratic, 22 s at 44k lessons).
     ANALYZE pg_temp._sl_lessons (pattern_key); -- its size is what the plans need
-    ANALYZE public.learning_lessons (module);
+    ANALYZE public.learning_lessons (module, action_category, status);
     UPDATE public.learning_lessons AS l
     SET
         n = (s.stats ->> 'n')::integer,
@@ -2786,21 +2794,20 @@ BEGIN
     FROM pg_temp._sl_new AS s;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
 
-    -- IN over the run's lessons is a hashed subplan whatever the planner believes about
-    -- learning_lessons: with the rows just written unknown to it, NOT EXISTS was planned as a nested
-    -- anti-join (quadratic) unless the table was analyzed first (~0.2 s at 44k lessons). The run's
-    -- keys are never NULL; coalesce makes a legacy row with a NULL key "not in" (as NOT EXISTS would).
+    -- Statistics again (the INSERT just changed them), so the anti-join below is planned as a hash
+    -- or merge anti-join at any size: on a stale count it was a nested loop re-reading the run's
+    -- lessons per active lesson (quadratic). NOT EXISTS, not NOT IN: a hashed NOT IN subplan turns
+    -- into a re-scan per row once the lessons outgrow work_mem (seen: 8 minutes at 130k lessons).
+    ANALYZE public.learning_lessons (module, action_category, status);
     UPDATE public.learning_lessons AS l
     SET status = 'inactive', updated_at = pg_catalog.now()
     WHERE
         l.module = 'pm'
         AND l.action_category = 'pm_strength'
         AND l.status = 'active'
-        AND NOT coalesce(
-            (l.pattern_key, l.scope_subset) IN (
-                SELECT s.pattern_key, s.scope_subset FROM pg_temp._sl_lessons AS s
-            ),
-            false
+        AND NOT EXISTS (
+            SELECT FROM pg_temp._sl_lessons AS s
+            WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
         );
     GET DIAGNOSTICS v_deactivated = ROW_COUNT;
 
@@ -3003,12 +3010,10 @@ BEGIN ATOMIC
         o.scope_subset::text ASC;
 END;
 
--- learning.trg_pm_overrides_generation: after each statement that changed pm_overrides rows (ours,
--- the bot's, a TRUNCATE), a new generation in the same transaction. Readers compare it in their own
--- snapshot, so a cached copy is used only while it equals what a fresh read would return. A
--- statement that changed no row leaves it (and its row lock) alone, so re-running a job on the same
--- data changes nothing.
-CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_generation()
+-- learning.trg_pm_overrides_changed: after each statement that changed pm_overrides rows (ours, the
+-- bot's, a TRUNCATE), the transaction is recorded as pending (once; no lock on a shared row). A
+-- statement that changed no row records nothing, so re-running a job on the same data changes nothing.
+CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_changed()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -3021,8 +3026,8 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    UPDATE learning.pm_overrides_generation
-    SET generation = pg_catalog.nextval('learning.pm_overrides_generation_seq');
+    INSERT INTO learning.pm_overrides_pending (xact) VALUES (pg_catalog.pg_current_xact_id())
+    ON CONFLICT (xact) DO NOTHING;
     RETURN NULL;
 END;
 $$;
@@ -3032,24 +3037,49 @@ DROP TRIGGER IF EXISTS _900_generation_insert ON public.pm_overrides;
 CREATE TRIGGER _900_generation_insert
 AFTER INSERT ON public.pm_overrides
 REFERENCING NEW TABLE AS changed_rows
-FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
 
 DROP TRIGGER IF EXISTS _900_generation_update ON public.pm_overrides;
 CREATE TRIGGER _900_generation_update
 AFTER UPDATE ON public.pm_overrides
 REFERENCING NEW TABLE AS changed_rows
-FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
 
 DROP TRIGGER IF EXISTS _900_generation_delete ON public.pm_overrides;
 CREATE TRIGGER _900_generation_delete
 AFTER DELETE ON public.pm_overrides
 REFERENCING OLD TABLE AS changed_rows
-FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
 
 DROP TRIGGER IF EXISTS _900_generation_truncate ON public.pm_overrides;
 CREATE TRIGGER _900_generation_truncate
 AFTER TRUNCATE ON public.pm_overrides
-FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_generation();
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
+
+-- learning.trg_pm_overrides_commit: at commit of a transaction that changed pm_overrides, a new
+-- generation. The shared row is locked only from here to the end of the commit, so writers of
+-- different override rows never wait on each other mid-transaction nor deadlock through it (a
+-- statement-time bump did both). Two REPEATABLE READ writers committing at once still conflict on it:
+-- the later one gets a serialization failure, as its isolation level asks it to retry.
+CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_commit()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    UPDATE learning.pm_overrides_generation
+    SET generation = pg_catalog.nextval('learning.pm_overrides_generation_seq');
+    DELETE FROM learning.pm_overrides_pending WHERE xact = NEW.xact;
+    RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS _900_generation_at_commit ON learning.pm_overrides_pending;
+CREATE CONSTRAINT TRIGGER _900_generation_at_commit
+AFTER INSERT ON learning.pm_overrides_pending
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW EXECUTE FUNCTION learning.trg_pm_overrides_commit();
 
 -- file: sql/070_jobs.sql
 -- Jobs (SPEC section 9): every run of an hourly job is a row of learning.job_runs. The row is
