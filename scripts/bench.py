@@ -1434,19 +1434,28 @@ NOTES = """
   the replay reaches 40-50% of it (~10,000 trades/s; ~2,800 before the performance edits).
   Profile of a 20k-trade replay: pattern_trade_events INSERT 30%,
   history + log INSERT 30%, the per-trade plpgsql loop (allocation_step ~15 us, two folds) 25%.
-- **Strength builder vs pandas.** Under 20 s (14.4 s -> ~8.5 s this round), still slower than the
-  pandas version, which does less (it assumes one scope per trade and writes nothing back).
-  plpgsql_check's profile of the 250k-trade build: distinct scopes 0.5 s, the one jsonb pass that gives
-  every fact its dims number 1.1 s (hash join on jsonb: ~0.65 s of it), per-trade outcome 0.5 s,
-  (pattern, trade) grouping 1.0 s (~830k hash groups), cells 1.0 s, frequent_slices ~2.5 s (of which
-  the direct k-subset enumeration 1.2 s; the level-wise form took ~5 s), the lessons' upsert 0.7 s,
-  ANALYZE + deactivation 0.6 s. jsonb hashing/comparison and text hash aggregates bound the first
-  half: a parallel plan (2 workers) halves the jsonb pass but needs non-temporary scratch tables.
-- **Runtime steering, single call.** p50 ~0.75 ms: round trip ~0.11 ms, the index-only scan testing
-  `scope_subset <@ scope` on the pattern's ~1,250 active overrides ~0.3 ms, tunables() ~0.05 ms, the
-  Python maths ~0.1 ms; p99 is ~1.5x p50 on this shared 2-core machine (a bare `SELECT 1` has the
-  same ratio). An equality lookup of the request's 64 sub-scopes on the covering index was measured
-  and was slower (the sub-scope array costs more to send and parse than the scan saves).
+- **Strength builder vs pandas.** Under 20 s with a wide margin (15.8 s two stops ago, 8.1 s last
+  stop, 6.1-6.8 s now) and near parity with the pandas version (0.94-0.99x of its speed across
+  six runs this stop; 0.80x before), which does less: it assumes one scope per trade and writes
+  nothing back. This stop:
+  the lessons are written by UPDATE + INSERT instead of an upsert, and no plan depends on stale
+  statistics of learning_lessons; the temp tables are analyzed on their join and grouping columns
+  only; slices are keyed by a packed bigint of item ids; frequent_slices runs without JIT (one
+  misestimated statement JIT-compiled for ~0.15 s). plpgsql_check's profile of the 250k-trade
+  build: distinct scopes 0.42 s, the one jsonb pass that gives every fact its dims number 0.93 s
+  (hash join on jsonb), per-trade outcome 0.42 s, (pattern, trade) grouping 0.9 s (~830k hash
+  groups; measured: integer keys would save ~0.1 s of it, the hash table's memory traffic is the
+  cost), cells 0.88 s, frequent_slices ~1.7 s (enumeration 0.77 s), the stats objects ~0.3 s,
+  INSERT of 44k lessons 0.38 s (its jsonb unique index). jsonb hashing and the text hash aggregates
+  over ~1M rows bound the first half; parallel workers cannot read the temp tables these
+  statements join.
+- **Runtime steering, single call.** Met (p99 was 1.0-1.4 ms): each pattern's active overrides are
+  cached per connection and re-read only when pm_overrides' generation moved (it moves at the
+  commit of any change). A cached call: round trip ~0.11 ms carrying the generation, the
+  tunables and a pending-change check (~0.07 ms server), then matching by key set in Python and the
+  steering maths (~0.15 ms). The first call after a change reads and indexes the pattern's ~1,250
+  overrides again (the diagnostic row: a few ms). Before the cache: the index-only scan testing
+  `scope_subset <@ scope` on the pattern's overrides cost ~0.3 ms per call.
 - **Runtime steering, batch.** Met (was 275 ms): overrides are read once as column arrays and matched
   in numpy by key set through lookup tables; what remains is Python work per request (reading each
   scope's values, building 10,000 result objects).
