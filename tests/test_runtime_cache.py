@@ -277,3 +277,11 @@ def test_overrides_with_numeric_or_nested_values_are_matched_by_postgresql(conn)
     assert [len(apply_strength_overrides(conn, p, s, 0.5, 0.5).matches) for p, s in requests] == [1, 1, 0, 1]
     assert not runtime._CACHES[conn]["pm.n"].plain
     conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_a_list_scope_still_matches_list_overrides_as_postgresql_does(conn):
+    """Not the API's shape, but the uncached query answers it (`'["chain"]' <@ '["chain", "tf"]'`)."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(INSERT, {"p": "pm.list", "s": '["chain"]', "c": 0.8, "a": 1.0, "e": -1.0})
+        got = apply_strength_overrides(conn, "pm.list", ["chain", "tf"], 0.5, 0.5)
+        assert [m.scope_subset for m in got.matches] == [["chain"]]

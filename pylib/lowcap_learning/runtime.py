@@ -94,7 +94,8 @@ class _Overrides:
         scope = self.scope_subsets[j]
         return StrengthMatch(
             override_id=self.ids[j],
-            scope_subset=dict(scope),  # the caller's own copy: the single call's cache keeps the original
+            # The caller's own copy: the single call's cache keeps the original (its values are str).
+            scope_subset=dict(scope) if isinstance(scope, dict) else scope,
             dims=len(scope),
             dir_a=self.dir_a[j],
             dir_e=self.dir_e[j],
