@@ -1450,10 +1450,10 @@ NOTES = """
   over ~1M rows bound the first half; parallel workers cannot read the temp tables these
   statements join.
 - **Runtime steering, single call.** Met (p99 was 1.0-1.4 ms): each pattern's active overrides are
-  cached per connection and re-read only when pm_overrides' generation moved (it moves at the
-  commit of any change). A cached call: round trip ~0.11 ms carrying the generation, the
-  tunables and a pending-change check (~0.07 ms server), then matching by key set in Python and the
-  steering maths (~0.15 ms). The first call after a change reads and indexes the pattern's ~1,250
+  cached per connection and re-read only when pm_overrides' generation moved (the count of committed
+  transactions that changed it). A cached call: round trip ~0.11 ms carrying the generation, the
+  tunables and an own-uncommitted-change check (~0.07 ms server), then matching by key set in Python
+  and the steering maths (~0.15 ms). The first call after a change reads and indexes the pattern's ~1,250
   overrides again (the diagnostic row: a few ms). Before the cache: the index-only scan testing
   `scope_subset <@ scope` on the pattern's overrides cost ~0.3 ms per call.
 - **Runtime steering, batch.** Met (was 275 ms): overrides are read once as column arrays and matched

@@ -282,38 +282,26 @@ ON learning.learning_log (id)
 WHERE exported_at IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
--- learning.pm_overrides_generation: one row whose value changes whenever a transaction that changed
--- pm_overrides commits (triggers in 060_overrides.sql). The runtime keeps a pattern's overrides in
--- memory under it and re-reads them only when it changed. Each new value comes from the sequence, so
--- a value is never seen twice (not after a downgrade and upgrade either: the sequence starts at the
--- creation time in microseconds).
-CREATE SEQUENCE IF NOT EXISTS learning.pm_overrides_generation_seq;
-
-CREATE TABLE IF NOT EXISTS learning.pm_overrides_generation (
-    only_row boolean PRIMARY KEY DEFAULT true,
-    generation bigint NOT NULL,
-    CONSTRAINT pm_overrides_generation_one_row CHECK (only_row)
+-- learning.pm_overrides_changes: one row per transaction that changed pm_overrides (statement
+-- triggers in 060_overrides.sql), merged from time to time into the row of a later one. The sum of
+-- the weights visible to a snapshot is the *generation* of pm_overrides in it: the creation time in
+-- microseconds plus the number of committed changing transactions it sees. That set only grows from
+-- one snapshot of a session to the next, so an equal sum means the same pm_overrides; the runtime
+-- keeps a pattern's overrides in memory under it. Writers only insert their own row (a unique key
+-- of their own transaction id): no shared row lock, no wait, no serialization conflict.
+CREATE TABLE IF NOT EXISTS learning.pm_overrides_changes (
+    xact xid8 PRIMARY KEY DEFAULT pg_catalog.pg_current_xact_id(),
+    weight bigint NOT NULL DEFAULT 1,
+    CONSTRAINT pm_overrides_changes_weight_check CHECK (weight > 0)
 );
 
--- learning.pm_overrides_pending: the transactions that changed pm_overrides and have not committed
--- yet (each sees only its own row). Its deferred trigger moves the generation at commit and removes
--- the row; the runtime bypasses its cache in a transaction that has a row here.
-CREATE TABLE IF NOT EXISTS learning.pm_overrides_pending (
-    xact xid8 PRIMARY KEY DEFAULT pg_catalog.pg_current_xact_id()
-);
-
-DO $generation$
-BEGIN
-    IF NOT EXISTS (SELECT FROM learning.pm_overrides_generation) THEN
-        PERFORM pg_catalog.setval(
-            'learning.pm_overrides_generation_seq',
-            (EXTRACT(EPOCH FROM pg_catalog.clock_timestamp()) * 1000000)::bigint
-        );
-        INSERT INTO learning.pm_overrides_generation (generation)
-        VALUES (pg_catalog.nextval('learning.pm_overrides_generation_seq'));
-    END IF;
-END
-$generation$;
+-- The first row starts the count at the creation time in microseconds, so a downgrade and upgrade
+-- never gives a generation a running process has seen before.
+INSERT INTO learning.pm_overrides_changes (xact, weight)
+SELECT
+    pg_catalog.pg_current_xact_id(),
+    (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000000)::bigint
+WHERE NOT EXISTS (SELECT FROM learning.pm_overrides_changes);
 
 -- ---------------------------------------------------------------------------------------------
 -- learning.tunable_specs: every tunable of SPEC section 10 with its default and allowed range.

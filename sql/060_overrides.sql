@@ -43,14 +43,20 @@ BEGIN ATOMIC
 END;
 
 -- learning.trg_pm_overrides_changed: after each statement that changed pm_overrides rows (ours, the
--- bot's, a TRUNCATE), the transaction is recorded as pending (once; no lock on a shared row). A
--- statement that changed no row records nothing, so re-running a job on the same data changes nothing.
+-- bot's, a TRUNCATE), the transaction's row in pm_overrides_changes (once per transaction). A
+-- statement that changed no row adds nothing, so re-running a job on the same data changes nothing.
+-- The first statement of a READ COMMITTED transaction also merges the others' rows into its own
+-- once there are more than 32 (the weights' sum is unchanged for every snapshot: the deletions and
+-- the merged weight commit together). One merger at a time (a try-lock: a writer never waits); not
+-- under REPEATABLE READ, where deleting a row another merger deleted is a serialization failure.
 CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_changed()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 AS $$
+DECLARE
+    merge_lock CONSTANT bigint := 7201046117; -- pg_try_advisory_xact_lock key of the merge
 BEGIN
     -- Nested, not AND: the TRUNCATE trigger has no transition table to plan a query on.
     IF TG_OP <> 'TRUNCATE' THEN
@@ -58,8 +64,23 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    INSERT INTO learning.pm_overrides_pending (xact) VALUES (pg_catalog.pg_current_xact_id())
+    INSERT INTO learning.pm_overrides_changes (xact) VALUES (pg_catalog.pg_current_xact_id())
     ON CONFLICT (xact) DO NOTHING;
+    IF FOUND
+        AND pg_catalog.current_setting('transaction_isolation') = 'read committed'
+        AND (SELECT pg_catalog.count(*) FROM learning.pm_overrides_changes) > 32
+        AND pg_catalog.pg_try_advisory_xact_lock(merge_lock)
+    THEN
+        WITH merged AS (
+            DELETE FROM learning.pm_overrides_changes AS c
+            WHERE c.xact <> pg_catalog.pg_current_xact_id()
+            RETURNING c.weight
+        )
+
+        UPDATE learning.pm_overrides_changes AS c
+        SET weight = c.weight + (SELECT coalesce(pg_catalog.sum(m.weight), 0) FROM merged AS m)::bigint
+        WHERE c.xact = pg_catalog.pg_current_xact_id();
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -87,28 +108,3 @@ DROP TRIGGER IF EXISTS _900_generation_truncate ON public.pm_overrides;
 CREATE TRIGGER _900_generation_truncate
 AFTER TRUNCATE ON public.pm_overrides
 FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
-
--- learning.trg_pm_overrides_commit: at commit of a transaction that changed pm_overrides, a new
--- generation. The shared row is locked only from here to the end of the commit, so writers of
--- different override rows never wait on each other mid-transaction nor deadlock through it (a
--- statement-time bump did both). Two REPEATABLE READ writers committing at once still conflict on it:
--- the later one gets a serialization failure, as its isolation level asks it to retry.
-CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_commit()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = ''
-AS $$
-BEGIN
-    UPDATE learning.pm_overrides_generation
-    SET generation = pg_catalog.nextval('learning.pm_overrides_generation_seq');
-    DELETE FROM learning.pm_overrides_pending WHERE xact = NEW.xact;
-    RETURN NULL;
-END;
-$$;
-
-DROP TRIGGER IF EXISTS _900_generation_at_commit ON learning.pm_overrides_pending;
-CREATE CONSTRAINT TRIGGER _900_generation_at_commit
-AFTER INSERT ON learning.pm_overrides_pending
-DEFERRABLE INITIALLY DEFERRED
-FOR EACH ROW EXECUTE FUNCTION learning.trg_pm_overrides_commit();

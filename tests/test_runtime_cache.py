@@ -1,11 +1,11 @@
 """The single call's cache of a pattern's overrides never answers differently from PostgreSQL.
 
 apply_strength_overrides keeps each pattern's active overrides per connection under the generation
-of pm_overrides (learning.pm_overrides_generation, moved by a statement trigger in the writer's own
-transaction). The oracle here is the uncached indexed query (`scope_subset <@ scope` in PostgreSQL),
-run after every write: inserts, updates, deletes, TRUNCATE, writes by another connection, writes
-that are rolled back, and requests the cache must hand to PostgreSQL (nested or numeric values,
-NaN, NUL characters, lone surrogates).
+of pm_overrides (the sum of learning.pm_overrides_changes' weights: one row per committed changing
+transaction, merged from time to time). The oracle here is the uncached indexed query
+(`scope_subset <@ scope` in PostgreSQL), run after every write: inserts, updates, deletes, TRUNCATE,
+writes by another connection, writes that are rolled back, and requests the cache must hand to
+PostgreSQL (nested or numeric values, NaN, NUL characters, lone surrogates).
 """
 
 from __future__ import annotations
@@ -133,9 +133,12 @@ def test_a_rolled_back_write_never_comes_back_from_the_cache(conn, db_url):
         conn.execute("DELETE FROM public.pm_overrides")
 
 
-def test_the_generation_moves_at_the_commit_of_a_change_only(conn, db_url):
+GENERATION = "SELECT sum(weight)::bigint FROM learning.pm_overrides_changes"
+
+
+def test_the_generation_moves_with_each_committed_change_only(conn):
     def generation():
-        return conn.execute("SELECT generation FROM learning.pm_overrides_generation").fetchone()[0]
+        return conn.execute(GENERATION).fetchone()[0]
 
     seen = [generation()]
     conn.execute("UPDATE public.pm_overrides SET n = n WHERE false")
@@ -150,14 +153,41 @@ def test_the_generation_moves_at_the_commit_of_a_change_only(conn, db_url):
         with conn.transaction():
             _write(conn, kind, arg)
             _write(conn, "retune", 0)
-            assert generation() == seen[-1]  # not before the commit
         seen.append(generation())
     with conn.transaction(force_rollback=True):
         _write(conn, "insert", ("pm.g", {"chain": "eth"}, 0.5, 0.5, 0.5))
     assert generation() == seen[-1]  # a rolled-back change moves nothing
-    assert len(set(seen)) == len(seen)  # every committed change a new value
-    assert seen == sorted(seen)
-    assert conn.execute("SELECT count(*) FROM learning.pm_overrides_pending").fetchone()[0] == 0
+    assert [b - a for a, b in zip(seen, seen[1:], strict=False)] == [1, 1, 1, 1]  # one per transaction
+
+
+def test_the_change_rows_are_merged_and_the_cache_stays_exact(conn, db_url):
+    """More than 32 rows: a READ COMMITTED writer merges the others into its own; the generation goes
+    on counting one per committed change, and cached answers follow every change."""
+    conn.execute("DELETE FROM public.pm_overrides")
+    before = conn.execute(GENERATION).fetchone()[0]
+    with psycopg.connect(db_url, autocommit=True) as writer:
+        for k in range(80):
+            writer.execute(INSERT, {"p": "pm.c2", "s": json.dumps({"k": str(k)}), "c": 0.8, "a": 1.0, "e": -1.0})
+            got = apply_strength_overrides(conn, "pm.c2", {"k": str(k)}, 0.5, 0.5)
+            assert [m.override_id for m in got.matches] == _oracle(conn, "pm.c2", {"k": str(k)})
+            assert len(got.matches) == 1
+    assert conn.execute(GENERATION).fetchone()[0] == before + 80  # one per committed insert
+    assert conn.execute("SELECT count(*) FROM learning.pm_overrides_changes").fetchone()[0] <= 33
+    conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_repeatable_read_writers_of_different_rows_both_commit(conn, db_url):
+    conn.execute("DELETE FROM public.pm_overrides")
+    try:
+        with psycopg.connect(db_url) as t1, psycopg.connect(db_url, autocommit=True) as t2:
+            t1.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            t1.execute("SELECT 1")  # the snapshot is taken
+            t2.execute(INSERT, {"p": "pm.rr", "s": '{"k": "a"}', "c": 0.8, "a": 1.0, "e": -1.0})
+            t1.execute(INSERT, {"p": "pm.rr", "s": '{"k": "b"}', "c": 0.8, "a": 1.0, "e": -1.0})
+            t1.commit()
+        assert len(apply_strength_overrides(conn, "pm.rr", {"k": "b"}, 0.5, 0.5).matches) == 1
+    finally:
+        conn.execute("DELETE FROM public.pm_overrides")
 
 
 def test_writers_of_different_override_rows_neither_wait_nor_deadlock(conn, db_url):
@@ -285,3 +315,29 @@ def test_a_list_scope_still_matches_list_overrides_as_postgresql_does(conn):
         conn.execute(INSERT, {"p": "pm.list", "s": '["chain"]', "c": 0.8, "a": 1.0, "e": -1.0})
         got = apply_strength_overrides(conn, "pm.list", ["chain", "tf"], 0.5, 0.5)
         assert [m.scope_subset for m in got.matches] == [["chain"]]
+
+
+def test_a_writing_transaction_never_fills_the_cache(conn, db_url):
+    """A transaction's own row counts once however many statements it runs, and it may roll back:
+    what a call reads inside it must not be kept under a generation others will see."""
+    conn.execute("DELETE FROM public.pm_overrides")
+    try:
+        conn.execute(INSERT, {"p": "pm.w", "s": '{"chain": "sol"}', "c": 0.8, "a": 1.0, "e": -1.0})
+        scope = {"chain": "sol", "tf": "1h"}
+        with conn.transaction():
+            conn.execute(INSERT, {"p": "pm.w", "s": json.dumps(scope), "c": 0.8, "a": 1.0, "e": -1.0})
+            assert len(apply_strength_overrides(conn, "pm.w", scope, 0.5, 0.5).matches) == 2
+            conn.execute(
+                "UPDATE public.pm_overrides SET status = 'inactive' WHERE scope_subset = %s::jsonb",
+                ('{"chain": "sol"}',),
+            )
+            assert len(apply_strength_overrides(conn, "pm.w", scope, 0.5, 0.5).matches) == 1
+        assert len(apply_strength_overrides(conn, "pm.w", scope, 0.5, 0.5).matches) == 1
+        with conn.transaction(force_rollback=True):
+            conn.execute(INSERT, {"p": "pm.w", "s": '{"x": "1"}', "c": 0.8, "a": 1.0, "e": -1.0})
+            assert len(apply_strength_overrides(conn, "pm.w", {"x": "1"}, 0.5, 0.5).matches) == 1
+        with psycopg.connect(db_url, autocommit=True) as other:  # the same count of changes, committed
+            other.execute(INSERT, {"p": "pm.w", "s": '{"y": "1"}', "c": 0.8, "a": 1.0, "e": -1.0})
+        assert apply_strength_overrides(conn, "pm.w", {"x": "1"}, 0.5, 0.5).matches == []
+    finally:
+        conn.execute("DELETE FROM public.pm_overrides")

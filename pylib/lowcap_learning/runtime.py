@@ -328,24 +328,22 @@ def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float
 
 
 # The single call's cache: per connection, per pattern, the active overrides as read under one
-# generation of pm_overrides (learning.pm_overrides_generation, moved at the commit of every
-# transaction that changed pm_overrides). Each call reads the generation in its own snapshot, in the
-# round trip that reads the tunables; the overrides come along in the same statement only when the
-# generation is not the cached one, so a hit costs one row and a miss is the same indexed scan. In
-# a transaction that changed pm_overrides itself (not committed, so the generation has not moved)
-# the cache is bypassed.
-# LIMIT 1 makes the planner count the one row there is: its guess for an unanalyzed table (2,200
-# rows) priced the plan above jit_above_cost, and JIT compiling cost ~5 ms per call.
+# generation of pm_overrides (the sum of learning.pm_overrides_changes' weights: it grows with every
+# committed transaction that changed pm_overrides). Each call reads the generation in its own
+# snapshot, in the round trip that reads the tunables; the overrides come along in the same statement
+# only when the generation is not the cached one, so a hit reads a few small rows and a miss is the
+# same indexed scan. In a transaction that changed pm_overrides itself (its row is there, not yet
+# committed) the cache is bypassed.
 STRENGTH_GENERATION = f"""
 SELECT
     g.generation,
     learning.tunables() AS tunables,
     EXISTS (
-        SELECT FROM learning.pm_overrides_pending AS p
-        WHERE p.xact = pg_catalog.pg_current_xact_id_if_assigned()
+        SELECT FROM learning.pm_overrides_changes AS c
+        WHERE c.xact = pg_catalog.pg_current_xact_id_if_assigned()
     ) AS written_here,
     o.*
-FROM (SELECT x.generation FROM learning.pm_overrides_generation AS x LIMIT 1) AS g
+FROM (SELECT pg_catalog.sum(c.weight)::bigint AS generation FROM learning.pm_overrides_changes AS c) AS g
 LEFT JOIN LATERAL (
     SELECT{_OVERRIDE_ARRAYS}
     FROM public.pm_overrides AS o

@@ -284,38 +284,26 @@ ON learning.learning_log (id)
 WHERE exported_at IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
--- learning.pm_overrides_generation: one row whose value changes whenever a transaction that changed
--- pm_overrides commits (triggers in 060_overrides.sql). The runtime keeps a pattern's overrides in
--- memory under it and re-reads them only when it changed. Each new value comes from the sequence, so
--- a value is never seen twice (not after a downgrade and upgrade either: the sequence starts at the
--- creation time in microseconds).
-CREATE SEQUENCE IF NOT EXISTS learning.pm_overrides_generation_seq;
-
-CREATE TABLE IF NOT EXISTS learning.pm_overrides_generation (
-    only_row boolean PRIMARY KEY DEFAULT true,
-    generation bigint NOT NULL,
-    CONSTRAINT pm_overrides_generation_one_row CHECK (only_row)
+-- learning.pm_overrides_changes: one row per transaction that changed pm_overrides (statement
+-- triggers in 060_overrides.sql), merged from time to time into the row of a later one. The sum of
+-- the weights visible to a snapshot is the *generation* of pm_overrides in it: the creation time in
+-- microseconds plus the number of committed changing transactions it sees. That set only grows from
+-- one snapshot of a session to the next, so an equal sum means the same pm_overrides; the runtime
+-- keeps a pattern's overrides in memory under it. Writers only insert their own row (a unique key
+-- of their own transaction id): no shared row lock, no wait, no serialization conflict.
+CREATE TABLE IF NOT EXISTS learning.pm_overrides_changes (
+    xact xid8 PRIMARY KEY DEFAULT pg_catalog.pg_current_xact_id(),
+    weight bigint NOT NULL DEFAULT 1,
+    CONSTRAINT pm_overrides_changes_weight_check CHECK (weight > 0)
 );
 
--- learning.pm_overrides_pending: the transactions that changed pm_overrides and have not committed
--- yet (each sees only its own row). Its deferred trigger moves the generation at commit and removes
--- the row; the runtime bypasses its cache in a transaction that has a row here.
-CREATE TABLE IF NOT EXISTS learning.pm_overrides_pending (
-    xact xid8 PRIMARY KEY DEFAULT pg_catalog.pg_current_xact_id()
-);
-
-DO $generation$
-BEGIN
-    IF NOT EXISTS (SELECT FROM learning.pm_overrides_generation) THEN
-        PERFORM pg_catalog.setval(
-            'learning.pm_overrides_generation_seq',
-            (EXTRACT(EPOCH FROM pg_catalog.clock_timestamp()) * 1000000)::bigint
-        );
-        INSERT INTO learning.pm_overrides_generation (generation)
-        VALUES (pg_catalog.nextval('learning.pm_overrides_generation_seq'));
-    END IF;
-END
-$generation$;
+-- The first row starts the count at the creation time in microseconds, so a downgrade and upgrade
+-- never gives a generation a running process has seen before.
+INSERT INTO learning.pm_overrides_changes (xact, weight)
+SELECT
+    pg_catalog.pg_current_xact_id(),
+    (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000000)::bigint
+WHERE NOT EXISTS (SELECT FROM learning.pm_overrides_changes);
 
 -- ---------------------------------------------------------------------------------------------
 -- learning.tunable_specs: every tunable of SPEC section 10 with its default and allowed range.
@@ -3011,14 +2999,20 @@ BEGIN ATOMIC
 END;
 
 -- learning.trg_pm_overrides_changed: after each statement that changed pm_overrides rows (ours, the
--- bot's, a TRUNCATE), the transaction is recorded as pending (once; no lock on a shared row). A
--- statement that changed no row records nothing, so re-running a job on the same data changes nothing.
+-- bot's, a TRUNCATE), the transaction's row in pm_overrides_changes (once per transaction). A
+-- statement that changed no row adds nothing, so re-running a job on the same data changes nothing.
+-- The first statement of a READ COMMITTED transaction also merges the others' rows into its own
+-- once there are more than 32 (the weights' sum is unchanged for every snapshot: the deletions and
+-- the merged weight commit together). One merger at a time (a try-lock: a writer never waits); not
+-- under REPEATABLE READ, where deleting a row another merger deleted is a serialization failure.
 CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_changed()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
 AS $$
+DECLARE
+    merge_lock CONSTANT bigint := 7201046117; -- pg_try_advisory_xact_lock key of the merge
 BEGIN
     -- Nested, not AND: the TRUNCATE trigger has no transition table to plan a query on.
     IF TG_OP <> 'TRUNCATE' THEN
@@ -3026,8 +3020,23 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    INSERT INTO learning.pm_overrides_pending (xact) VALUES (pg_catalog.pg_current_xact_id())
+    INSERT INTO learning.pm_overrides_changes (xact) VALUES (pg_catalog.pg_current_xact_id())
     ON CONFLICT (xact) DO NOTHING;
+    IF FOUND
+        AND pg_catalog.current_setting('transaction_isolation') = 'read committed'
+        AND (SELECT pg_catalog.count(*) FROM learning.pm_overrides_changes) > 32
+        AND pg_catalog.pg_try_advisory_xact_lock(merge_lock)
+    THEN
+        WITH merged AS (
+            DELETE FROM learning.pm_overrides_changes AS c
+            WHERE c.xact <> pg_catalog.pg_current_xact_id()
+            RETURNING c.weight
+        )
+
+        UPDATE learning.pm_overrides_changes AS c
+        SET weight = c.weight + (SELECT coalesce(pg_catalog.sum(m.weight), 0) FROM merged AS m)::bigint
+        WHERE c.xact = pg_catalog.pg_current_xact_id();
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -3055,31 +3064,6 @@ DROP TRIGGER IF EXISTS _900_generation_truncate ON public.pm_overrides;
 CREATE TRIGGER _900_generation_truncate
 AFTER TRUNCATE ON public.pm_overrides
 FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_pm_overrides_changed();
-
--- learning.trg_pm_overrides_commit: at commit of a transaction that changed pm_overrides, a new
--- generation. The shared row is locked only from here to the end of the commit, so writers of
--- different override rows never wait on each other mid-transaction nor deadlock through it (a
--- statement-time bump did both). Two REPEATABLE READ writers committing at once still conflict on it:
--- the later one gets a serialization failure, as its isolation level asks it to retry.
-CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_commit()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = ''
-AS $$
-BEGIN
-    UPDATE learning.pm_overrides_generation
-    SET generation = pg_catalog.nextval('learning.pm_overrides_generation_seq');
-    DELETE FROM learning.pm_overrides_pending WHERE xact = NEW.xact;
-    RETURN NULL;
-END;
-$$;
-
-DROP TRIGGER IF EXISTS _900_generation_at_commit ON learning.pm_overrides_pending;
-CREATE CONSTRAINT TRIGGER _900_generation_at_commit
-AFTER INSERT ON learning.pm_overrides_pending
-DEFERRABLE INITIALLY DEFERRED
-FOR EACH ROW EXECUTE FUNCTION learning.trg_pm_overrides_commit();
 
 -- file: sql/070_jobs.sql
 -- Jobs (SPEC section 9): every run of an hourly job is a row of learning.job_runs. The row is
