@@ -1435,8 +1435,8 @@ NOTES = """
   Profile of a 20k-trade replay: pattern_trade_events INSERT 30%,
   history + log INSERT 30%, the per-trade plpgsql loop (allocation_step ~15 us, two folds) 25%.
 - **Strength builder vs pandas.** Under 20 s with a wide margin (15.8 s two stops ago, 8.1 s last
-  stop, 6.1-6.8 s now) and near parity with the pandas version (0.94-0.99x of its speed across
-  six runs this stop; 0.80x before), which does less: it assumes one scope per trade and writes
+  stop, 6.1-6.9 s now) and near parity with the pandas version (0.92-0.99x of its speed across
+  seven runs this stop; 0.80x before), which does less: it assumes one scope per trade and writes
   nothing back. This stop:
   the lessons are written by UPDATE + INSERT instead of an upsert, and no plan depends on stale
   statistics of learning_lessons; the temp tables are analyzed on their join and grouping columns
