@@ -196,6 +196,9 @@ def test_follow_reconnects_after_its_connections_are_killed(db_url, conn, tmp_pa
     try:
         logs.db_log(conn, "INFO", "RECONNECT: before")
         _wait_for(log, {"RECONNECT: before"})
+        # Killed only once the claim is committed: a kill between the file write and the COMMIT
+        # exports the row again after the reconnect (at-least-once, by design), not what this tests.
+        _wait_for_committed(conn, "RECONNECT: before")
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
