@@ -35,16 +35,21 @@ _OVERRIDE_ARRAYS = """
     pg_catalog.array_agg(coalesce(o.edge_raw_roi, 0.0)) AS edge_raw_roi,
     pg_catalog.array_agg(o.n) AS n"""
 
+# Which overrides steer (SPEC 8), one rule for the three queries below: active pm_strength rows with
+# a direction (legacy rows with both dira and dire NULL never match). status = 'active' is also the
+# predicate of the partial index pm_overrides_active_match_idx.
+_STEERING = """o.action_category = 'pm_strength'
+    AND o.status = 'active'
+    AND (o.dira IS NOT NULL OR o.dire IS NOT NULL)"""
+
 # One indexed scan: pm_overrides_active_match_idx covers every column read (an index-only scan).
 STRENGTH_MATCHES = f"""
 SELECT
     learning.tunables() AS tunables,{_OVERRIDE_ARRAYS}
 FROM public.pm_overrides AS o
 WHERE o.pattern_key = %(pattern_key)s::text
-    AND o.action_category = 'pm_strength'
-    AND o.status = 'active'
     AND o.scope_subset <@ %(scope)s::jsonb
-    AND (o.dira IS NOT NULL OR o.dire IS NOT NULL)
+    AND {_STEERING}
 """
 
 STRENGTH_OVERRIDES_OF_PATTERNS = f"""
@@ -53,10 +58,8 @@ SELECT
     pg_catalog.array_agg(o.pattern_key) AS pattern_keys,{_OVERRIDE_ARRAYS}
 FROM public.pm_overrides AS o
 WHERE o.pattern_key = ANY(%(patterns)s::text [])
-    AND o.action_category = 'pm_strength'
-    AND o.status = 'active'
     AND pg_catalog.jsonb_typeof(o.scope_subset) = 'object'
-    AND (o.dira IS NOT NULL OR o.dire IS NOT NULL)
+    AND {_STEERING}
 """
 
 _COLUMNS = ("ids", "scope_subsets", "dir_a", "dir_e", "confidence", "edge_raw_roi", "n")
@@ -349,10 +352,8 @@ LEFT JOIN LATERAL (
     FROM public.pm_overrides AS o
     WHERE g.generation IS DISTINCT FROM %(cached)s::bigint
         AND o.pattern_key = %(pattern_key)s::text
-        AND o.action_category = 'pm_strength'
-        AND o.status = 'active'
         AND pg_catalog.jsonb_typeof(o.scope_subset) = 'object'
-        AND (o.dira IS NOT NULL OR o.dire IS NOT NULL)
+        AND {_STEERING}
 ) AS o ON true
 """
 
