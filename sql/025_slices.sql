@@ -33,6 +33,16 @@ STABLE
 SET search_path = ''
 RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_enumeration_limit', true), '')::numeric, 20000000);
 
+-- learning._slices_grouping_sets: whether frequent_slices may count slices by GROUP BY GROUPING SETS
+-- (setting learning.slices_grouping_sets: 'auto' by its cost rule, the default; 'on' whenever the sets
+-- fit; 'off' never), so a test can force each path.
+CREATE OR REPLACE FUNCTION learning._slices_grouping_sets()
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = ''
+RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_grouping_sets', true), ''), 'auto');
+
 -- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
 -- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
 -- Level by level on aggregated cells: level k counts the k-subsets of each cell's frequent pairs,
@@ -67,6 +77,15 @@ DECLARE
     binomial numeric;
     enumerated numeric;
     direct boolean := false;
+    gs_keys text [];
+    keys_per_cell numeric;
+    grouping_sets numeric;
+    gs_columns text;
+    gs_values text;
+    gs_joins text;
+    gs_having text;
+    gs_object text;
+    gs_object_joins text;
 BEGIN
     IF pg_catalog.to_regclass('pg_temp.slice_cells') IS NULL THEN
         RAISE EXCEPTION 'learning.frequent_slices needs the temp table pg_temp.slice_cells'
@@ -79,13 +98,134 @@ BEGIN
     END IF;
     DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_raw, pg_temp._fs_items, pg_temp._fs_pairs,
         pg_temp._fs_citems, pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out,
-        pg_temp._fs_comb;
-    -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).
+        pg_temp._fs_comb, pg_temp._fs_dims, pg_temp._fs_vals;
     SELECT
         pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.stats[%s]) AS s%s', i, i), ', ' ORDER BY i),
         pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.s%s)', i), ', ' ORDER BY i)
     INTO cell_sums, sums
     FROM pg_catalog.generate_series(1, width) AS i;
+
+    -- Few scope keys in all (the usual case: a handful of scope dimensions): one column per key and
+    -- every slice of <= max_level keys counted in one GROUP BY GROUPING SETS, each cell added to
+    -- each of its sets in one pass, nothing enumerated into tables. A cell without a key (or with
+    -- a non-scalar value there) has NULL in its column, and a group with NULL in a grouped column is
+    -- no slice (HAVING drops it). Without apriori pruning the groups are the same, since a slice's
+    -- count is never above its parts'. Many keys, or cells with few of them, take the paths below.
+    IF max_level >= 1 AND learning._slices_grouping_sets() <> 'off' THEN
+        -- The cells' distinct dims, and their scalar (key, value) pairs numbered: the grouping
+        -- below is on these integers (hashing jsonb values in every grouping set cost 3x more).
+        CREATE TEMP TABLE _fs_dims ON COMMIT DROP AS
+        SELECT c.dims, pg_catalog.count(*) AS cells
+        FROM pg_temp.slice_cells AS c
+        WHERE c.pattern_key IS NOT NULL
+        GROUP BY c.dims;
+        CREATE TEMP TABLE _fs_vals ON COMMIT DROP AS
+        SELECT x.key, x.value, pg_catalog.row_number() OVER ()::integer AS val_id
+        FROM (
+            SELECT DISTINCT e.key COLLATE "C" AS key, e.value
+            FROM pg_temp._fs_dims AS d
+            CROSS JOIN LATERAL pg_catalog.jsonb_each(
+                CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
+            ) AS e (key, value)
+            WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+        ) AS x;
+        ANALYZE pg_temp._fs_vals;
+        SELECT coalesce(pg_catalog.array_agg(k.key ORDER BY k.key), '{}')
+        INTO gs_keys
+        FROM (SELECT DISTINCT v.key FROM pg_temp._fs_vals AS v) AS k;
+        SELECT pg_catalog.sum(d.cells * (
+            SELECT pg_catalog.count(*)
+            FROM pg_catalog.jsonb_each(
+                CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
+            ) AS e (key, value)
+            WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+        )) / pg_catalog.sum(d.cells)
+        INTO keys_per_cell
+        FROM pg_temp._fs_dims AS d;
+        -- grouping sets: every subset of <= max_level keys; a cell's own: those of its keys.
+        grouping_sets := 0;
+        binomial := 1;
+        FOR k IN 0..LEAST(max_level, pg_catalog.cardinality(gs_keys)) LOOP
+            IF k > 0 THEN
+                binomial := binomial * (pg_catalog.cardinality(gs_keys) - k + 1) / k;
+            END IF;
+            grouping_sets := grouping_sets + binomial;
+        END LOOP;
+        combinations := 0;
+        binomial := 1;
+        FOR k IN 0..max_level LOOP
+            IF k > 0 THEN
+                binomial := binomial * (pg_catalog.round(coalesce(keys_per_cell, 0)) - k + 1) / k;
+            END IF;
+            EXIT WHEN binomial <= 0;
+            combinations := combinations + binomial;
+        END LOOP;
+        -- 40 keys: jsonb_build_object's 80 arguments stay under the 100 a function takes.
+        IF
+            pg_catalog.cardinality(gs_keys) <= 40 AND grouping_sets <= 4096
+            AND (
+                learning._slices_grouping_sets() = 'on'
+                OR (grouping_sets <= 256 AND grouping_sets <= 2 * combinations)
+            )
+        THEN
+            WITH RECURSIVE sets (last, cols, k) AS (
+                SELECT 0, ''::text, 0
+                UNION ALL
+                SELECT
+                    j,
+                    sets.cols || CASE WHEN sets.k > 0 THEN ', ' ELSE '' END || 'c.k' || j,
+                    sets.k + 1
+                FROM sets
+                CROSS JOIN LATERAL pg_catalog.generate_series(sets.last + 1, pg_catalog.cardinality(gs_keys)) AS j
+                WHERE sets.k < max_level
+            )
+            SELECT pg_catalog.string_agg('(' || sets.cols || ')', ', ' ORDER BY sets.k, sets.cols)
+            INTO key_expr
+            FROM sets;
+            -- Each key's column holds the number of the cell's value there (NULL: no scalar value);
+            -- a slice's object is built back from the numbers of its grouped columns.
+            SELECT
+                coalesce(pg_catalog.string_agg(pg_catalog.format('%L, o%s.value', g.key, g.i), ', ' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(
+                    ' LEFT JOIN pg_temp._fs_vals AS o%s ON o%s.val_id = g.k%s', g.i, g.i, g.i), '' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(', c.k%s', g.i), '' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(', v%s.val_id AS k%s', g.i, g.i), '' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(
+                    ' LEFT JOIN pg_temp._fs_vals AS v%s ON v%s.key = %L AND v%s.value = c.dims -> %L',
+                    g.i, g.i, g.key, g.i, g.key), '' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(
+                    ' AND (GROUPING(c.k%s) = 1 OR c.k%s IS NOT NULL)', g.i, g.i), '' ORDER BY g.i), '')
+            INTO gs_object, gs_object_joins, gs_columns, gs_values, gs_joins, gs_having
+            FROM pg_catalog.unnest(gs_keys) WITH ORDINALITY AS g (key, i);
+            RETURN QUERY EXECUTE pg_catalog.format(
+                'SELECT g.pattern_key, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(%s)), g.stats
+                 FROM (
+                     SELECT c.pattern_key%s, ARRAY[%s] AS stats
+                     FROM (
+                         SELECT c.pattern_key%s, %s
+                         FROM pg_temp.slice_cells AS c%s
+                         WHERE c.pattern_key IS NOT NULL
+                     ) AS c
+                     GROUP BY c.pattern_key, GROUPING SETS (%s)
+                     HAVING pg_catalog.sum(c.s1) >= $1%s
+                 ) AS g%s',
+                gs_object,
+                gs_columns,
+                sums,
+                gs_values,
+                (SELECT pg_catalog.string_agg(pg_catalog.format('c.stats[%s] AS s%s', i, i), ', ' ORDER BY i)
+                 FROM pg_catalog.generate_series(1, width) AS i),
+                gs_joins,
+                key_expr,
+                gs_having,
+                gs_object_joins
+            ) USING p_n_min;
+            DROP TABLE pg_temp._fs_dims, pg_temp._fs_vals;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).
     EXECUTE pg_catalog.format(
         'CREATE TEMP TABLE _fs_cells ON COMMIT DROP AS
          SELECT pg_catalog.row_number() OVER () AS cell_id, g.*
@@ -350,6 +490,7 @@ BEGIN
         GROUP BY u.out_id
     ) AS x ON o.out_id = x.out_id;
     DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_items, pg_temp._fs_pairs, pg_temp._fs_citems,
-        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out, pg_temp._fs_comb;
+        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out, pg_temp._fs_comb,
+        pg_temp._fs_dims, pg_temp._fs_vals;
 END;
 $$;

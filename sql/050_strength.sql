@@ -56,6 +56,27 @@ RETURN coalesce(
     '{}'::jsonb
 );
 
+-- learning.strength_outcome: a trade's outcome values from its roi (fraction) and shape flags:
+-- x = tanh(roi/ROI_SCALE) and the outcome class (dA, dE) = (-1, 0) for a loss, (-1, 1) for a trimmed
+-- loss, (1, -1) for a win that reached S3, (0, 0) otherwise. A SQL table function without a SET
+-- clause, so it is inlined where the builder computes it per row.
+CREATE OR REPLACE FUNCTION learning.strength_outcome(
+    p_roi double precision,
+    p_did_trim boolean,
+    p_reached_s3 boolean,
+    p_roi_scale double precision
+)
+RETURNS TABLE (x double precision, da integer, de integer)
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT
+        pg_catalog.tanh(p_roi / p_roi_scale),
+        CASE WHEN p_roi < 0 THEN -1 WHEN p_roi > 0 AND p_reached_s3 THEN 1 ELSE 0 END,
+        CASE WHEN p_roi < 0 AND p_did_trim THEN 1 WHEN p_roi > 0 AND p_reached_s3 THEN -1 ELSE 0 END;
+END;
+
 -- learning.strength_stats_of: the lesson stats of SPEC 8 from a slice's additive sums
 -- [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s] (x = tanh(roi/ROI_SCALE), w = |x|) and the
 -- window's mean roi; no row for n < 1. A SQL table function without a SET clause, so the builder's
@@ -165,6 +186,7 @@ DECLARE
     v_baseline double precision;
     v_trades bigint;
     v_capped bigint;
+    v_any_multi boolean;
     v_lessons integer;
     v_inserted integer;
     v_updated integer;
@@ -179,7 +201,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
+    DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons, pg_temp._sl_new;
 
@@ -212,76 +234,93 @@ BEGIN
     ANALYZE pg_temp._sl_scope_ids;
     ANALYZE pg_temp._sl_dims;
 
-    -- Strength facts of the window with their dims number, on integers and text from here on (a
-    -- row with a NULL scope counts for its trade's outcome, in no slice). This is a second statement,
-    -- so a trade committed since the scopes were read is seen here: one whose scope is new then is
-    -- left for the next run (its rows dropped, not counted without their slices).
-    CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
+    -- Strength facts of the window, one row per (pattern, trade), read with their dims number (a
+    -- row with a NULL scope counts for its trade's outcome, in no slice): the first dims number and
+    -- whether there are several (multi), and the rows' roi sum, count, range and shape flags. This
+    -- is a second statement, so a trade committed since the scopes were read is seen here: one
+    -- whose scope is new then is left for the next run (its rows dropped, not counted without their
+    -- slices). Hashed, no sort; the per-event work is on text and integers from here on.
+    CREATE TEMP TABLE _sl_ptd ON COMMIT DROP AS
     SELECT
         e.pattern_key,
         e.trade_id,
-        i.dims_id,
-        e.roi,
-        e.did_trim,
-        e.reached_s3
+        pg_catalog.min(i.dims_id) AS dims_id,
+        pg_catalog.min(i.dims_id) <> pg_catalog.max(i.dims_id) AS multi,
+        pg_catalog.sum(e.roi) AS roi_sum,
+        pg_catalog.count(*) AS roi_rows,
+        pg_catalog.min(e.roi) AS roi_min,
+        pg_catalog.max(e.roi) AS roi_max,
+        coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
+        coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
     FROM public.pattern_trade_events AS e
     LEFT JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
     WHERE
         e.roi IS NOT NULL
         AND e."timestamp" > v_as_of - v_lookback
         AND e."timestamp" <= v_as_of
-        AND (e.scope IS NULL OR i.dims_id IS NOT NULL);
+        AND (e.scope IS NULL OR i.dims_id IS NOT NULL)
+    GROUP BY e.pattern_key, e.trade_id;
+    ANALYZE pg_temp._sl_ptd (pattern_key, trade_id, dims_id, multi);
 
     -- One outcome per trade: its roi (mean, should the bot write several) and shape flags, and the
-    -- per-trade values x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).
+    -- per-trade values x, dA, dE (learning.strength_outcome). Uniform: every row of the trade has
+    -- the same roi and every pattern of it the same flags (the usual case: the trigger writes the
+    -- trade's values on each of its rows), so each (pattern, trade) row already holds the trade's
+    -- outcome and the cells below need no join back to the trade.
     CREATE TEMP TABLE _sl_tv ON COMMIT DROP AS
     SELECT
         tr.trade_id,
         tr.roi,
-        pg_catalog.tanh(tr.roi / v_scale) AS x,
-        CASE WHEN tr.roi < 0 THEN -1 WHEN tr.roi > 0 AND tr.reached_s3 THEN 1 ELSE 0 END AS da,
-        CASE
-            WHEN tr.roi < 0 AND tr.did_trim THEN 1 WHEN tr.roi > 0 AND tr.reached_s3 THEN -1 ELSE 0
-        END AS de,
+        o.x,
+        o.da,
+        o.de,
         tr.did_trim::integer AS trim_flag,
-        tr.reached_s3::integer AS s3_flag
+        tr.reached_s3::integer AS s3_flag,
+        tr.uniform,
+        tr.multi
     FROM (
         SELECT
-            e.trade_id,
-            pg_catalog.avg(e.roi) AS roi,
-            coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
-            coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
-        FROM pg_temp._sl_events AS e
-        GROUP BY e.trade_id
-    ) AS tr;
-    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*) INTO v_baseline, v_trades FROM pg_temp._sl_tv AS t;
-    ANALYZE pg_temp._sl_tv (trade_id); -- the join key; the numeric columns feed no plan
-
-    -- Each (pattern, trade) with its dims: one (the usual case: a trade's actions share its scope)
-    -- or several (multi); hashed, no sort.
-    CREATE TEMP TABLE _sl_ptd ON COMMIT DROP AS
-    SELECT
-        e.pattern_key,
-        e.trade_id,
-        pg_catalog.min(e.dims_id) AS dims_id,
-        pg_catalog.min(e.dims_id) <> pg_catalog.max(e.dims_id) AS multi
-    FROM pg_temp._sl_events AS e
-    WHERE e.dims_id IS NOT NULL
-    GROUP BY e.pattern_key, e.trade_id;
-    ANALYZE pg_temp._sl_ptd;
+            p.trade_id,
+            CASE
+                WHEN pg_catalog.min(p.roi_min) = pg_catalog.max(p.roi_max) THEN pg_catalog.min(p.roi_min)
+                ELSE pg_catalog.sum(p.roi_sum) / pg_catalog.sum(p.roi_rows)
+            END AS roi,
+            pg_catalog.bool_or(p.did_trim) AS did_trim,
+            pg_catalog.bool_or(p.reached_s3) AS reached_s3,
+            pg_catalog.min(p.roi_min) = pg_catalog.max(p.roi_max)
+            AND pg_catalog.bool_and(p.did_trim) = pg_catalog.bool_or(p.did_trim)
+            AND pg_catalog.bool_and(p.reached_s3) = pg_catalog.bool_or(p.reached_s3) AS uniform,
+            pg_catalog.bool_or(p.multi) AS multi
+        FROM pg_temp._sl_ptd AS p
+        GROUP BY p.trade_id
+    ) AS tr
+    CROSS JOIN LATERAL learning.strength_outcome(tr.roi, tr.did_trim, tr.reached_s3, v_scale) AS o;
+    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*), coalesce(pg_catalog.bool_or(t.multi), false)
+    INTO v_baseline, v_trades, v_any_multi
+    FROM pg_temp._sl_tv AS t;
+    ANALYZE pg_temp._sl_tv (trade_id, uniform); -- the join key and filter; the numeric columns feed no plan
 
     -- Trades of a pattern with several dims: a dims contained in another of the same trade adds
     -- nothing to the trade's union and is dropped (fewer inclusion-exclusion terms).
-    CREATE TEMP TABLE _sl_multi ON COMMIT DROP AS
-    SELECT DISTINCT
-        e.pattern_key,
-        e.trade_id,
-        d.dims
-    FROM pg_temp._sl_events AS e
-    INNER JOIN (
-        SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
-    ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
-    INNER JOIN pg_temp._sl_dims AS d ON e.dims_id = d.dims_id;
+    -- Their dims are read again (the rows of those pairs only; skipped when there are none).
+    CREATE TEMP TABLE _sl_multi (pattern_key text, trade_id text, dims jsonb) ON COMMIT DROP;
+    IF v_any_multi THEN
+        INSERT INTO pg_temp._sl_multi (pattern_key, trade_id, dims)
+        SELECT DISTINCT
+            e.pattern_key,
+            e.trade_id,
+            d.dims
+        FROM public.pattern_trade_events AS e
+        INNER JOIN (
+            SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
+        ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
+        INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
+        INNER JOIN pg_temp._sl_dims AS d ON i.dims_id = d.dims_id
+        WHERE
+            e.roi IS NOT NULL
+            AND e."timestamp" > v_as_of - v_lookback
+            AND e."timestamp" <= v_as_of;
+    END IF;
     DELETE FROM pg_temp._sl_multi AS a
     WHERE EXISTS (
         SELECT FROM pg_temp._sl_multi AS b
@@ -309,8 +348,8 @@ BEGIN
     CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
     WITH RECURSIVE single AS (
         SELECT
-            p.pattern_key,
-            p.dims_id,
+            t.pattern_key,
+            t.dims_id,
             ARRAY[
                 pg_catalog.count(*),
                 pg_catalog.sum(t.roi),
@@ -322,10 +361,40 @@ BEGIN
                 pg_catalog.sum(t.trim_flag),
                 pg_catalog.sum(t.s3_flag)
             ]::double precision [] AS stats
-        FROM pg_temp._sl_ptd AS p
-        INNER JOIN pg_temp._sl_tv AS t ON p.trade_id = t.trade_id
-        WHERE NOT p.multi AND p.dims_id IS NOT NULL
-        GROUP BY p.pattern_key, p.dims_id
+        FROM (
+            -- a uniform trade: its outcome from this row
+            SELECT
+                p.pattern_key,
+                p.dims_id,
+                p.roi_min AS roi,
+                o.x,
+                o.da,
+                o.de,
+                p.did_trim::integer AS trim_flag,
+                p.reached_s3::integer AS s3_flag
+            FROM pg_temp._sl_ptd AS p
+            CROSS JOIN LATERAL learning.strength_outcome(p.roi_min, p.did_trim, p.reached_s3, v_scale) AS o
+            WHERE
+                NOT p.multi AND p.dims_id IS NOT NULL
+                AND NOT EXISTS (
+                    SELECT FROM pg_temp._sl_tv AS m WHERE m.trade_id = p.trade_id AND NOT m.uniform
+                )
+            UNION ALL
+            -- any other trade: its outcome from _sl_tv
+            SELECT
+                p.pattern_key,
+                p.dims_id,
+                m.roi,
+                m.x,
+                m.da,
+                m.de,
+                m.trim_flag,
+                m.s3_flag
+            FROM pg_temp._sl_ptd AS p
+            INNER JOIN pg_temp._sl_tv AS m ON p.trade_id = m.trade_id AND NOT m.uniform
+            WHERE NOT p.multi AND p.dims_id IS NOT NULL
+        ) AS t
+        GROUP BY t.pattern_key, t.dims_id
     ),
 
     numbered AS (
@@ -471,18 +540,26 @@ BEGIN
     -- or merge anti-join at any size: on a stale count it was a nested loop re-reading the run's
     -- lessons per active lesson (quadratic). NOT EXISTS, not NOT IN: a hashed NOT IN subplan turns
     -- into a re-scan per row once the lessons outgrow work_mem (seen: 8 minutes at 130k lessons).
-    ANALYZE public.learning_lessons (module, action_category, status);
-    UPDATE public.learning_lessons AS l
-    SET status = 'inactive', updated_at = pg_catalog.now()
-    WHERE
-        l.module = 'pm'
-        AND l.action_category = 'pm_strength'
-        AND l.status = 'active'
-        AND NOT EXISTS (
-            SELECT FROM pg_temp._sl_lessons AS s
-            WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
-        );
-    GET DIAGNOSTICS v_deactivated = ROW_COUNT;
+    -- Every lesson of this run is active now, so when the active ones number no more than the run's
+    -- there is nothing to deactivate and the anti-join (jsonb keys, ~0.4 s at 44k lessons) is skipped.
+    v_deactivated := 0;
+    IF (
+        SELECT pg_catalog.count(*) FROM public.learning_lessons AS l
+        WHERE l.module = 'pm' AND l.action_category = 'pm_strength' AND l.status = 'active'
+    ) > v_lessons THEN
+        ANALYZE public.learning_lessons (module, action_category, status);
+        UPDATE public.learning_lessons AS l
+        SET status = 'inactive', updated_at = pg_catalog.now()
+        WHERE
+            l.module = 'pm'
+            AND l.action_category = 'pm_strength'
+            AND l.status = 'active'
+            AND NOT EXISTS (
+                SELECT FROM pg_temp._sl_lessons AS s
+                WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
+            );
+        GET DIAGNOSTICS v_deactivated = ROW_COUNT;
+    END IF;
 
     PERFORM learning._log('INFO', pg_catalog.format(
         'STRENGTH LESSONS: as_of=%s | trades=%s | lessons=%s | new=%s | updated=%s | deactivated=%s | n_min=%s',
@@ -493,7 +570,7 @@ BEGIN
         'updated', v_updated, 'deactivated', v_deactivated
     )::text, true);
 
-    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
+    DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons, pg_temp._sl_new;
     RETURN v_lessons;

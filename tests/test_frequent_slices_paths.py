@@ -1,7 +1,9 @@
-"""learning.frequent_slices has two paths to the same result (issue 6): the direct enumeration of
-every k-subset of each cell's frequent items, and the level-wise (apriori) extension it falls back to
-when the enumeration would be too large (setting learning.slices_enumeration_limit). On random
-cells both must return the same slices with the same sums, and both must equal a brute force.
+"""learning.frequent_slices has three paths to the same result (issue 6): one GROUP BY GROUPING SETS
+over a column per scope key (few keys in all; setting learning.slices_grouping_sets = on/off/auto),
+the direct enumeration of every k-subset of each cell's frequent items, and the level-wise (apriori)
+extension it falls back to when the enumeration would be too large (setting
+learning.slices_enumeration_limit). On random cells all must return the same slices with the same
+sums, and all must equal a brute force.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def brute_force(cells, n_min: int, max_dims: int) -> dict:
     return {k: v for k, v in sums.items() if v[0] >= n_min}
 
 
-def run(conn, cells, n_min: int, max_dims: int, limit: int | None) -> dict:
+def run(conn, cells, n_min: int, max_dims: int, limit: int | None, grouping_sets: str = "off") -> dict:
     with conn.transaction(force_rollback=True):
         conn.execute("CREATE TEMP TABLE slice_cells (pattern_key text, dims jsonb, stats float8 []) ON COMMIT DROP")
         for pattern, dims, n, value in cells:
@@ -50,17 +52,22 @@ def run(conn, cells, n_min: int, max_dims: int, limit: int | None) -> dict:
             )
         if limit is not None:
             conn.execute("SELECT set_config('learning.slices_enumeration_limit', %s, true)", (str(limit),))
+        conn.execute("SELECT set_config('learning.slices_grouping_sets', %s, true)", (grouping_sets,))
         rows = conn.execute(SLICES, {"n_min": n_min, "max_dims": max_dims}).fetchall()
     return {(p, json.dumps(json.loads(s), sort_keys=True)): list(stats) for p, s, stats in rows}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cells=st.lists(CELL, max_size=25), n_min=st.integers(1, 6), max_dims=st.integers(0, 5))
-def test_direct_and_level_wise_paths_equal_brute_force(conn, cells, n_min, max_dims):
+def test_grouping_sets_direct_and_level_wise_paths_equal_brute_force(conn, cells, n_min, max_dims):
     expected = brute_force(cells, n_min, max_dims)
+    grouping_sets = run(conn, cells, n_min, max_dims, None, "on")
+    automatic = run(conn, cells, n_min, max_dims, None, "auto")
     direct = run(conn, cells, n_min, max_dims, None)
     level_wise = run(conn, cells, n_min, max_dims, 0)
-    assert direct == expected  # integer sums: exact whatever the order of addition
+    assert grouping_sets == expected  # integer sums: exact whatever the order of addition
+    assert automatic == expected
+    assert direct == expected
     assert level_wise == expected
 
 
@@ -69,7 +76,7 @@ def test_direct_path_keys_slices_by_array_when_packed_ids_would_not_fit(conn):
     """33,000 distinct items need 16 bits per id: levels 2 and 3 are keyed by a packed bigint, level
     4 (64 bits) by the int[]; both agree with the level-wise path and with the expected counts."""
 
-    def slices(limit: int | None) -> dict:
+    def slices(limit: int | None, grouping_sets: str = "off") -> dict:
         with conn.transaction(force_rollback=True):
             conn.execute(
                 "CREATE TEMP TABLE slice_cells ON COMMIT DROP AS"
@@ -79,12 +86,14 @@ def test_direct_path_keys_slices_by_array_when_packed_ids_would_not_fit(conn):
             )
             if limit is not None:
                 conn.execute("SELECT set_config('learning.slices_enumeration_limit', %s, true)", (str(limit),))
+            conn.execute("SELECT set_config('learning.slices_grouping_sets', %s, true)", (grouping_sets,))
             assert conn.execute("SELECT max(i) >= 32768 FROM generate_series(1, 33000) AS i").fetchone()[0]
             rows = conn.execute(SLICES, {"n_min": 1, "max_dims": 4}).fetchall()
         return {(p, s): tuple(stats) for p, s, stats in rows}
 
     direct, level_wise = slices(None), slices(0)
     assert direct == level_wise
+    assert slices(None, "auto") == direct  # the grouping sets path (4 keys, every cell has all 4)
     by_dims: dict = defaultdict(int)
     for _, s in direct:
         by_dims[len(json.loads(s))] += 1

@@ -25,6 +25,7 @@ INLINABLE_EXCEPTIONS = {
     "scope_dimensions",
     # sql/050_strength.sql: a table function inlined into the builder's statement (bench, issue 6)
     "strength_stats_of",
+    "strength_outcome",
     # sql/030_episodes.sql (tuning helper)
     "_flag",
     "_num",

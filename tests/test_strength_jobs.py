@@ -152,6 +152,69 @@ def test_lessons_match_brute_force_distinct_trade_oracle(conn, trades, n_min):
             assert stats[k] == pytest.approx(v, rel=1e-9, abs=1e-12), (key, k)
 
 
+INSERT_EVENT = """
+INSERT INTO public.pattern_trade_events (pattern_key, action_category, scope, trade_id, roi, did_trim, reached_s3,
+    "timestamp")
+VALUES (%(pattern_key)s, 'entry', %(scope)s::jsonb, %(trade_id)s, %(roi)s, %(trim)s, %(s3)s, %(at)s)
+"""
+
+row_st = st.fixed_dictionaries(
+    {
+        "pattern_key": st.sampled_from(["pm.a", "pm.b"]),
+        "scope": scope_st,
+        # mostly the trade's roi (so flags alone can differ), sometimes another or none
+        "roi": st.sampled_from(["trade", "trade", "trade", None, -0.03, 0.25]),
+        "trim": st.one_of(st.none(), st.booleans()),
+        "s3": st.one_of(st.none(), st.booleans()),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    trades=st.lists(
+        st.tuples(st.sampled_from([-0.12, 0.0, 0.075]), st.lists(row_st, min_size=1, max_size=4)),
+        min_size=1,
+        max_size=9,
+    ),
+    n_min=st.integers(1, 3),
+)
+def test_rows_written_directly_with_differing_values_match_the_oracle(conn, trades, n_min):
+    """The bot may write pattern_trade_events itself: rows of one trade with different roi (the trade's
+    roi is their mean), flags that differ between its patterns or are NULL (a trade's flag is any row's),
+    rows without roi (ignored). Such trades take the builder's path through the per-trade outcome;
+    trades whose rows agree take the shortcut; both must equal the oracle."""
+    reset(conn)
+    as_trades = []
+    for i, (trade_roi, rows) in enumerate(trades):
+        at = AS_OF - timedelta(days=1, minutes=i)
+        rows = [{**r, "roi": trade_roi if r["roi"] == "trade" else r["roi"]} for r in rows]
+        for r in rows:
+            conn.execute(INSERT_EVENT, {
+                "pattern_key": r["pattern_key"], "scope": json.dumps(r["scope"]), "trade_id": f"d{i}",
+                "roi": r["roi"], "trim": r["trim"], "s3": r["s3"], "at": at,
+            })
+        facts = [r for r in rows if r["roi"] is not None]
+        if facts:
+            as_trades.append({
+                "id": f"d{i}",
+                "pct": 100 * statistics.fmean(r["roi"] for r in facts),
+                "trim": any(r["trim"] is True for r in facts),
+                "s3": any(r["s3"] is True for r in facts),
+                "actions": [{"pattern_key": r["pattern_key"], "scope": r["scope"]} for r in facts],
+            })
+    counts = run_lesson_builder(conn, as_of=AS_OF, n_min=n_min)
+    expected = oracle(as_trades, n_min)
+    got = lessons(conn)
+    assert set(got) == set(expected)
+    assert counts["trades"] == len(as_trades)
+    for key, exp in expected.items():
+        n, stats = got[key]
+        assert n == exp["n"], key
+        for k, v in exp.items():
+            assert stats[k] == pytest.approx(v, rel=1e-9, abs=1e-12), (key, k)
+
+
 def snapshot(conn) -> tuple:
     lessons_rows = conn.execute(
         "SELECT id, n, stats::text, status, updated_at, xmin::text FROM public.learning_lessons ORDER BY id"

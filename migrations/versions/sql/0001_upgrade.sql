@@ -1417,6 +1417,16 @@ STABLE
 SET search_path = ''
 RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_enumeration_limit', true), '')::numeric, 20000000);
 
+-- learning._slices_grouping_sets: whether frequent_slices may count slices by GROUP BY GROUPING SETS
+-- (setting learning.slices_grouping_sets: 'auto' by its cost rule, the default; 'on' whenever the sets
+-- fit; 'off' never), so a test can force each path.
+CREATE OR REPLACE FUNCTION learning._slices_grouping_sets()
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = ''
+RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_grouping_sets', true), ''), 'auto');
+
 -- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
 -- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
 -- Level by level on aggregated cells: level k counts the k-subsets of each cell's frequent pairs,
@@ -1451,6 +1461,15 @@ DECLARE
     binomial numeric;
     enumerated numeric;
     direct boolean := false;
+    gs_keys text [];
+    keys_per_cell numeric;
+    grouping_sets numeric;
+    gs_columns text;
+    gs_values text;
+    gs_joins text;
+    gs_having text;
+    gs_object text;
+    gs_object_joins text;
 BEGIN
     IF pg_catalog.to_regclass('pg_temp.slice_cells') IS NULL THEN
         RAISE EXCEPTION 'learning.frequent_slices needs the temp table pg_temp.slice_cells'
@@ -1463,13 +1482,134 @@ BEGIN
     END IF;
     DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_raw, pg_temp._fs_items, pg_temp._fs_pairs,
         pg_temp._fs_citems, pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out,
-        pg_temp._fs_comb;
-    -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).
+        pg_temp._fs_comb, pg_temp._fs_dims, pg_temp._fs_vals;
     SELECT
         pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.stats[%s]) AS s%s', i, i), ', ' ORDER BY i),
         pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.s%s)', i), ', ' ORDER BY i)
     INTO cell_sums, sums
     FROM pg_catalog.generate_series(1, width) AS i;
+
+    -- Few scope keys in all (the usual case: a handful of scope dimensions): one column per key and
+    -- every slice of <= max_level keys counted in one GROUP BY GROUPING SETS, each cell added to
+    -- each of its sets in one pass, nothing enumerated into tables. A cell without a key (or with
+    -- a non-scalar value there) has NULL in its column, and a group with NULL in a grouped column is
+    -- no slice (HAVING drops it). Without apriori pruning the groups are the same, since a slice's
+    -- count is never above its parts'. Many keys, or cells with few of them, take the paths below.
+    IF max_level >= 1 AND learning._slices_grouping_sets() <> 'off' THEN
+        -- The cells' distinct dims, and their scalar (key, value) pairs numbered: the grouping
+        -- below is on these integers (hashing jsonb values in every grouping set cost 3x more).
+        CREATE TEMP TABLE _fs_dims ON COMMIT DROP AS
+        SELECT c.dims, pg_catalog.count(*) AS cells
+        FROM pg_temp.slice_cells AS c
+        WHERE c.pattern_key IS NOT NULL
+        GROUP BY c.dims;
+        CREATE TEMP TABLE _fs_vals ON COMMIT DROP AS
+        SELECT x.key, x.value, pg_catalog.row_number() OVER ()::integer AS val_id
+        FROM (
+            SELECT DISTINCT e.key COLLATE "C" AS key, e.value
+            FROM pg_temp._fs_dims AS d
+            CROSS JOIN LATERAL pg_catalog.jsonb_each(
+                CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
+            ) AS e (key, value)
+            WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+        ) AS x;
+        ANALYZE pg_temp._fs_vals;
+        SELECT coalesce(pg_catalog.array_agg(k.key ORDER BY k.key), '{}')
+        INTO gs_keys
+        FROM (SELECT DISTINCT v.key FROM pg_temp._fs_vals AS v) AS k;
+        SELECT pg_catalog.sum(d.cells * (
+            SELECT pg_catalog.count(*)
+            FROM pg_catalog.jsonb_each(
+                CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
+            ) AS e (key, value)
+            WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+        )) / pg_catalog.sum(d.cells)
+        INTO keys_per_cell
+        FROM pg_temp._fs_dims AS d;
+        -- grouping sets: every subset of <= max_level keys; a cell's own: those of its keys.
+        grouping_sets := 0;
+        binomial := 1;
+        FOR k IN 0..LEAST(max_level, pg_catalog.cardinality(gs_keys)) LOOP
+            IF k > 0 THEN
+                binomial := binomial * (pg_catalog.cardinality(gs_keys) - k + 1) / k;
+            END IF;
+            grouping_sets := grouping_sets + binomial;
+        END LOOP;
+        combinations := 0;
+        binomial := 1;
+        FOR k IN 0..max_level LOOP
+            IF k > 0 THEN
+                binomial := binomial * (pg_catalog.round(coalesce(keys_per_cell, 0)) - k + 1) / k;
+            END IF;
+            EXIT WHEN binomial <= 0;
+            combinations := combinations + binomial;
+        END LOOP;
+        -- 40 keys: jsonb_build_object's 80 arguments stay under the 100 a function takes.
+        IF
+            pg_catalog.cardinality(gs_keys) <= 40 AND grouping_sets <= 4096
+            AND (
+                learning._slices_grouping_sets() = 'on'
+                OR (grouping_sets <= 256 AND grouping_sets <= 2 * combinations)
+            )
+        THEN
+            WITH RECURSIVE sets (last, cols, k) AS (
+                SELECT 0, ''::text, 0
+                UNION ALL
+                SELECT
+                    j,
+                    sets.cols || CASE WHEN sets.k > 0 THEN ', ' ELSE '' END || 'c.k' || j,
+                    sets.k + 1
+                FROM sets
+                CROSS JOIN LATERAL pg_catalog.generate_series(sets.last + 1, pg_catalog.cardinality(gs_keys)) AS j
+                WHERE sets.k < max_level
+            )
+            SELECT pg_catalog.string_agg('(' || sets.cols || ')', ', ' ORDER BY sets.k, sets.cols)
+            INTO key_expr
+            FROM sets;
+            -- Each key's column holds the number of the cell's value there (NULL: no scalar value);
+            -- a slice's object is built back from the numbers of its grouped columns.
+            SELECT
+                coalesce(pg_catalog.string_agg(pg_catalog.format('%L, o%s.value', g.key, g.i), ', ' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(
+                    ' LEFT JOIN pg_temp._fs_vals AS o%s ON o%s.val_id = g.k%s', g.i, g.i, g.i), '' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(', c.k%s', g.i), '' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(', v%s.val_id AS k%s', g.i, g.i), '' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(
+                    ' LEFT JOIN pg_temp._fs_vals AS v%s ON v%s.key = %L AND v%s.value = c.dims -> %L',
+                    g.i, g.i, g.key, g.i, g.key), '' ORDER BY g.i), ''),
+                coalesce(pg_catalog.string_agg(pg_catalog.format(
+                    ' AND (GROUPING(c.k%s) = 1 OR c.k%s IS NOT NULL)', g.i, g.i), '' ORDER BY g.i), '')
+            INTO gs_object, gs_object_joins, gs_columns, gs_values, gs_joins, gs_having
+            FROM pg_catalog.unnest(gs_keys) WITH ORDINALITY AS g (key, i);
+            RETURN QUERY EXECUTE pg_catalog.format(
+                'SELECT g.pattern_key, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(%s)), g.stats
+                 FROM (
+                     SELECT c.pattern_key%s, ARRAY[%s] AS stats
+                     FROM (
+                         SELECT c.pattern_key%s, %s
+                         FROM pg_temp.slice_cells AS c%s
+                         WHERE c.pattern_key IS NOT NULL
+                     ) AS c
+                     GROUP BY c.pattern_key, GROUPING SETS (%s)
+                     HAVING pg_catalog.sum(c.s1) >= $1%s
+                 ) AS g%s',
+                gs_object,
+                gs_columns,
+                sums,
+                gs_values,
+                (SELECT pg_catalog.string_agg(pg_catalog.format('c.stats[%s] AS s%s', i, i), ', ' ORDER BY i)
+                 FROM pg_catalog.generate_series(1, width) AS i),
+                gs_joins,
+                key_expr,
+                gs_having,
+                gs_object_joins
+            ) USING p_n_min;
+            DROP TABLE pg_temp._fs_dims, pg_temp._fs_vals;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).
     EXECUTE pg_catalog.format(
         'CREATE TEMP TABLE _fs_cells ON COMMIT DROP AS
          SELECT pg_catalog.row_number() OVER () AS cell_id, g.*
@@ -1734,7 +1874,8 @@ BEGIN
         GROUP BY u.out_id
     ) AS x ON o.out_id = x.out_id;
     DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_items, pg_temp._fs_pairs, pg_temp._fs_citems,
-        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out, pg_temp._fs_comb;
+        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out, pg_temp._fs_comb,
+        pg_temp._fs_dims, pg_temp._fs_vals;
 END;
 $$;
 
@@ -2371,6 +2512,27 @@ RETURN coalesce(
     '{}'::jsonb
 );
 
+-- learning.strength_outcome: a trade's outcome values from its roi (fraction) and shape flags:
+-- x = tanh(roi/ROI_SCALE) and the outcome class (dA, dE) = (-1, 0) for a loss, (-1, 1) for a trimmed
+-- loss, (1, -1) for a win that reached S3, (0, 0) otherwise. A SQL table function without a SET
+-- clause, so it is inlined where the builder computes it per row.
+CREATE OR REPLACE FUNCTION learning.strength_outcome(
+    p_roi double precision,
+    p_did_trim boolean,
+    p_reached_s3 boolean,
+    p_roi_scale double precision
+)
+RETURNS TABLE (x double precision, da integer, de integer)
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT
+        pg_catalog.tanh(p_roi / p_roi_scale),
+        CASE WHEN p_roi < 0 THEN -1 WHEN p_roi > 0 AND p_reached_s3 THEN 1 ELSE 0 END,
+        CASE WHEN p_roi < 0 AND p_did_trim THEN 1 WHEN p_roi > 0 AND p_reached_s3 THEN -1 ELSE 0 END;
+END;
+
 -- learning.strength_stats_of: the lesson stats of SPEC 8 from a slice's additive sums
 -- [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s] (x = tanh(roi/ROI_SCALE), w = |x|) and the
 -- window's mean roi; no row for n < 1. A SQL table function without a SET clause, so the builder's
@@ -2480,6 +2642,7 @@ DECLARE
     v_baseline double precision;
     v_trades bigint;
     v_capped bigint;
+    v_any_multi boolean;
     v_lessons integer;
     v_inserted integer;
     v_updated integer;
@@ -2494,7 +2657,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
+    DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons, pg_temp._sl_new;
 
@@ -2527,76 +2690,93 @@ BEGIN
     ANALYZE pg_temp._sl_scope_ids;
     ANALYZE pg_temp._sl_dims;
 
-    -- Strength facts of the window with their dims number, on integers and text from here on (a
-    -- row with a NULL scope counts for its trade's outcome, in no slice). This is a second statement,
-    -- so a trade committed since the scopes were read is seen here: one whose scope is new then is
-    -- left for the next run (its rows dropped, not counted without their slices).
-    CREATE TEMP TABLE _sl_events ON COMMIT DROP AS
+    -- Strength facts of the window, one row per (pattern, trade), read with their dims number (a
+    -- row with a NULL scope counts for its trade's outcome, in no slice): the first dims number and
+    -- whether there are several (multi), and the rows' roi sum, count, range and shape flags. This
+    -- is a second statement, so a trade committed since the scopes were read is seen here: one
+    -- whose scope is new then is left for the next run (its rows dropped, not counted without their
+    -- slices). Hashed, no sort; the per-event work is on text and integers from here on.
+    CREATE TEMP TABLE _sl_ptd ON COMMIT DROP AS
     SELECT
         e.pattern_key,
         e.trade_id,
-        i.dims_id,
-        e.roi,
-        e.did_trim,
-        e.reached_s3
+        pg_catalog.min(i.dims_id) AS dims_id,
+        pg_catalog.min(i.dims_id) <> pg_catalog.max(i.dims_id) AS multi,
+        pg_catalog.sum(e.roi) AS roi_sum,
+        pg_catalog.count(*) AS roi_rows,
+        pg_catalog.min(e.roi) AS roi_min,
+        pg_catalog.max(e.roi) AS roi_max,
+        coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
+        coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
     FROM public.pattern_trade_events AS e
     LEFT JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
     WHERE
         e.roi IS NOT NULL
         AND e."timestamp" > v_as_of - v_lookback
         AND e."timestamp" <= v_as_of
-        AND (e.scope IS NULL OR i.dims_id IS NOT NULL);
+        AND (e.scope IS NULL OR i.dims_id IS NOT NULL)
+    GROUP BY e.pattern_key, e.trade_id;
+    ANALYZE pg_temp._sl_ptd (pattern_key, trade_id, dims_id, multi);
 
     -- One outcome per trade: its roi (mean, should the bot write several) and shape flags, and the
-    -- per-trade values x = tanh(roi/ROI_SCALE), w = |x|, the outcome class (dA, dE).
+    -- per-trade values x, dA, dE (learning.strength_outcome). Uniform: every row of the trade has
+    -- the same roi and every pattern of it the same flags (the usual case: the trigger writes the
+    -- trade's values on each of its rows), so each (pattern, trade) row already holds the trade's
+    -- outcome and the cells below need no join back to the trade.
     CREATE TEMP TABLE _sl_tv ON COMMIT DROP AS
     SELECT
         tr.trade_id,
         tr.roi,
-        pg_catalog.tanh(tr.roi / v_scale) AS x,
-        CASE WHEN tr.roi < 0 THEN -1 WHEN tr.roi > 0 AND tr.reached_s3 THEN 1 ELSE 0 END AS da,
-        CASE
-            WHEN tr.roi < 0 AND tr.did_trim THEN 1 WHEN tr.roi > 0 AND tr.reached_s3 THEN -1 ELSE 0
-        END AS de,
+        o.x,
+        o.da,
+        o.de,
         tr.did_trim::integer AS trim_flag,
-        tr.reached_s3::integer AS s3_flag
+        tr.reached_s3::integer AS s3_flag,
+        tr.uniform,
+        tr.multi
     FROM (
         SELECT
-            e.trade_id,
-            pg_catalog.avg(e.roi) AS roi,
-            coalesce(pg_catalog.bool_or(e.did_trim), false) AS did_trim,
-            coalesce(pg_catalog.bool_or(e.reached_s3), false) AS reached_s3
-        FROM pg_temp._sl_events AS e
-        GROUP BY e.trade_id
-    ) AS tr;
-    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*) INTO v_baseline, v_trades FROM pg_temp._sl_tv AS t;
-    ANALYZE pg_temp._sl_tv (trade_id); -- the join key; the numeric columns feed no plan
-
-    -- Each (pattern, trade) with its dims: one (the usual case: a trade's actions share its scope)
-    -- or several (multi); hashed, no sort.
-    CREATE TEMP TABLE _sl_ptd ON COMMIT DROP AS
-    SELECT
-        e.pattern_key,
-        e.trade_id,
-        pg_catalog.min(e.dims_id) AS dims_id,
-        pg_catalog.min(e.dims_id) <> pg_catalog.max(e.dims_id) AS multi
-    FROM pg_temp._sl_events AS e
-    WHERE e.dims_id IS NOT NULL
-    GROUP BY e.pattern_key, e.trade_id;
-    ANALYZE pg_temp._sl_ptd;
+            p.trade_id,
+            CASE
+                WHEN pg_catalog.min(p.roi_min) = pg_catalog.max(p.roi_max) THEN pg_catalog.min(p.roi_min)
+                ELSE pg_catalog.sum(p.roi_sum) / pg_catalog.sum(p.roi_rows)
+            END AS roi,
+            pg_catalog.bool_or(p.did_trim) AS did_trim,
+            pg_catalog.bool_or(p.reached_s3) AS reached_s3,
+            pg_catalog.min(p.roi_min) = pg_catalog.max(p.roi_max)
+            AND pg_catalog.bool_and(p.did_trim) = pg_catalog.bool_or(p.did_trim)
+            AND pg_catalog.bool_and(p.reached_s3) = pg_catalog.bool_or(p.reached_s3) AS uniform,
+            pg_catalog.bool_or(p.multi) AS multi
+        FROM pg_temp._sl_ptd AS p
+        GROUP BY p.trade_id
+    ) AS tr
+    CROSS JOIN LATERAL learning.strength_outcome(tr.roi, tr.did_trim, tr.reached_s3, v_scale) AS o;
+    SELECT pg_catalog.avg(t.roi), pg_catalog.count(*), coalesce(pg_catalog.bool_or(t.multi), false)
+    INTO v_baseline, v_trades, v_any_multi
+    FROM pg_temp._sl_tv AS t;
+    ANALYZE pg_temp._sl_tv (trade_id, uniform); -- the join key and filter; the numeric columns feed no plan
 
     -- Trades of a pattern with several dims: a dims contained in another of the same trade adds
     -- nothing to the trade's union and is dropped (fewer inclusion-exclusion terms).
-    CREATE TEMP TABLE _sl_multi ON COMMIT DROP AS
-    SELECT DISTINCT
-        e.pattern_key,
-        e.trade_id,
-        d.dims
-    FROM pg_temp._sl_events AS e
-    INNER JOIN (
-        SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
-    ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
-    INNER JOIN pg_temp._sl_dims AS d ON e.dims_id = d.dims_id;
+    -- Their dims are read again (the rows of those pairs only; skipped when there are none).
+    CREATE TEMP TABLE _sl_multi (pattern_key text, trade_id text, dims jsonb) ON COMMIT DROP;
+    IF v_any_multi THEN
+        INSERT INTO pg_temp._sl_multi (pattern_key, trade_id, dims)
+        SELECT DISTINCT
+            e.pattern_key,
+            e.trade_id,
+            d.dims
+        FROM public.pattern_trade_events AS e
+        INNER JOIN (
+            SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
+        ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
+        INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
+        INNER JOIN pg_temp._sl_dims AS d ON i.dims_id = d.dims_id
+        WHERE
+            e.roi IS NOT NULL
+            AND e."timestamp" > v_as_of - v_lookback
+            AND e."timestamp" <= v_as_of;
+    END IF;
     DELETE FROM pg_temp._sl_multi AS a
     WHERE EXISTS (
         SELECT FROM pg_temp._sl_multi AS b
@@ -2624,8 +2804,8 @@ BEGIN
     CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
     WITH RECURSIVE single AS (
         SELECT
-            p.pattern_key,
-            p.dims_id,
+            t.pattern_key,
+            t.dims_id,
             ARRAY[
                 pg_catalog.count(*),
                 pg_catalog.sum(t.roi),
@@ -2637,10 +2817,40 @@ BEGIN
                 pg_catalog.sum(t.trim_flag),
                 pg_catalog.sum(t.s3_flag)
             ]::double precision [] AS stats
-        FROM pg_temp._sl_ptd AS p
-        INNER JOIN pg_temp._sl_tv AS t ON p.trade_id = t.trade_id
-        WHERE NOT p.multi AND p.dims_id IS NOT NULL
-        GROUP BY p.pattern_key, p.dims_id
+        FROM (
+            -- a uniform trade: its outcome from this row
+            SELECT
+                p.pattern_key,
+                p.dims_id,
+                p.roi_min AS roi,
+                o.x,
+                o.da,
+                o.de,
+                p.did_trim::integer AS trim_flag,
+                p.reached_s3::integer AS s3_flag
+            FROM pg_temp._sl_ptd AS p
+            CROSS JOIN LATERAL learning.strength_outcome(p.roi_min, p.did_trim, p.reached_s3, v_scale) AS o
+            WHERE
+                NOT p.multi AND p.dims_id IS NOT NULL
+                AND NOT EXISTS (
+                    SELECT FROM pg_temp._sl_tv AS m WHERE m.trade_id = p.trade_id AND NOT m.uniform
+                )
+            UNION ALL
+            -- any other trade: its outcome from _sl_tv
+            SELECT
+                p.pattern_key,
+                p.dims_id,
+                m.roi,
+                m.x,
+                m.da,
+                m.de,
+                m.trim_flag,
+                m.s3_flag
+            FROM pg_temp._sl_ptd AS p
+            INNER JOIN pg_temp._sl_tv AS m ON p.trade_id = m.trade_id AND NOT m.uniform
+            WHERE NOT p.multi AND p.dims_id IS NOT NULL
+        ) AS t
+        GROUP BY t.pattern_key, t.dims_id
     ),
 
     numbered AS (
@@ -2786,18 +2996,26 @@ BEGIN
     -- or merge anti-join at any size: on a stale count it was a nested loop re-reading the run's
     -- lessons per active lesson (quadratic). NOT EXISTS, not NOT IN: a hashed NOT IN subplan turns
     -- into a re-scan per row once the lessons outgrow work_mem (seen: 8 minutes at 130k lessons).
-    ANALYZE public.learning_lessons (module, action_category, status);
-    UPDATE public.learning_lessons AS l
-    SET status = 'inactive', updated_at = pg_catalog.now()
-    WHERE
-        l.module = 'pm'
-        AND l.action_category = 'pm_strength'
-        AND l.status = 'active'
-        AND NOT EXISTS (
-            SELECT FROM pg_temp._sl_lessons AS s
-            WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
-        );
-    GET DIAGNOSTICS v_deactivated = ROW_COUNT;
+    -- Every lesson of this run is active now, so when the active ones number no more than the run's
+    -- there is nothing to deactivate and the anti-join (jsonb keys, ~0.4 s at 44k lessons) is skipped.
+    v_deactivated := 0;
+    IF (
+        SELECT pg_catalog.count(*) FROM public.learning_lessons AS l
+        WHERE l.module = 'pm' AND l.action_category = 'pm_strength' AND l.status = 'active'
+    ) > v_lessons THEN
+        ANALYZE public.learning_lessons (module, action_category, status);
+        UPDATE public.learning_lessons AS l
+        SET status = 'inactive', updated_at = pg_catalog.now()
+        WHERE
+            l.module = 'pm'
+            AND l.action_category = 'pm_strength'
+            AND l.status = 'active'
+            AND NOT EXISTS (
+                SELECT FROM pg_temp._sl_lessons AS s
+                WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
+            );
+        GET DIAGNOSTICS v_deactivated = ROW_COUNT;
+    END IF;
 
     PERFORM learning._log('INFO', pg_catalog.format(
         'STRENGTH LESSONS: as_of=%s | trades=%s | lessons=%s | new=%s | updated=%s | deactivated=%s | n_min=%s',
@@ -2808,7 +3026,7 @@ BEGIN
         'updated', v_updated, 'deactivated', v_deactivated
     )::text, true);
 
-    DROP TABLE IF EXISTS pg_temp._sl_events, pg_temp._sl_scopes, pg_temp._sl_dims,
+    DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons, pg_temp._sl_new;
     RETURN v_lessons;
