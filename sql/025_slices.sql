@@ -109,39 +109,35 @@ BEGIN
     -- every slice of <= max_level keys counted in one GROUP BY GROUPING SETS, each cell added to
     -- each of its sets in one pass, nothing enumerated into tables. A cell without a key (or with
     -- a non-scalar value there) has NULL in its column, and a group with NULL in a grouped column is
-    -- no slice (HAVING drops it). Without apriori pruning the groups are the same, since a slice's
-    -- count is never above its parts'. Many keys, or cells with few of them, take the paths below.
+    -- no slice (HAVING drops it). Every slice is counted, so no pruning is needed; the paths below
+    -- prune by apriori (a slice's count is never above its parts'), which holds for both callers'
+    -- cells (trade counts, inclusion-exclusion included), and so they give the same slices.
+    -- Many keys, or cells with few of them, take the paths below.
+    IF learning._slices_grouping_sets() NOT IN ('auto', 'on', 'off') THEN
+        RAISE EXCEPTION 'learning.slices_grouping_sets must be auto, on or off, got %', learning._slices_grouping_sets()
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF max_level >= 1 AND learning._slices_grouping_sets() <> 'off' THEN
-        -- The cells' distinct dims, and their scalar (key, value) pairs numbered: the grouping
-        -- below is on these integers (hashing jsonb values in every grouping set cost 3x more).
+        -- The cells' distinct dims: their scalar keys and how many a cell has on average.
         CREATE TEMP TABLE _fs_dims ON COMMIT DROP AS
         SELECT c.dims, pg_catalog.count(*) AS cells
         FROM pg_temp.slice_cells AS c
         WHERE c.pattern_key IS NOT NULL
         GROUP BY c.dims;
-        CREATE TEMP TABLE _fs_vals ON COMMIT DROP AS
-        SELECT x.key, x.value, pg_catalog.row_number() OVER ()::integer AS val_id
-        FROM (
-            SELECT DISTINCT e.key COLLATE "C" AS key, e.value
+        WITH pairs AS (
+            SELECT d.dims, d.cells, e.key COLLATE "C" AS key
             FROM pg_temp._fs_dims AS d
             CROSS JOIN LATERAL pg_catalog.jsonb_each(
                 CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
             ) AS e (key, value)
             WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
-        ) AS x;
-        ANALYZE pg_temp._fs_vals;
-        SELECT coalesce(pg_catalog.array_agg(k.key ORDER BY k.key), '{}')
-        INTO gs_keys
-        FROM (SELECT DISTINCT v.key FROM pg_temp._fs_vals AS v) AS k;
-        SELECT pg_catalog.sum(d.cells * (
-            SELECT pg_catalog.count(*)
-            FROM pg_catalog.jsonb_each(
-                CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
-            ) AS e (key, value)
-            WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
-        )) / pg_catalog.sum(d.cells)
-        INTO keys_per_cell
-        FROM pg_temp._fs_dims AS d;
+        )
+        SELECT
+            (SELECT coalesce(pg_catalog.array_agg(k.key ORDER BY k.key), '{}')
+             FROM (SELECT DISTINCT p.key FROM pairs AS p) AS k),
+            (SELECT pg_catalog.sum(p.cells) FROM pairs AS p)
+            / nullif((SELECT pg_catalog.sum(d.cells) FROM pg_temp._fs_dims AS d), 0)
+        INTO gs_keys, keys_per_cell;
         -- grouping sets: every subset of <= max_level keys; a cell's own: those of its keys.
         grouping_sets := 0;
         binomial := 1;
@@ -168,6 +164,19 @@ BEGIN
                 OR (grouping_sets <= 256 AND grouping_sets <= 2 * combinations)
             )
         THEN
+            -- The (key, value) pairs numbered: the grouping is on these integers (hashing the jsonb
+            -- values in every grouping set cost 3x more).
+            CREATE TEMP TABLE _fs_vals ON COMMIT DROP AS
+            SELECT x.key, x.value, pg_catalog.row_number() OVER ()::integer AS val_id
+            FROM (
+                SELECT DISTINCT e.key COLLATE "C" AS key, e.value
+                FROM pg_temp._fs_dims AS d
+                CROSS JOIN LATERAL pg_catalog.jsonb_each(
+                    CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
+                ) AS e (key, value)
+                WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+            ) AS x;
+            ANALYZE pg_temp._fs_vals;
             WITH RECURSIVE sets (last, cols, k) AS (
                 SELECT 0, ''::text, 0
                 UNION ALL
@@ -213,7 +222,7 @@ BEGIN
                 gs_columns,
                 sums,
                 gs_values,
-                (SELECT pg_catalog.string_agg(pg_catalog.format('c.stats[%s] AS s%s', i, i), ', ' ORDER BY i)
+                (SELECT pg_catalog.string_agg(pg_catalog.format('c.stats[%s]::double precision AS s%s', i, i), ', ' ORDER BY i)
                  FROM pg_catalog.generate_series(1, width) AS i),
                 gs_joins,
                 key_expr,
@@ -223,6 +232,7 @@ BEGIN
             DROP TABLE pg_temp._fs_dims, pg_temp._fs_vals;
             RETURN;
         END IF;
+        DROP TABLE pg_temp._fs_dims;
     END IF;
 
     -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).

@@ -158,6 +158,8 @@ RETURN (SELECT s.stats FROM learning.strength_stats_of(p_sums, p_baseline_roi) A
 -- distinct trades in (as_of - lookback, as_of]; upserts learning_lessons, deactivates the rest.
 -- A trade whose actions of one pattern carry several scopes becomes inclusion-exclusion cells, so
 -- every slice counts it once; cells feed learning.frequent_slices. Unchanged rows are not written.
+-- enable_mergejoin off: the planner prices sorting jsonb far too low, and a merge join on the
+-- lessons' (pattern_key, scope_subset) sorted both sides (0.5 s at 44k lessons; hashed: 0.08 s).
 CREATE OR REPLACE FUNCTION learning.build_strength_lessons(
     p_as_of timestamptz DEFAULT pg_catalog.now(),
     p_lookback interval DEFAULT NULL,
@@ -170,6 +172,7 @@ SECURITY DEFINER
 SET search_path = ''
 SET client_min_messages = 'warning'
 SET work_mem = '128MB'
+SET enable_mergejoin = off
 AS $$
 DECLARE
     tun jsonb := learning.tunables();
@@ -203,7 +206,7 @@ BEGIN
 
     DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
-        pg_temp._sl_lessons, pg_temp._sl_new;
+        pg_temp._sl_lessons, pg_temp._sl_match;
 
     -- Distinct scopes of the window -> their dimensions (scope_dimensions runs once per distinct
     -- scope), and distinct dimension objects numbered so the per-event work is on integers, not
@@ -475,91 +478,87 @@ BEGIN
     CROSS JOIN LATERAL learning.strength_stats_of(f.stats, v_baseline) AS s;
     SELECT pg_catalog.count(*) INTO v_lessons FROM pg_temp._sl_lessons;
 
-    -- Changed lessons are updated, new ones inserted: set statements instead of one upsert, whose
-    -- speculative insertion costs a second descent of the (jsonb) unique index per row. A concurrent
-    -- builder is kept out by the job slot; should another writer insert the same lesson in between,
-    -- the unique key refuses it and the run fails whole (the next run redoes it).
-    -- The plans must not depend on stale statistics of learning_lessons: its row count and the
-    -- filtered columns' statistics are refreshed first (cheap text columns; statistics on its jsonb
-    -- columns cost ~0.1-0.2 s and inform no plan here), and the new lessons are
-    -- set apart before the INSERT, so no plan scans the table it is inserting into (a nested
-    -- anti-join against it re-read every row just inserted: quadratic, 22 s at 44k lessons).
+    -- The run's lessons are matched once to the stored ones (one hash join on the jsonb key); from
+    -- there the writes go by id. Changed lessons are updated, stale ones (active, not in this run)
+    -- deactivated, new ones inserted: set statements instead of one upsert, whose speculative
+    -- insertion costs a second descent of the (jsonb) unique index per row. Stale is decided by id
+    -- against what the match read, not by a count, so a lesson another session changed meanwhile
+    -- cannot hide a stale one. A concurrent builder is kept out by the job slot; should another
+    -- writer insert one of the new lessons in between, the unique key refuses it and the run fails
+    -- whole (the next run redoes it). Plans do not depend on stale statistics of learning_lessons:
+    -- its filtered text columns are analyzed first (statistics on its jsonb columns cost ~0.1-0.2 s
+    -- and inform no plan), and no statement reads the table it inserts into (a nested anti-join
+    -- against it re-read every row just inserted: quadratic, 22 s at 44k lessons). Merge joins are
+    -- off for the builder: sorting the jsonb keys cost 0.5 s where hashing costs 0.08 s.
     ANALYZE pg_temp._sl_lessons (pattern_key); -- its size is what the plans need
     ANALYZE public.learning_lessons (module, action_category, status);
-    UPDATE public.learning_lessons AS l
-    SET
-        n = (s.stats ->> 'n')::integer,
-        stats = s.stats,
-        lesson_type = 'pm_strength',
-        status = 'active',
-        updated_at = pg_catalog.now()
+    CREATE TEMP TABLE _sl_match ON COMMIT DROP AS
+    SELECT
+        s.pattern_key,
+        s.scope_subset,
+        s.stats,
+        l.id AS lesson_id
     FROM pg_temp._sl_lessons AS s
-    WHERE
-        l.module = 'pm'
-        AND l.action_category = 'pm_strength'
-        AND l.pattern_key = s.pattern_key
-        AND l.scope_subset = s.scope_subset
-        AND (
-            l.status IS DISTINCT FROM 'active'
-            OR l.n IS DISTINCT FROM (s.stats ->> 'n')::integer
-            OR l.lesson_type IS DISTINCT FROM 'pm_strength'
-            OR NOT learning._stats_close(l.stats, s.stats)
-        );
-    GET DIAGNOSTICS v_updated = ROW_COUNT;
-
-    CREATE TEMP TABLE _sl_new ON COMMIT DROP AS
-    SELECT s.pattern_key, s.scope_subset, s.stats
-    FROM pg_temp._sl_lessons AS s
-    WHERE NOT EXISTS (
-        SELECT FROM public.learning_lessons AS l
-        WHERE
+    LEFT JOIN public.learning_lessons AS l
+        ON
             l.module = 'pm'
             AND l.action_category = 'pm_strength'
             AND l.pattern_key = s.pattern_key
-            AND l.scope_subset = s.scope_subset
-    );
+            AND l.scope_subset = s.scope_subset;
+    ANALYZE pg_temp._sl_match (lesson_id);
+
+    -- Whether a lesson changed is judged on its row as the UPDATE finds it (so a lesson another
+    -- session deactivated meanwhile is active again).
+    UPDATE public.learning_lessons AS l
+    SET
+        n = (m.stats ->> 'n')::integer,
+        stats = m.stats,
+        lesson_type = 'pm_strength',
+        status = 'active',
+        updated_at = pg_catalog.now()
+    FROM pg_temp._sl_match AS m
+    WHERE
+        l.id = m.lesson_id
+        AND (
+            l.status IS DISTINCT FROM 'active'
+            OR l.n IS DISTINCT FROM (m.stats ->> 'n')::integer
+            OR l.lesson_type IS DISTINCT FROM 'pm_strength'
+            -- equal objects first: a re-run on unchanged data sums in the same order, and the
+            -- tolerant comparison (a SQL function planned per call) cost ~25 us per lesson
+            OR (l.stats IS DISTINCT FROM m.stats AND NOT learning._stats_close(l.stats, m.stats))
+        );
+    GET DIAGNOSTICS v_updated = ROW_COUNT;
+
+    -- NOT EXISTS, not NOT IN: a hashed NOT IN subplan turns into a re-scan per row once the
+    -- lessons outgrow work_mem (seen: 8 minutes at 130k lessons).
+    UPDATE public.learning_lessons AS l
+    SET status = 'inactive', updated_at = pg_catalog.now()
+    WHERE
+        l.module = 'pm'
+        AND l.action_category = 'pm_strength'
+        AND l.status = 'active'
+        AND NOT EXISTS (SELECT FROM pg_temp._sl_match AS m WHERE m.lesson_id = l.id);
+    GET DIAGNOSTICS v_deactivated = ROW_COUNT;
+
     INSERT INTO public.learning_lessons (
         module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status,
         created_at, updated_at
     )
     SELECT
         'pm',
-        s.pattern_key,
+        m.pattern_key,
         'pm_strength',
-        s.scope_subset,
-        (s.stats ->> 'n')::integer,
-        s.stats,
+        m.scope_subset,
+        (m.stats ->> 'n')::integer,
+        m.stats,
         'pm_strength',
         'active',
         pg_catalog.now(),
         pg_catalog.now()
-    FROM pg_temp._sl_new AS s;
+    FROM pg_temp._sl_match AS m
+    -- new, or deleted by another session since the match
+    WHERE m.lesson_id IS NULL OR NOT EXISTS (SELECT FROM public.learning_lessons AS l WHERE l.id = m.lesson_id);
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
-
-    -- Statistics again (the INSERT just changed them), so the anti-join below is planned as a hash
-    -- or merge anti-join at any size: on a stale count it was a nested loop re-reading the run's
-    -- lessons per active lesson (quadratic). NOT EXISTS, not NOT IN: a hashed NOT IN subplan turns
-    -- into a re-scan per row once the lessons outgrow work_mem (seen: 8 minutes at 130k lessons).
-    -- Every lesson of this run is active now, so when the active ones number no more than the run's
-    -- there is nothing to deactivate and the anti-join (jsonb keys, ~0.4 s at 44k lessons) is skipped.
-    v_deactivated := 0;
-    IF (
-        SELECT pg_catalog.count(*) FROM public.learning_lessons AS l
-        WHERE l.module = 'pm' AND l.action_category = 'pm_strength' AND l.status = 'active'
-    ) > v_lessons THEN
-        ANALYZE public.learning_lessons (module, action_category, status);
-        UPDATE public.learning_lessons AS l
-        SET status = 'inactive', updated_at = pg_catalog.now()
-        WHERE
-            l.module = 'pm'
-            AND l.action_category = 'pm_strength'
-            AND l.status = 'active'
-            AND NOT EXISTS (
-                SELECT FROM pg_temp._sl_lessons AS s
-                WHERE s.pattern_key = l.pattern_key AND s.scope_subset = l.scope_subset
-            );
-        GET DIAGNOSTICS v_deactivated = ROW_COUNT;
-    END IF;
 
     PERFORM learning._log('INFO', pg_catalog.format(
         'STRENGTH LESSONS: as_of=%s | trades=%s | lessons=%s | new=%s | updated=%s | deactivated=%s | n_min=%s',
@@ -572,7 +571,7 @@ BEGIN
 
     DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
-        pg_temp._sl_lessons, pg_temp._sl_new;
+        pg_temp._sl_lessons, pg_temp._sl_match;
     RETURN v_lessons;
 END;
 $$;

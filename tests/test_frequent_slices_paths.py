@@ -12,6 +12,7 @@ import itertools
 import json
 from collections import defaultdict
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,3 +102,26 @@ def test_direct_path_keys_slices_by_array_when_packed_ids_would_not_fit(conn):
     assert by_dims[4] == 33000
     assert direct[("p", '{"a": 2, "b": "x", "c": 2, "d": "z"}')] == (1.0, 2.0)
     assert direct[("q", '{"b": "x", "d": "z"}')][0] == 16500
+
+
+def test_grouping_sets_setting_is_checked_and_integer_stats_are_summed(conn):
+    """An unknown learning.slices_grouping_sets value is refused (not silently auto); cells whose
+    stats are an int[] give the same float8 sums on every path."""
+    import psycopg
+
+    def slices(grouping_sets: str) -> dict:
+        with conn.transaction(force_rollback=True):
+            conn.execute(
+                "CREATE TEMP TABLE slice_cells ON COMMIT DROP AS"
+                " SELECT 'p'::text AS pattern_key, jsonb_build_object('a', i % 2, 'b', 'x') AS dims,"
+                " ARRAY[1, i]::int [] AS stats FROM generate_series(1, 6) AS i"
+            )
+            conn.execute("SELECT set_config('learning.slices_grouping_sets', %s, true)", (grouping_sets,))
+            rows = conn.execute(SLICES, {"n_min": 2, "max_dims": 2}).fetchall()
+        return {(p, s): tuple(stats) for p, s, stats in rows}
+
+    on, off = slices("on"), slices("off")
+    assert on == off
+    assert on[("p", '{"a": 1, "b": "x"}')] == (3.0, 9.0)  # i = 1, 3, 5
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        slices("yes")

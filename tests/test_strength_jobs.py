@@ -314,3 +314,66 @@ def test_builder_refuses_bad_arguments(conn):
         run_lesson_builder(conn, as_of=AS_OF, n_min=0)
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         run_lesson_builder(conn, as_of=AS_OF, lookback=timedelta(days=-1))
+
+
+def test_stale_lesson_is_deactivated_while_another_session_changes_lessons(conn, db_url):
+    """Review finding (issue 6): with stale lessons judged by a count, another session deactivating one
+    of the run's lessons in the middle of the writes hid a stale one (it stayed active). Stale is now
+    decided by id against the run's match: the builder is paused just before its INSERT (a test
+    trigger waiting on an advisory lock), another session deactivates the run's lesson pm.a, and the
+    stale lesson pm.b must still end inactive."""
+    import threading
+    import time
+
+    import psycopg
+
+    reset(conn)
+    for i, pattern in enumerate(["pm.a", "pm.b"]):
+        conn.execute(INSERT_TRADE, {
+            "id": f"c{i}", "pct": 5.0, "at": AS_OF - timedelta(days=1), "trim": False, "s3": True,
+            "actions": json.dumps([{"pattern_key": pattern, "action_category": "entry", "scope": {}}]),
+        })
+    run_lesson_builder(conn, as_of=AS_OF, n_min=1)
+    assert {k[0] for k in lessons(conn)} == {"pm.a", "pm.b"}
+    conn.execute("DELETE FROM public.pattern_trade_events WHERE pattern_key = 'pm.b'")  # pm.b is now stale
+    conn.execute(
+        """
+        CREATE FUNCTION public.test_pause_before_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242); RETURN NULL; END $$;
+        CREATE TRIGGER test_pause BEFORE INSERT ON public.learning_lessons
+        FOR EACH STATEMENT EXECUTE FUNCTION public.test_pause_before_insert();
+        """
+    )
+    try:
+        conn.execute("SELECT pg_advisory_lock(4242)")
+        result: dict = {}
+
+        def build() -> None:
+            with psycopg.connect(db_url, autocommit=True) as builder:
+                result["pid"] = builder.info.backend_pid
+                result["counts"] = run_lesson_builder(builder, as_of=AS_OF, n_min=1)
+
+        thread = threading.Thread(target=build)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = %s)",
+            (result.get("pid", 0),),
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the builder never reached its INSERT"
+            time.sleep(0.05)
+        conn.execute(
+            "UPDATE public.learning_lessons SET status = 'inactive' WHERE pattern_key = 'pm.a'"
+        )  # committed while the builder waits
+        conn.execute("SELECT pg_advisory_unlock(4242)")
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        conn.execute("SELECT pg_advisory_unlock_all()")
+        conn.execute("DROP TRIGGER IF EXISTS test_pause ON public.learning_lessons")
+        conn.execute("DROP FUNCTION IF EXISTS public.test_pause_before_insert()")
+    status = dict(conn.execute(
+        "SELECT pattern_key, status FROM public.learning_lessons WHERE action_category = 'pm_strength'"
+    ).fetchall())
+    assert status["pm.b"] == "inactive"
+    assert result["counts"]["deactivated"] == 1
