@@ -13,6 +13,7 @@ import json
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from lowcap_learning import runtime
 from lowcap_learning.runtime import apply_strength_overrides, apply_strength_overrides_batch
 
 VALUES = st.sampled_from(["sol", "eth", "1", 1, 1.0, 2, True, False, "true", [1], [1, 2], {"x": 1}, {"x": 1, "y": 2}])
@@ -76,6 +77,14 @@ def test_batch_equals_single_on_random_data(conn, overrides, requests):
                 INSERT, {"p": p, "s": json.dumps(s), "c": c, "a": a, "e": e, "edge": edge, "status": status}
             )
         batch = apply_strength_overrides_batch(conn, requests)
+        # Past runtime._MATCH_MATRIX_CELLS the matches are collected as pairs and sorted: same results.
+        matrix_cells = runtime._MATCH_MATRIX_CELLS
+        runtime._MATCH_MATRIX_CELLS = 0
+        try:
+            by_pairs = apply_strength_overrides_batch(conn, requests)
+        finally:
+            runtime._MATCH_MATRIX_CELLS = matrix_cells
+        assert [b.as_dict() for b in by_pairs] == [b.as_dict() for b in batch]
         for req, b in zip(requests, batch, strict=True):
             s = apply_strength_overrides(conn, *req)
             assert [m.override_id for m in b.matches] == [m.override_id for m in s.matches]
@@ -154,3 +163,26 @@ def test_batch_with_a_huge_key_space_does_not_overflow(conn):
         requests.append(("pm.wide", {"a": "w5", "b": 100005, "c": "w5", "d": 100005}, 0.5, 0.5))
         single = _same(conn, requests)
         assert all(len(s.matches) == 1 for s in single)
+
+
+def test_batch_lists_each_requests_matches_in_override_id_order(conn):
+    """Matches are found per key set, and the key sets come in another order than the ids: a request
+    matching overrides of several key sets still lists them by id, as the single call does (on both
+    the matrix path and the pairs path)."""
+    with conn.transaction(force_rollback=True):
+        _insert(conn, [
+            ("pm.o", {"b": "x"}, 0.5, 0.5, 0.5, 0.0, "active"),
+            ("pm.o", {"a": "y"}, 0.6, -0.5, 0.5, 0.0, "active"),
+            ("pm.o", {}, 0.7, 0.5, -0.5, 0.0, "active"),
+            ("pm.o", {"a": "y", "b": "x"}, 0.8, 0.1, 0.1, 0.0, "active"),
+        ])
+        requests = [("pm.o", {"a": "y", "b": "x"}, 0.5, 0.5), ("pm.o", {"b": "x"}, 0.5, 0.5)] * 3
+        single = _same(conn, requests)
+        ids = [m.override_id for m in single[0].matches]
+        assert len(ids) == 4 and ids == sorted(ids)
+        matrix_cells = runtime._MATCH_MATRIX_CELLS
+        runtime._MATCH_MATRIX_CELLS = 0
+        try:
+            _same(conn, requests)
+        finally:
+            runtime._MATCH_MATRIX_CELLS = matrix_cells

@@ -526,6 +526,7 @@ class _LazyMatches(Sequence):
 
 _ABSENT = object()
 _DENSE_KEYS = 1 << 22  # lookup tables up to this size (32 MiB), when not much larger than the data
+_MATCH_MATRIX_CELLS = 1 << 24  # requests x key sets matrix up to this size (64 MiB of int32)
 
 
 def _value_key(value):
@@ -650,6 +651,13 @@ def _match_batch(overrides: _Overrides, requests: list[tuple[str, dict]], conn=N
         key_sets, group_of = np.unique(present, axis=0, return_inverse=True)
     group_of = group_of.reshape(-1)
     group_of[nested] = -1
+    # Each key set matches a request at most once (scope_subset is unique per pattern), so without
+    # nested overrides the matches fit a requests x key sets matrix: sorting each row puts a
+    # request's matches in override order (-1, none, is the largest uint32 and sorts last), which
+    # is cheaper than sorting every pair. Very large batches use the pairs and one sort instead.
+    by_request = None
+    if not nested and req_codes.shape[1] * len(key_sets) <= _MATCH_MATRIX_CELLS:
+        by_request = np.full((req_codes.shape[1], len(key_sets)), -1, dtype=np.int32)
     for g, key_set in enumerate(key_sets):
         cols = [0, *(np.flatnonzero(key_set) + 1).tolist()]
         members = np.flatnonzero(group_of == g)
@@ -672,6 +680,9 @@ def _match_batch(overrides: _Overrides, requests: list[tuple[str, dict]], conn=N
             table = np.full(space, -1, dtype=np.int64)
             table[ovr_key] = members
             found = table[req_key]
+            if by_request is not None:
+                by_request[:, g] = found
+                continue
             hit = found >= 0
             req_parts.append(np.flatnonzero(hit))
             ovr_parts.append(found[hit])
@@ -680,8 +691,15 @@ def _match_batch(overrides: _Overrides, requests: list[tuple[str, dict]], conn=N
         sorted_keys = ovr_key[order]
         pos = np.minimum(np.searchsorted(sorted_keys, req_key), len(order) - 1)
         hit = sorted_keys[pos] == req_key
+        if by_request is not None:
+            by_request[hit, g] = members[order][pos[hit]]
+            continue
         req_parts.append(np.flatnonzero(hit))
         ovr_parts.append(members[order][pos[hit]])
+    if by_request is not None:
+        ranked = np.sort(by_request.view(np.uint32), axis=1)
+        matched = ranked != np.uint32(0xFFFFFFFF)
+        return np.nonzero(matched)[0].astype(np.int64), ranked[matched].astype(np.int64)
     if not req_parts:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     # Per request in override id order (overrides are sorted by id), as the single call: one sort of
