@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from itertools import repeat
 from operator import itemgetter
 
@@ -109,20 +110,33 @@ class _Overrides:
             weight=weight,
         )
 
-    def matches(self) -> list[StrengthMatch]:
-        """Every override as a match (kept and weight are set by the steering)."""
-        return [self.match(j) for j in range(len(self))]
-
-    def vectors(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
-        """dims, dir_a, dir_e, confidence, edge_raw_roi of the overrides at rows, as float arrays."""
-        cols = (
+    @cached_property
+    def _vector_columns(self) -> tuple[np.ndarray, ...]:
+        return (
             np.fromiter((len(s) for s in self.scope_subsets), dtype=float, count=len(self)),
             np.asarray(self.dir_a, dtype=float),
             np.asarray(self.dir_e, dtype=float),
             np.asarray(self.confidence, dtype=float),
             np.asarray(self.edge_raw_roi, dtype=float),
         )
-        return tuple(c[rows] for c in cols)
+
+    def vectors(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """dims, dir_a, dir_e, confidence, edge_raw_roi of the overrides at rows, as float arrays
+        (the columns are made once per _Overrides: the single call's cache keeps them)."""
+        return tuple(c[rows] for c in self._vector_columns)
+
+    def steer(self, rows: np.ndarray, a_flags: float, e_flags: float, tun: SteeringTunables) -> StrengthResult:
+        """One request's StrengthResult from its matches (the overrides at rows, in id order); the
+        matches are made into StrengthMatch objects only when read, as in the batch."""
+        v = _steer_vectors(
+            np.zeros(len(rows), dtype=np.int64),
+            *self.vectors(rows),
+            np.array([a_flags], dtype=float),
+            np.array([e_flags], dtype=float),
+            tun,
+        )
+        columns = _MatchColumns(self, rows, v["kept"], v["weight"])
+        return _results(v, lambda _: _LazyMatches(columns, 0, len(rows)), [a_flags], [e_flags])[0]
 
 
 def _fetch(conn, query: str, params: dict) -> tuple[dict, _Overrides]:
@@ -314,20 +328,16 @@ def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float
     """
     request = _plain_request(pattern_key, scope)
     cached = _pattern_overrides(conn, pattern_key) if request is not None and _utf8(conn) else None
-    if cached is None:
-        tunables, found = _fetch(
+    rows = None
+    if cached is not None:
+        tunables, entry = cached
+        overrides, rows = entry.overrides, entry.matches_of(request)
+    if rows is None:  # not cached, or an override with a non-string value: PostgreSQL decides
+        tunables, overrides = _fetch(
             conn, STRENGTH_MATCHES, {"pattern_key": pattern_key, "scope": json.dumps(scope or {})}
         )
-        matches = found.matches()
-    else:
-        tunables, overrides = cached
-        matches = overrides.matches_of(request)
-        if matches is None:  # the pattern has an override with a non-string value: PostgreSQL decides
-            tunables, found = _fetch(
-                conn, STRENGTH_MATCHES, {"pattern_key": pattern_key, "scope": json.dumps(scope or {})}
-            )
-            matches = found.matches()
-    return steer_strength(matches, float(a_flags), float(e_flags), SteeringTunables.from_json(tunables))
+        rows = np.arange(len(overrides))
+    return overrides.steer(rows, float(a_flags), float(e_flags), SteeringTunables.from_json(tunables))
 
 
 # The single call's cache: per connection, per pattern, the active overrides as read under one
@@ -388,9 +398,10 @@ class _PatternOverrides:
             groups.setdefault(tuple(subset), {}).setdefault(tuple(subset.values()), []).append(j)
         return cls(generation, overrides, tuple(groups.items()), True)
 
-    def matches_of(self, scope: dict) -> list[StrengthMatch] | None:
-        """The matches of a plain request (str keys; str values, or None for values no str equals),
-        in id order; None when an override has a non-str value (the caller asks PostgreSQL)."""
+    def matches_of(self, scope: dict) -> np.ndarray | None:
+        """The rows of the overrides a plain request (str keys; str values, or None for values no str
+        equals) matches, in id order; None when an override has a non-str value (the caller asks
+        PostgreSQL)."""
         if not self.plain:
             return None
         found: list[int] = []
@@ -403,7 +414,7 @@ class _PatternOverrides:
             if hit is not None:
                 found.extend(hit)
         found.sort()
-        return [self.overrides.match(j) for j in found]
+        return np.array(found, dtype=np.int64)
 
 
 _CACHE_PATTERNS = 10_000  # patterns kept per connection; past it the cache starts again empty
