@@ -193,7 +193,7 @@ class StrengthResult:
     dir_e: float
     confidence: float
     steer_max_eff: float
-    matches: list[StrengthMatch] = field(default_factory=list)
+    matches: Sequence[StrengthMatch] = field(default_factory=list)  # built when read (_LazyMatches)
     a_flags: float = 0.0
     e_flags: float = 0.0
     edge_raw_roi: float = 0.0
