@@ -142,9 +142,14 @@ def test_lessons_match_brute_force_distinct_trade_oracle(conn, trades, n_min):
     counts = run_lesson_builder(conn, as_of=AS_OF, n_min=n_min)
     # trades without actions are not strength facts: they are not in the window mean either
     expected = oracle([t for t in trades if t["actions"]], n_min)
+    assert counts["lessons"] == len(expected)
+    assert_lessons_are(conn, expected)
+
+
+def assert_lessons_are(conn, expected: dict) -> None:
+    """The active lessons are exactly the oracle's, with its n and stats (floats within 1e-9)."""
     got = lessons(conn)
     assert set(got) == set(expected)
-    assert counts["lessons"] == len(expected)
     for key, exp in expected.items():
         n, stats = got[key]
         assert n == exp["n"], key
@@ -204,15 +209,8 @@ def test_rows_written_directly_with_differing_values_match_the_oracle(conn, trad
                 "actions": [{"pattern_key": r["pattern_key"], "scope": r["scope"]} for r in facts],
             })
     counts = run_lesson_builder(conn, as_of=AS_OF, n_min=n_min)
-    expected = oracle(as_trades, n_min)
-    got = lessons(conn)
-    assert set(got) == set(expected)
     assert counts["trades"] == len(as_trades)
-    for key, exp in expected.items():
-        n, stats = got[key]
-        assert n == exp["n"], key
-        for k, v in exp.items():
-            assert stats[k] == pytest.approx(v, rel=1e-9, abs=1e-12), (key, k)
+    assert_lessons_are(conn, oracle(as_trades, n_min))
 
 
 def snapshot(conn) -> tuple:
