@@ -186,3 +186,17 @@ def test_batch_lists_each_requests_matches_in_override_id_order(conn):
             _same(conn, requests)
         finally:
             runtime._MATCH_MATRIX_CELLS = matrix_cells
+
+
+def test_batch_leaves_numbers_python_cannot_hold_to_postgresql(conn):
+    """Review finding: 0.1 and 0.10000000000000000001 are different jsonb numbers (both can be stored)
+    but one Python float; the batch matched the request {"k": 0.1} to whichever it coded last. Such
+    overrides are now matched by PostgreSQL, as the single call does."""
+    with conn.transaction(force_rollback=True):
+        _insert(conn, [
+            ("pm.n", '{"k": 0.1}', 0.5, 0.5, 0.5, 0.0, "active"),
+            ("pm.n", '{"k": 0.10000000000000000001}', 0.9, 0.5, 0.5, 0.0, "active"),
+            ("pm.n", '{"k": 1e400}', 0.9, -0.5, 0.5, 0.0, "active"),
+        ])
+        single = _same(conn, [("pm.n", {"k": 0.1}, 0.5, 0.5), ("pm.n", {"k": 0.2}, 0.5, 0.5)])
+        assert [m.scope_subset for m in single[0].matches] == [{"k": 0.1}]

@@ -85,6 +85,7 @@ def test_no_match_passes_through(a, e):
     r = steer_strength([], a, e, TUN)
     assert (r.a_final, r.e_final, r.delta_a, r.delta_e, r.applied) == (a, e, 0.0, 0.0, False)
     assert r.position_size_frac == pytest.approx(0.10 + 0.50 * a)
+    assert type(r.weight_sum) is float and r.weight_sum == 0.0  # not numpy's int zeros of an empty sum
 
 
 @given(unit, unit)

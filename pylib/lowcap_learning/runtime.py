@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal
 from functools import cached_property
 from itertools import repeat
 from operator import itemgetter
@@ -84,7 +85,7 @@ class _Overrides:
         """From the query's row of arrays (all NULL when nothing matched)."""
         names = [k for k in (*_COLUMNS, "pattern_keys") if k in row]
         columns = {k: row[k] or [] for k in names}
-        columns["scope_subsets"] = json.loads(f"[{row['scope_subsets'] or ''}]")
+        columns["scope_subsets"] = json.loads(f"[{row['scope_subsets'] or ''}]", parse_float=_parse_float)
         ids = columns["ids"]
         if ids != sorted(ids):
             order = sorted(range(len(ids)), key=ids.__getitem__)
@@ -223,6 +224,11 @@ def position_size_frac(a: float) -> float:
     return 0.10 + 0.50 * a
 
 
+def _sum_by(req: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """Per request, the sum of its matches' weights, as floats (numpy gives int zeros when empty)."""
+    return np.bincount(req, weights=weights, minlength=n).astype(float, copy=False)
+
+
 def _steer_vectors(req, dims, dir_a, dir_e, conf, edge, a_flags, e_flags, tun: SteeringTunables) -> dict:
     """The SPEC 8 maths for many requests at once: the one implementation of the steering rule.
 
@@ -230,16 +236,16 @@ def _steer_vectors(req, dims, dir_a, dir_e, conf, edge, a_flags, e_flags, tun: S
     are per request. Returns per-match `kept`/`weight` and per-request arrays of every intermediate.
     """
     n = len(a_flags)
-    strong = np.bincount(req, weights=(conf >= tun.conf_min).astype(float), minlength=n) > 0
+    strong = _sum_by(req, (conf >= tun.conf_min).astype(float), n) > 0
     kept = ~strong[req] | (conf >= tun.conf_min)
     weight = np.where(kept, (1.0 + dims) * conf, 0.0)
-    total = np.bincount(req, weights=weight, minlength=n)
+    total = _sum_by(req, weight, n)
     applied = total > 0
     safe = np.where(applied, total, 1.0)
-    blend_dir_a = np.bincount(req, weights=weight * dir_a, minlength=n) / safe
-    blend_dir_e = np.bincount(req, weights=weight * dir_e, minlength=n) / safe
-    blend_conf = np.bincount(req, weights=weight * conf, minlength=n) / safe
-    blend_edge = np.bincount(req, weights=weight * edge, minlength=n) / safe
+    blend_dir_a = _sum_by(req, weight * dir_a, n) / safe
+    blend_dir_e = _sum_by(req, weight * dir_e, n) / safe
+    blend_conf = _sum_by(req, weight * conf, n) / safe
+    blend_edge = _sum_by(req, weight * edge, n) / safe
     steer = np.minimum(tun.steer_base + tun.steer_gain * blend_conf, tun.steer_max_hard)
     delta_a = np.where(applied, steer * blend_dir_a + tun.base_bias * blend_edge, 0.0)
     delta_e = np.where(applied, steer * blend_dir_e, 0.0)
@@ -554,12 +560,31 @@ def _value_key(value):
     return (value.__class__ is bool, value)
 
 
+class _InexactNumber(float):
+    """A JSON number a Python float does not hold exactly (0.10000000000000000001, 1e400): two such
+    numbers that jsonb tells apart can parse to one float, so overrides with one are matched by
+    PostgreSQL, as those with nested values are."""
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isfinite(value) and Decimal(repr(value)) == Decimal(text):
+        return value
+    return _InexactNumber(value)
+
+
+_BY_POSTGRESQL = (dict, list, _InexactNumber)
+
+
 def _nested_overrides(scope_subsets: list[dict]) -> list[int]:
-    """Indexes of the overrides with an object or array value (one C-speed pass when there are none)."""
+    """Indexes of the overrides PostgreSQL must match: an object or array value (containment is not
+    equality there) or a number Python does not hold exactly (one C-speed pass when there are none)."""
     types = {type(v) for subset in scope_subsets for v in subset.values()}
-    if not any(issubclass(t, (dict, list)) for t in types):
+    if not any(issubclass(t, _BY_POSTGRESQL) for t in types):
         return []
-    return [j for j, subset in enumerate(scope_subsets) if any(isinstance(v, (dict, list)) for v in subset.values())]
+    return [
+        j for j, subset in enumerate(scope_subsets) if any(isinstance(v, _BY_POSTGRESQL) for v in subset.values())
+    ]
 
 
 def _match_nested(conn, overrides: _Overrides, nested: list[int], requests) -> tuple[list, list]:
