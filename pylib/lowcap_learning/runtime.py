@@ -543,7 +543,7 @@ class _LazyMatches(Sequence):
 
 _ABSENT = object()
 _DENSE_KEYS = 1 << 22  # lookup tables up to this size (32 MiB), when not much larger than the data
-_MATCH_MATRIX_CELLS = 1 << 24  # requests x key sets matrix up to this size (64 MiB of int32)
+_MATCH_MATRIX_CELLS = 1 << 22  # requests x key sets matrix up to this size (16 MiB of int32, twice while sorted)
 
 
 def _value_key(value):
