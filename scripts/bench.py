@@ -1462,8 +1462,9 @@ NOTES = """
   slower: window sums joined back by ctid (+30%), the allocation looked up per row by array position
   instead of joined (+5%). 0.70 needs redistribution + trigger <= 1.43x the bare UPDATE, i.e. the
   token totals and the learning step nearly free. The plan's flow is fsync-bound (one autocommit
-  UPDATE per position): 1.0 trades/s on the previous stop's machine (live 122x), 1.05-1.2 trades/s on
-  this one, where the live trade's ~9.5 ms gives 87-95x. When another session's snapshot holds back
+  UPDATE per position): 1.0 trades/s on the previous stop's machine (live 122x), 0.86-1.2 trades/s
+  across this stop's runs on this one, where the live trade's ~9.5-10.5 ms gave 83-111x (met in the
+  run above, missed in four earlier runs of the day). When another session's snapshot holds back
   pruning, each trade's ~2,800 new row versions pile up (the table grew from 0.6 MB to 63 MB once)
   and both sides slow down as the table grows.
 - **Bulk replay.** The write floor (the rows the replay writes, copied by plain INSERT ... SELECT into
