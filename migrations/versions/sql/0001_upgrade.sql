@@ -2953,9 +2953,10 @@ BEGIN
     -- writer insert one of the new lessons in between, the unique key refuses it and the run fails
     -- whole (the next run redoes it). Plans do not depend on stale statistics of learning_lessons:
     -- its filtered text columns are analyzed first (statistics on its jsonb columns cost ~0.1-0.2 s
-    -- and inform no plan), and no statement reads the table it inserts into (a nested anti-join
-    -- against it re-read every row just inserted: quadratic, 22 s at 44k lessons). Merge joins are
-    -- off for the builder: sorting the jsonb keys cost 0.5 s where hashing costs 0.08 s.
+    -- and inform no plan), and the INSERT looks at it only by id, for matched lessons deleted since
+    -- (an earlier anti-join on the jsonb key against the table being inserted into re-read every row
+    -- just inserted: quadratic, 22 s at 44k lessons). Merge joins are off for the builder: sorting
+    -- the jsonb keys cost 0.5 s where hashing costs 0.08 s.
     ANALYZE pg_temp._sl_lessons (pattern_key); -- its size is what the plans need
     ANALYZE public.learning_lessons (module, action_category, status);
     CREATE TEMP TABLE _sl_match ON COMMIT DROP AS
