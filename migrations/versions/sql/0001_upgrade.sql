@@ -1429,7 +1429,8 @@ RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_grouping_sets
 
 -- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
 -- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
--- Level by level on aggregated cells: level k counts the k-subsets of each cell's frequent pairs,
+-- Few scope keys in all: one GROUP BY GROUPING SETS over a column per key (below). Otherwise
+-- level by level on aggregated cells: level k counts the k-subsets of each cell's frequent pairs,
 -- either all of them at once from a combination table (few pairs per cell) or by extending the
 -- frequent (k-1)-slices a cell contains with the cell's frequent pairs whose key sorts after the
 -- slice's last key (each slice built once).
