@@ -687,7 +687,8 @@ def _match_batch(overrides: _Overrides, requests: list[tuple[str, dict]], conn=N
         key_sets, group_of = np.unique(present, axis=0, return_inverse=True)
     group_of = group_of.reshape(-1)
     group_of[nested] = -1
-    # Each key set matches a request at most once (scope_subset is unique per pattern), so without
+    # Each key set matches a request at most once (scope_subset is unique per pattern, and numbers
+    # that two jsonb values could share as one float go to PostgreSQL above), so without
     # nested overrides the matches fit a requests x key sets matrix: sorting each row puts a
     # request's matches in override order (-1, none, is the largest uint32 and sorts last), which
     # is cheaper than sorting every pair. Very large batches use the pairs and one sort instead.
