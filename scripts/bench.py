@@ -1443,39 +1443,51 @@ NOTES = """
 
 - **Trigger overhead (single-row INSERT).** The write floor row above runs the same writes (trade,
   its pattern_trade_events rows, one history row, two log rows, the config row) as one plain
-  statement: it keeps ~0.75-0.8 of the plain rate, so the writes are not the bound; the trigger's logic
-  is (~1.1-1.3 ms server CPU per trade, measured from /proc). plpgsql_check's profiler per trade
-  (1,000 trades, quiet machine, stop 10): history + log statement 0.26 ms, config UPDATE 0.10 ms,
-  pattern_trade_events 0.06 ms, the four series reads 0.056 ms, tunables() 0.043 ms, the
-  redistribute_positions call 0.038 ms, allocation_step 0.037 ms, the two EWMA folds 0.05 ms,
-  validation 0.018 ms, SELECT ... FOR UPDATE 0.012 ms.
-  Each of ~15 statements pays executor start-up per call and each plpgsql expression is
-  re-initialised per transaction; a plain INSERT costs ~0.07-0.2 ms and its commit 0.3-2 ms here, so
-  0.70 needs the whole learning step under ~0.15 ms: only with far fewer statements (e.g. no
-  per-trade history/log rows, which SPEC requires) or a C trigger. Before the performance edits the
-  trigger cost ~2.3 ms of server CPU per trade (non-inlined SQL helpers re-planned on every call).
-- **Live trade vs the bare UPDATE, and vs the plan's flow.** Inside the trigger the redistribution
-  of 1,000 tokens x 3 costs ~7.4 ms of the trade's ~9 ms server CPU (plpgsql_check), the rest of the
-  trigger ~1.1-1.5 ms; the bare UPDATE of the same 2,822 rows 4.6-4.7 ms. Per written row both UPDATEs
-  cost the same (~1.7-1.9 us); what the redistribution adds is each token's total: a second scan of
-  the positions, an aggregate by token and the hash join back (~2.7 ms at 2,822 rows). Measured and
-  slower: window sums joined back by ctid (+30%), the allocation looked up per row by array position
-  instead of joined (+5%). 0.70 needs redistribution + trigger <= 1.43x the bare UPDATE, i.e. the
-  token totals and the learning step nearly free. The plan's flow is fsync-bound (one autocommit
-  UPDATE per position): 1.0 trades/s on the previous stop's machine (live 122x), 0.86-1.2 trades/s
-  across this stop's runs on this one, where the live trade's ~9.5-10.5 ms gave 83-111x (met in the
-  run above, missed in four earlier runs of the day). When another session's snapshot holds back
-  pruning, each trade's ~2,800 new row versions pile up (the table grew from 0.6 MB to 63 MB once)
-  and both sides slow down as the table grows.
+  statement: it keeps ~0.75-0.85 of the plain rate, so the writes are not the bound; the trigger's
+  logic is. Stop 11 found three helpers PostgreSQL silently did not inline (an IMMUTABLE SQL function
+  whose body calls something STABLE, here array_to_string, the text-to-array cast and
+  jsonb_build_object, is never inlined), so each was planned again in every trade's transaction:
+  `_fmt_allocation` in the log statement (~0.15 ms per log line), `_series_state` (4 x ~25 us) and
+  `_decision_maker_config` (a query, ~0.15 ms). With them inlined (a test now proves every unpinned
+  helper inlines), the log lines built by unnest instead of a lateral VALUES list and the history
+  rows kept in one array of the table's row type, the trigger's server CPU per trade fell from
+  ~1.6 to ~1.0 ms on this machine (2.11 -> 1.47 ms per trade, ratio 0.12 -> 0.17 in same-hour runs;
+  a plain INSERT with its commit takes only 0.25 ms here, against 0.44 ms on the previous stop's
+  machine, so the ratio reads lower than the 0.29 reported then). plpgsql_check's profiler per trade
+  now: history + log statement 0.14-0.20 ms, config UPDATE 0.11-0.14 ms, pattern_trade_events
+  0.10-0.12 ms, tunables() 0.07 ms, allocation_step 0.06-0.07 ms, the two EWMA folds 0.09 ms, the
+  series reads 0.04 ms, validation 0.03 ms. Each of ~15 statements pays executor start-up per call
+  and each plpgsql expression is re-initialised per transaction, so 0.70 needs the whole learning
+  step under ~0.1 ms here: only with far fewer statements (e.g. no per-trade history/log rows,
+  which SPEC requires) or a C trigger.
+- **Live trade vs the bare UPDATE, and vs the plan's flow.** Measured alone and alternated
+  (autocommit, every row changing each time, 200 rounds): the bare UPDATE of the 2,822 rows 6.3 ms,
+  `redistribute_positions` 8.4 ms (0.75 of bare), a trade 10.5 ms. Per written row both UPDATEs
+  cost the same; what the redistribution adds is each token's total: a second scan of the
+  positions, an aggregate by token and the hash join back (~2 ms at 2,822 rows). Measured and slower:
+  window sums joined back by ctid (+30%; again in stop 11: 9.5 vs 8.1 ms), token aggregates
+  carrying ctid arrays joined by TID scan (~2x), the allocation looked up per row by array position
+  instead of joined (+5%). The trigger's own ~1.0 ms and the trade's insert and commit come on
+  top; 0.70 needs redistribution + trigger <= 1.43x the bare UPDATE, i.e. the token totals and the
+  learning step nearly free. The plan's flow is fsync-bound (one autocommit UPDATE per position,
+  ~2,875 per trade), so its rate is a property of the machine's commit latency: 0.86-1.2 trades/s
+  on stop 10's machine (live 83-122x), 2.2 trades/s on this one, where a commit is ~4x cheaper
+  (live ~42x). When another session's snapshot holds back pruning, each trade's ~2,800 new row
+  versions pile up (the table grew from 0.6 MB to 63 MB once) and both sides slow down.
 - **Bulk replay.** The write floor (the rows the replay writes, copied by plain INSERT ... SELECT into
   trigger-less copies with the same indexes: ~100k trades, ~420k pattern_trade_events, 100k
-  history rows, 200k log rows, plus one positions UPDATE) is itself 20,000-25,000 trades/s here;
-  the replay reaches 40-50% of it (~10,000 trades/s; ~2,800 before the performance edits).
-  Profile of a 20k-trade replay: pattern_trade_events INSERT 30%,
-  history + log INSERT 30%, the per-trade plpgsql loop (allocation_step ~15 us, two folds) 25%.
+  history rows, 200k log rows, plus one positions UPDATE) is itself 15,000-27,000 trades/s here;
+  the replay reaches ~45% of it (~2,800 trades/s before the performance edits). Stop 11: the log
+  lines from unnest instead of a lateral VALUES list (which sets its expressions up again for each
+  row: 15 -> 9 us per trade), the history rows in one array of the table's row type (one in-place
+  append per trade instead of twelve, no text round trip) and the inlined `_fmt_allocation`: a
+  30,000-trade replay went from 7,500-10,200 to 11,200-13,000 trades/s (alternating runs, same
+  hour). auto_explain of a 30,000-trade replay now: pattern_trade_events INSERT ~0.9 s (its insert
+  node, which the floor also pays, ~0.6 s), history + log ~0.8 s (messages 0.27 s, history rows
+  0.18 s), the per-trade plpgsql loop ~0.7 s (allocation_step ~15 us per trade), validation 0.15 s.
 - **Strength builder vs pandas.** Met, by a small margin: the medians of three alternating runs
   (the SQL runs vary by ~1%, single runs on this machine 1.01-1.07x). 15.8 s three stops ago, 8.1 s,
-  6.1-6.9 s last stop (0.92-0.99x), 5.7-5.8 s now. This stop: the facts are read once into
+  6.1-6.9 s in stop 9 (0.92-0.99x), 5.7-5.8 s since stop 10. Stop 10: the facts are read once into
   (pattern, trade) rows (no 1M-row events table), a trade whose rows agree (every trade the trigger
   writes) has its cells summed from those rows without the join back to the trade, the lessons are
   matched once and written by id (merge joins off: sorting jsonb keys cost 0.5 s where hashing
@@ -1495,7 +1507,7 @@ NOTES = """
   `scope_subset <@ scope` on the pattern's overrides cost ~0.3 ms per call.
 - **Runtime steering, batch.** Met (was 275 ms): overrides are read once as column arrays and matched
   in numpy by key set through lookup tables, the matches collected in a requests x key sets matrix
-  sorted per row (stop 10; the batch measured 100-110 ms on this machine in its slow hours before
+  sorted per row (stop 10; the batch measured 100-110 ms on that machine in its slow hours before
   it, 75-85 ms after). Split of a ~75 ms batch: fetch 13-17 ms, matching ~21 ms, steering maths
   12-18 ms (bincounts over ~325k matches), 10,000 result objects 16-20 ms.
 - **Lever simulation.** Met with margin now: the four groups' counts per candidate are popcounts of

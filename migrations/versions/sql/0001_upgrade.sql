@@ -1353,7 +1353,9 @@ SELECT learning.ensure_decision_maker_config();
 -- dimensions of a row, and the level-wise (apriori) search of every slice with enough support.
 
 -- learning.scope_dimensions: the top-level keys of p_scope with a string, number or boolean value,
--- restricted to p_dims unless it is empty. Pure pg_catalog SQL, no SET clause, so it inlines.
+-- restricted to p_dims unless it is empty. Pure pg_catalog SQL with a SQL-standard body (its names
+-- are bound when it is created), so it needs no SET clause. Its sub-select keeps the planner from
+-- inlining it; it runs once per distinct scope, not per row.
 CREATE OR REPLACE FUNCTION learning.scope_dimensions(p_scope jsonb, p_dims text [] DEFAULT '{}')
 RETURNS jsonb
 LANGUAGE sql
