@@ -140,11 +140,22 @@ class _Overrides:
         return _results(v, lambda _: _LazyMatches(columns, 0, len(rows)), [a_flags], [e_flags])[0]
 
 
-def _fetch(conn, query: str, params: dict) -> tuple[dict, _Overrides]:
+_COLUMN_NAMES: dict[str, list[str]] = {}
+
+
+def _one_row(conn, query: str, params: dict) -> dict:
+    """The query's one row as a dict. Each query here names a fixed list of columns, so their names
+    are read from the cursor's description once per query (building it cost ~40 us a call)."""
     with conn.cursor(binary=True) as cur:
         cur.execute(query, params)
-        names = [d.name for d in cur.description]
-        row = dict(zip(names, cur.fetchone(), strict=True))
+        names = _COLUMN_NAMES.get(query)
+        if names is None:
+            names = _COLUMN_NAMES.setdefault(query, [d.name for d in cur.description])
+        return dict(zip(names, cur.fetchone(), strict=True))
+
+
+def _fetch(conn, query: str, params: dict) -> tuple[dict, _Overrides]:
+    row = _one_row(conn, query, params)
     return row["tunables"], _Overrides.from_row(row)
 
 
@@ -277,30 +288,38 @@ _PER_REQUEST = (
 
 
 def _results(v: dict, matches_of, a_flags: list[float], e_flags: list[float]) -> list[StrengthResult]:
-    """Every request's StrengthResult from _steer_vectors output; matches_of(i) gives request i's matches."""
+    """Every request's StrengthResult from _steer_vectors output; matches_of(i) gives request i's matches.
+
+    A batch makes 10,000 of them: each gets its fields as one dict, as StrengthResult's generated
+    __init__ would set them (it has no __post_init__; a test checks the names against its fields),
+    at ~2/3 of the cost of calling it."""
     columns = [v[k].tolist() for k in _PER_REQUEST]
-    return [
-        StrengthResult(
-            a_final=a_final,
-            e_final=e_final,
-            position_size_frac=position_size_frac(a_final),
-            delta_a=delta_a,
-            delta_e=delta_e,
-            dir_a=dir_a,
-            dir_e=dir_e,
-            confidence=confidence,
-            steer_max_eff=steer,
-            matches=matches_of(i),
-            a_flags=a_flags[i],
-            e_flags=e_flags[i],
-            edge_raw_roi=edge,
-            weight_sum=weight_sum,
-            applied=applied,
-        )
-        for i, (a_final, e_final, delta_a, delta_e, dir_a, dir_e, confidence, steer, edge, weight_sum, applied) in (
-            enumerate(zip(*columns, strict=True))
-        )
-    ]
+    new = object.__new__
+    results = []
+    append = results.append
+    for i, (a_final, e_final, delta_a, delta_e, dir_a, dir_e, confidence, steer, edge, weight_sum, applied) in (
+        enumerate(zip(*columns, strict=True))
+    ):
+        result = new(StrengthResult)
+        result.__dict__ = {
+            "a_final": a_final,
+            "e_final": e_final,
+            "position_size_frac": position_size_frac(a_final),
+            "delta_a": delta_a,
+            "delta_e": delta_e,
+            "dir_a": dir_a,
+            "dir_e": dir_e,
+            "confidence": confidence,
+            "steer_max_eff": steer,
+            "matches": matches_of(i),
+            "a_flags": a_flags[i],
+            "e_flags": e_flags[i],
+            "edge_raw_roi": edge,
+            "weight_sum": weight_sum,
+            "applied": applied,
+        }
+        append(result)
+    return results
 
 
 def steer_strength(
@@ -353,7 +372,7 @@ def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float
 # only when the generation is not the cached one, so a hit reads a few small rows and a miss is the
 # same indexed scan. In a transaction that changed pm_overrides itself (its row is there, not yet
 # committed) the cache is bypassed.
-STRENGTH_GENERATION = f"""
+_GENERATION = """
 SELECT
     g.generation,
     learning.tunables() AS tunables,
@@ -364,14 +383,23 @@ SELECT
     o.*
 FROM (SELECT pg_catalog.sum(c.weight)::bigint AS generation FROM learning.pm_overrides_changes AS c) AS g
 LEFT JOIN LATERAL (
-    SELECT{_OVERRIDE_ARRAYS}
+    SELECT{arrays}
     FROM public.pm_overrides AS o
     WHERE g.generation IS DISTINCT FROM %(cached)s::bigint
-        AND o.pattern_key = %(pattern_key)s::text
+        AND {patterns}
         AND pg_catalog.jsonb_typeof(o.scope_subset) = 'object'
-        AND {_STEERING}
+        AND {steering}
 ) AS o ON true
 """
+STRENGTH_GENERATION = _GENERATION.format(
+    arrays=_OVERRIDE_ARRAYS, patterns="o.pattern_key = %(pattern_key)s::text", steering=_STEERING
+)
+# The batch's form (one cache entry per set of patterns asked): its overrides as the batch reads them.
+STRENGTH_GENERATION_OF_PATTERNS = _GENERATION.format(
+    arrays=_OVERRIDE_ARRAYS + ",\n    pg_catalog.array_agg(o.pattern_key) AS pattern_keys",
+    patterns="o.pattern_key = ANY(%(patterns)s::text [])",
+    steering=_STEERING,
+)
 
 _CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -383,7 +411,9 @@ class _PatternOverrides:
 
     generation: int
     overrides: _Overrides
-    groups: tuple  # (keys, {values: [override index, ...]}), indexes ascending (id order)
+    # (values_of, {values: [override index, ...]}) per key set, indexes ascending (id order):
+    # values_of(scope) is the request's value at the key (one key) or tuple of values (several).
+    groups: tuple
     plain: bool  # every value of every override is a str
 
     @classmethod
@@ -402,7 +432,15 @@ class _PatternOverrides:
         groups: dict[tuple, dict[tuple, list[int]]] = {}
         for j, subset in enumerate(subsets):
             groups.setdefault(tuple(subset), {}).setdefault(tuple(subset.values()), []).append(j)
-        return cls(generation, overrides, tuple(groups.items()), True)
+        # An itemgetter per key set reads the request's values in one C call (a list per key set
+        # and call cost ~0.3 us each, ~50 key sets a call).
+        prepared = []
+        for keys, by_values in groups.items():
+            if len(keys) == 1:
+                prepared.append((itemgetter(keys[0]), {values[0]: js for values, js in by_values.items()}))
+            else:
+                prepared.append((itemgetter(*keys) if keys else _no_values, by_values))
+        return cls(generation, overrides, tuple(prepared), True)
 
     def matches_of(self, scope: dict) -> np.ndarray | None:
         """The rows of the overrides a plain request (str keys; str values, or None for values no str
@@ -411,16 +449,20 @@ class _PatternOverrides:
         if not self.plain:
             return None
         found: list[int] = []
-        for keys, by_values in self.groups:
+        for values_of, by_values in self.groups:
             try:
-                values = tuple([scope[k] for k in keys])
+                hit = by_values.get(values_of(scope))
             except KeyError:
                 continue
-            hit = by_values.get(values)
             if hit is not None:
                 found.extend(hit)
         found.sort()
         return np.array(found, dtype=np.int64)
+
+
+def _no_values(scope: dict) -> tuple:
+    """The values of the empty key set (an override with scope_subset {} matches every scope)."""
+    return ()
 
 
 _CACHE_PATTERNS = 10_000  # patterns kept per connection; past it the cache starts again empty
@@ -433,13 +475,8 @@ def _pattern_overrides(conn, pattern_key: str) -> tuple[dict, _PatternOverrides]
     if cache is None:
         cache = _CACHES.setdefault(conn, {})
     entry = cache.get(pattern_key)
-    with conn.cursor(binary=True) as cur:
-        cur.execute(
-            STRENGTH_GENERATION,
-            {"pattern_key": pattern_key, "cached": entry.generation if entry is not None else None},
-        )
-        names = [d.name for d in cur.description]
-        row = dict(zip(names, cur.fetchone(), strict=True))
+    cached = entry.generation if entry is not None else None
+    row = _one_row(conn, STRENGTH_GENERATION, {"pattern_key": pattern_key, "cached": cached})
     if row["written_here"]:
         return None
     if entry is None or entry.generation != row["generation"]:
@@ -587,11 +624,11 @@ def _nested_overrides(scope_subsets: list[dict]) -> list[int]:
     ]
 
 
-def _match_nested(conn, overrides: _Overrides, nested: list[int], requests) -> tuple[list, list]:
+def _match_nested(conn, overrides: _Overrides, nested: list[int], patterns: list, scopes: list) -> tuple[list, list]:
     """The (request, override) pairs of the overrides `nested`, by PostgreSQL's own containment of
     their stored scope_subset (a copy through Python floats could differ from it)."""
-    patterns = {overrides.pattern_keys[j] for j in nested}
-    asked = [i for i, (pattern, _) in enumerate(requests) if pattern in patterns]
+    nested_patterns = {overrides.pattern_keys[j] for j in nested}
+    asked = [i for i, pattern in enumerate(patterns) if pattern in nested_patterns]
     index_of = {overrides.ids[j]: j for j in nested}
     pairs = conn.execute(
         """
@@ -602,8 +639,8 @@ def _match_nested(conn, overrides: _Overrides, nested: list[int], requests) -> t
             ON o.id = ANY(%(ids)s::bigint []) AND o.pattern_key = r.pattern_key AND o.scope_subset <@ r.scope
         """,
         {
-            "req_patterns": [requests[i][0] for i in asked],
-            "req_scopes": [json.dumps(requests[i][1]) for i in asked],
+            "req_patterns": [patterns[i] for i in asked],
+            "req_scopes": [json.dumps(scopes[i]) for i in asked],
             "req_index": asked,
             "ids": list(index_of),
         },
@@ -646,111 +683,173 @@ def _codes(scopes: list[dict], keys: list[str], vocab: list[dict], grow: bool) -
     return codes
 
 
-def _match_batch(overrides: _Overrides, requests: list[tuple[str, dict]], conn=None) -> tuple[np.ndarray, np.ndarray]:
-    """(request index, override index) of every override whose scope_subset is contained in the
-    request's scope, for the same pattern. Requests and overrides become code matrices (row 0 the
-    pattern, then one row per scope key); overrides are grouped by key set, and within a group a
-    request matches by equal codes, found for all requests at once through mixed-radix keys.
+@dataclass(frozen=True)
+class _KeySet:
+    """One key set's overrides prepared for matching: `cols` are the code rows of its keys (0 is the
+    pattern), `members` its override indexes. A request's mixed-radix key over `cols` is looked up in
+    `table` (dense: key -> override index, -1 for none) or among `sorted_keys` (with `sorted_members`);
+    with neither, the keys would overflow int64 and are ranked per batch (_match_ranked)."""
+
+    cols: list
+    members: np.ndarray
+    table: np.ndarray | None = None
+    sorted_keys: np.ndarray | None = None
+    sorted_members: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _BatchIndex:
+    """The batch's overrides prepared for matching, built once per generation of pm_overrides and
+    kept per connection like the single call's cache (the override side of the match: codes, key
+    sets, lookup tables). Requests and overrides become code matrices (row 0 the pattern, then one
+    row per scope key; 0 = absent, or unknown to every override); within a key set a request matches
+    by equal codes, found for all requests at once through mixed-radix keys.
 
     Containment of an object or array value is not equality ({"k": [1]} <@ {"k": [1, 2]}): the rare
-    overrides with such values (learned ones never have them) are matched by PostgreSQL itself
-    through `conn`, so the batch always agrees with the single call."""
-    nested = _nested_overrides(overrides.scope_subsets)
-    req_parts, ovr_parts = [], []
-    if nested:
-        if conn is None:
-            raise ValueError("overrides with object or array values need a connection to match")
-        req_parts, ovr_parts = _match_nested(conn, overrides, nested, requests)
-    keys = sorted({k for subset in overrides.scope_subsets for k in subset})
-    pattern_code = {p: i for i, p in enumerate(sorted(set(overrides.pattern_keys)), start=1)}
-    vocab: list[dict] = [{} for _ in keys]
-    ovr_codes = np.vstack(
-        [
-            np.array([pattern_code[p] for p in overrides.pattern_keys], dtype=np.int64).reshape(1, -1),
-            _codes(overrides.scope_subsets, keys, vocab, grow=True),
-        ]
-    )
-    # 0 = key absent or value unknown to every override. A key with a 0 digit equals no override's
-    # key (theirs are all >= 1), so no validity mask is needed.
-    req_codes = np.vstack(
-        [
-            np.array([pattern_code.get(p, 0) for p, _ in requests], dtype=np.int64).reshape(1, -1),
-            _codes([scope for _, scope in requests], keys, vocab, grow=False),
-        ]
-    )
-    radix = [len(pattern_code) + 1] + [len(v) + 1 for v in vocab]
-    present = ovr_codes[1:].T > 0  # overrides x keys
-    if len(keys) <= 62:  # each key set as one integer bit mask: a 1-D unique (far cheaper than rows)
-        masks, group_of = np.unique(present @ (1 << np.arange(len(keys), dtype=np.int64)), return_inverse=True)
-        key_sets = (masks[:, None] >> np.arange(len(keys), dtype=np.int64)) & 1 == 1
-    else:
-        key_sets, group_of = np.unique(present, axis=0, return_inverse=True)
-    group_of = group_of.reshape(-1)
-    group_of[nested] = -1
-    # Each key set matches a request at most once (scope_subset is unique per pattern, and numbers
-    # that two jsonb values could share as one float go to PostgreSQL above), so without
-    # nested overrides the matches fit a requests x key sets matrix: sorting each row puts a
-    # request's matches in override order (-1, none, is the largest uint32 and sorts last), which
-    # is cheaper than sorting every pair. Very large batches use the pairs and one sort instead.
-    by_request = None
-    if not nested and req_codes.shape[1] * len(key_sets) <= _MATCH_MATRIX_CELLS:
-        by_request = np.full((req_codes.shape[1], len(key_sets)), -1, dtype=np.int32)
-    for g, key_set in enumerate(key_sets):
-        cols = [0, *(np.flatnonzero(key_set) + 1).tolist()]
-        members = np.flatnonzero(group_of == g)
-        if members.size == 0:  # only nested overrides had this key set
-            continue
-        # Mixed-radix keys (Horner); when the next digit would overflow int64, the keys so far are
-        # replaced by their ranks among all of them (equal stays equal, distinct stays distinct).
-        req_key = np.zeros(req_codes.shape[1], dtype=np.int64)
-        ovr_key = np.zeros(members.size, dtype=np.int64)
-        space = 1
-        for c in cols:
-            if space * radix[c] >= 2**62:
-                ranks, inverse = np.unique(np.concatenate([ovr_key, req_key]), return_inverse=True)
-                inverse = inverse.reshape(-1)
-                ovr_key, req_key, space = inverse[: members.size], inverse[members.size :], len(ranks)
-            ovr_key = ovr_key * radix[c] + ovr_codes[c, members]
-            req_key = req_key * radix[c] + req_codes[c]
-            space *= radix[c]
-        if space <= min(_DENSE_KEYS, 8 * (req_key.size + members.size)):  # a lookup table: one gather
-            table = np.full(space, -1, dtype=np.int64)
-            table[ovr_key] = members
-            found = table[req_key]
+    overrides with such values (learned ones never have them) are matched by PostgreSQL itself in
+    match(), so the batch always agrees with the single call."""
+
+    overrides: _Overrides
+    nested: list
+    keys: list
+    pattern_code: dict
+    vocab: list
+    radix: list
+    ovr_codes: np.ndarray
+    key_sets: tuple
+
+    @classmethod
+    def build(cls, overrides: _Overrides) -> _BatchIndex:
+        nested = _nested_overrides(overrides.scope_subsets)
+        keys = sorted({k for subset in overrides.scope_subsets for k in subset})
+        pattern_code = {p: i for i, p in enumerate(sorted(set(overrides.pattern_keys)), start=1)}
+        vocab: list[dict] = [{} for _ in keys]
+        ovr_codes = np.vstack(
+            [
+                np.array([pattern_code[p] for p in overrides.pattern_keys], dtype=np.int64).reshape(1, -1),
+                _codes(overrides.scope_subsets, keys, vocab, grow=True),
+            ]
+        )
+        radix = [len(pattern_code) + 1] + [len(v) + 1 for v in vocab]
+        present = ovr_codes[1:].T > 0  # overrides x keys
+        if len(keys) <= 62:  # each key set as one integer bit mask: a 1-D unique (far cheaper than rows)
+            masks, group_of = np.unique(present @ (1 << np.arange(len(keys), dtype=np.int64)), return_inverse=True)
+            sets = (masks[:, None] >> np.arange(len(keys), dtype=np.int64)) & 1 == 1
+        else:
+            sets, group_of = np.unique(present, axis=0, return_inverse=True)
+        group_of = group_of.reshape(-1)
+        group_of[nested] = -1
+        key_sets = []
+        for g, key_set in enumerate(sets):
+            cols = [0, *(np.flatnonzero(key_set) + 1).tolist()]
+            members = np.flatnonzero(group_of == g)
+            if members.size == 0:  # only nested overrides had this key set
+                continue
+            space = math.prod(radix[c] for c in cols)
+            if space >= 2**62:  # keys past int64: ranked per batch
+                key_sets.append(_KeySet(cols, members))
+                continue
+            ovr_key = np.zeros(members.size, dtype=np.int64)
+            for c in cols:  # mixed-radix keys (Horner)
+                ovr_key = ovr_key * radix[c] + ovr_codes[c, members]
+            if space <= min(_DENSE_KEYS, 8 * members.size + (1 << 16)):  # a lookup table: one gather
+                table = np.full(space, -1, dtype=np.int64)
+                table[ovr_key] = members
+                key_sets.append(_KeySet(cols, members, table=table))
+            else:
+                order = np.argsort(ovr_key)
+                key_sets.append(_KeySet(cols, members, sorted_keys=ovr_key[order], sorted_members=members[order]))
+        return cls(overrides, nested, keys, pattern_code, vocab, radix, ovr_codes, tuple(key_sets))
+
+    def match(self, patterns: list, scopes: list[dict], conn=None) -> tuple[np.ndarray, np.ndarray]:
+        """(request index, override index) of every override whose scope_subset is contained in the
+        request's scope (request i: patterns[i], scopes[i]), for the same pattern, each request's
+        matches in override (id) order."""
+        overrides, n_requests = self.overrides, len(patterns)
+        req_parts, ovr_parts = [], []
+        if self.nested:
+            if conn is None:
+                raise ValueError("overrides with object or array values need a connection to match")
+            req_parts, ovr_parts = _match_nested(conn, overrides, self.nested, patterns, scopes)
+        # 0 = key absent or value unknown to every override. A key with a 0 digit equals no
+        # override's key (theirs are all >= 1), so no validity mask is needed.
+        req_codes = np.vstack(
+            [
+                np.array(list(map(self.pattern_code.get, patterns, repeat(0, n_requests))), dtype=np.int64).reshape(
+                    1, -1
+                ),
+                _codes(scopes, self.keys, self.vocab, grow=False),
+            ]
+        )
+        # Each key set matches a request at most once (scope_subset is unique per pattern, and
+        # numbers that two jsonb values could share as one float go to PostgreSQL above), so
+        # without nested overrides the matches fit a requests x key sets matrix: sorting each row
+        # puts a request's matches in override order (-1, none, is the largest uint32 and sorts
+        # last), which is cheaper than sorting every pair. Very large batches use the pairs and one
+        # sort instead.
+        by_request = None
+        if not self.nested and n_requests * len(self.key_sets) <= _MATCH_MATRIX_CELLS:
+            by_request = np.full((n_requests, len(self.key_sets)), -1, dtype=np.int32)
+        for g, ks in enumerate(self.key_sets):
+            if ks.table is None and ks.sorted_keys is None:
+                found = self._match_ranked(ks, req_codes)
+            else:
+                req_key = np.zeros(n_requests, dtype=np.int64)
+                for c in ks.cols:
+                    req_key = req_key * self.radix[c] + req_codes[c]
+                if ks.table is not None:
+                    found = ks.table[req_key]
+                else:
+                    pos = np.minimum(np.searchsorted(ks.sorted_keys, req_key), len(ks.sorted_keys) - 1)
+                    found = np.where(ks.sorted_keys[pos] == req_key, ks.sorted_members[pos], -1)
             if by_request is not None:
                 by_request[:, g] = found
                 continue
             hit = found >= 0
             req_parts.append(np.flatnonzero(hit))
             ovr_parts.append(found[hit])
-            continue
+        if by_request is not None:
+            ranked = np.sort(by_request.view(np.uint32), axis=1)
+            matched = ranked != np.uint32(0xFFFFFFFF)
+            # Row-major: each request's matches in order, requests in order (a repeat by the
+            # per-row counts is cheaper than the row indexes of a 2-D nonzero).
+            counts = np.count_nonzero(matched, axis=1)
+            return np.repeat(np.arange(n_requests, dtype=np.int64), counts), ranked[matched].astype(np.int64)
+        if not req_parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        # Per request in override id order (overrides are sorted by id), as the single call: one
+        # sort of request * len(overrides) + override (an order of magnitude faster than a lexsort).
+        pair = np.concatenate(req_parts) * len(overrides) + np.concatenate(ovr_parts)
+        pair.sort()
+        return pair // len(overrides), pair % len(overrides)
+
+    def _match_ranked(self, ks: _KeySet, req_codes: np.ndarray) -> np.ndarray:
+        """A key set whose mixed-radix keys would overflow int64: when the next digit would, the
+        keys so far (overrides' and requests' together) are replaced by their ranks among all of
+        them (equal stays equal, distinct stays distinct). Per request, its override or -1."""
+        members = ks.members
+        req_key = np.zeros(req_codes.shape[1], dtype=np.int64)
+        ovr_key = np.zeros(members.size, dtype=np.int64)
+        space = 1
+        for c in ks.cols:
+            if space * self.radix[c] >= 2**62:
+                ranks, inverse = np.unique(np.concatenate([ovr_key, req_key]), return_inverse=True)
+                inverse = inverse.reshape(-1)
+                ovr_key, req_key, space = inverse[: members.size], inverse[members.size :], len(ranks)
+            ovr_key = ovr_key * self.radix[c] + self.ovr_codes[c, members]
+            req_key = req_key * self.radix[c] + req_codes[c]
+            space *= self.radix[c]
         order = np.argsort(ovr_key)
         sorted_keys = ovr_key[order]
         pos = np.minimum(np.searchsorted(sorted_keys, req_key), len(order) - 1)
-        hit = sorted_keys[pos] == req_key
-        if by_request is not None:
-            by_request[hit, g] = members[order][pos[hit]]
-            continue
-        req_parts.append(np.flatnonzero(hit))
-        ovr_parts.append(members[order][pos[hit]])
-    if by_request is not None:
-        ranked = np.sort(by_request.view(np.uint32), axis=1)
-        matched = ranked != np.uint32(0xFFFFFFFF)
-        return np.nonzero(matched)[0].astype(np.int64), ranked[matched].astype(np.int64)
-    if not req_parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    # Per request in override id order (overrides are sorted by id), as the single call: one sort of
-    # request * len(overrides) + override (an order of magnitude faster than a lexsort).
-    pair = np.concatenate(req_parts) * len(overrides) + np.concatenate(ovr_parts)
-    pair.sort()
-    return pair // len(overrides), pair % len(overrides)
+        return np.where(sorted_keys[pos] == req_key, members[order][pos], -1)
 
 
 def apply_strength_overrides_batch(conn, rows) -> list[StrengthResult]:
     """apply_strength_overrides for many (pattern_key, scope, a_flags, e_flags) rows, same results.
 
     The active overrides of the requested patterns are read once (one round trip; a second one only
-    for overrides with an object or array value) and matched in numpy (_match_batch); the steering
+    for overrides with an object or array value) and matched in numpy (_BatchIndex); the steering
     maths is the same vectorised function the single call uses.
     """
     rows = list(rows)
@@ -774,11 +873,48 @@ def _gc_paused():
             gc.enable()
 
 
+# The batch's cache: per connection, per set of patterns asked, the _BatchIndex of their overrides
+# under one generation of pm_overrides (as the single call's: read again when the generation moved,
+# bypassed in a transaction that changed pm_overrides itself).
+_BATCH_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CACHE_PATTERN_SETS = 16  # pattern sets kept per connection; past it the cache starts again empty
+
+
+def _batch_index(conn, patterns: list[str]) -> tuple[dict, _BatchIndex]:
+    """The tunables and the batch index of the patterns' overrides, from the cache when the
+    generation has not moved."""
+    cache = _BATCH_CACHES.get(conn)
+    if cache is None:
+        cache = _BATCH_CACHES.setdefault(conn, {})
+    key = tuple(patterns)
+    entry = cache.get(key)
+    cached = entry[0] if entry is not None else None
+    row = _one_row(conn, STRENGTH_GENERATION_OF_PATTERNS, {"patterns": patterns, "cached": cached})
+    if entry is not None and entry[0] == row["generation"]:
+        if not row["written_here"]:
+            return row["tunables"], entry[1]
+        # Own uncommitted changes under the cached generation (the lateral read nothing): read them.
+        tunables, overrides = _fetch(conn, STRENGTH_OVERRIDES_OF_PATTERNS, {"patterns": patterns})
+        return tunables, _BatchIndex.build(overrides)
+    index = _BatchIndex.build(_Overrides.from_row(row))
+    if row["written_here"]:  # its own uncommitted changes are under no generation: not kept
+        return row["tunables"], index
+    if entry is not None or len(cache) >= _CACHE_PATTERN_SETS:  # the other entries are as old: drop them
+        cache.clear()
+    cache[key] = (row["generation"], index)
+    return row["tunables"], index
+
+
 def _batch(conn, rows: list) -> list[StrengthResult]:
-    tunables, overrides = _fetch(conn, STRENGTH_OVERRIDES_OF_PATTERNS, {"patterns": sorted({r[0] for r in rows})})
-    req, ovr = _match_batch(overrides, [(r[0], r[1] or {}) for r in rows], conn)
-    a_flags = np.array([float(r[2]) for r in rows], dtype=float)
-    e_flags = np.array([float(r[3]) for r in rows], dtype=float)
+    patterns = list(map(itemgetter(0), rows))
+    scopes = list(map(itemgetter(1), rows))
+    if not all(scopes):  # None (or an empty scope) is {}
+        scopes = [scope or {} for scope in scopes]
+    tunables, index = _batch_index(conn, sorted(set(patterns)))
+    req, ovr = index.match(patterns, scopes, conn)
+    overrides = index.overrides
+    a_flags = np.array(list(map(float, map(itemgetter(2), rows))), dtype=float)
+    e_flags = np.array(list(map(float, map(itemgetter(3), rows))), dtype=float)
     v = _steer_vectors(req, *overrides.vectors(ovr), a_flags, e_flags, SteeringTunables.from_json(tunables))
     bounds = np.searchsorted(req, np.arange(len(rows) + 1)).tolist()
     columns = _MatchColumns(overrides, ovr, v["kept"], v["weight"])
