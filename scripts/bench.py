@@ -1513,18 +1513,21 @@ NOTES = """
   0.66 s, grouping sets 0.6 s, the stats objects 0.4 s (12 float-to-numeric conversions per lesson),
   INSERT of 44k lessons 0.35 s (0.24 s of it the jsonb unique index). pandas (one scope per trade, no
   writes) is 1.7 s of fetch and 4.2 s of compute.
-- **Runtime steering, single call.** Met (p99 was 1.0-1.4 ms): each pattern's active overrides are
-  cached per connection and re-read only when pm_overrides' generation moved (the count of committed
-  transactions that changed it). A cached call: round trip ~0.11 ms carrying the generation, the
-  tunables and an own-uncommitted-change check (~0.07 ms server), then matching by key set in Python
-  and the steering maths (~0.15 ms). The first call after a change reads and indexes the pattern's ~1,250
-  overrides again (the diagnostic row: a few ms). Before the cache: the index-only scan testing
-  `scope_subset <@ scope` on the pattern's overrides cost ~0.3 ms per call.
-- **Runtime steering, batch.** Met (was 275 ms): overrides are read once as column arrays and matched
-  in numpy by key set through lookup tables, the matches collected in a requests x key sets matrix
-  sorted per row (stop 10; the batch measured 100-110 ms on that machine in its slow hours before
-  it, 75-85 ms after). Split of a ~75 ms batch: fetch 13-17 ms, matching ~21 ms, steering maths
-  12-18 ms (bincounts over ~325k matches), 10,000 result objects 16-20 ms.
+- **Runtime steering, single call.** Met (p99 was 1.0-1.4 ms before stop 10's cache): each pattern's
+  active overrides are cached per connection and re-read only when pm_overrides' generation moved
+  (the count of committed transactions that changed it). A cached call: round trip ~0.11 ms carrying
+  the generation, the tunables and an own-uncommitted-change check (~0.07 ms server), then matching
+  by key set in Python and the steering maths (~0.15 ms). Stop 11: the query's column names read once
+  (~40 us a call), each key set's values read by one itemgetter: p50 0.42 -> 0.30 ms, p99 0.96 ->
+  0.87 ms in alternating runs. The first call after a change reads and indexes the pattern's ~1,250
+  overrides again (the diagnostic row: a few ms).
+- **Runtime steering, batch.** Met again (stop 10's 82 ms became 134-145 ms on this stop's slower
+  machine): the batch now keeps its overrides indexed per connection under pm_overrides' generation,
+  as the single call does (the diagnostic row gives the batch right after a change, which reads and
+  indexes the ~5,000 overrides again: fetch ~15-25 ms, index ~25 ms). Overrides are matched in numpy
+  by key set through lookup tables, the matches collected in a requests x key sets matrix sorted per
+  row. Split of a warm ~60 ms batch: generation round trip ~2 ms, request codes and matching ~20 ms,
+  steering maths ~14 ms (bincounts over ~325k matches), 10,000 result objects ~15-20 ms.
 - **Lever simulation.** Met with margin now: the four groups' counts per candidate are popcounts of
   ANDed 64-bit event sets (`simulate.group_pass_counts`) instead of a float matrix product over an
   events x 125 matrix: ~0.26 ms per 1,000-event lesson (was ~0.62 ms), ~100x the plain-Python loop

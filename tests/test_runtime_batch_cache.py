@@ -120,3 +120,75 @@ def test_results_carry_exactly_the_dataclass_fields(conn):
         assert batch[1].a_final == 0.4 and batch[1].matches == [] and not batch[1].applied
     finally:
         conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_returned_nested_values_are_the_callers_to_change(conn):
+    """Overrides with a list or object value are kept in the cache too (PostgreSQL matches them):
+    what a batch returns must be the caller's copy, down to the nested values."""
+    conn.execute("DELETE FROM public.pm_overrides")
+    try:
+        conn.execute(INSERT, {"p": "pm.n", "s": '{"k": [1], "m": {"a": "b"}}', "c": 0.8, "a": 1.0, "e": -1.0})
+        rows = [("pm.n", {"k": [1, 2], "m": {"a": "b", "c": "d"}}, 0.5, 0.5)]
+        first = apply_strength_overrides_batch(conn, rows)[0].matches[0]
+        first.scope_subset["k"].append(9)
+        first.scope_subset["m"]["x"] = "y"
+        first.scope_subset["z"] = "added"
+        again = apply_strength_overrides_batch(conn, rows)
+        assert _entry(conn, {"pm.n"}) is not None  # answered from the cache
+        assert [m.scope_subset for m in again[0].matches] == [{"k": [1], "m": {"a": "b"}}]
+    finally:
+        conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_no_generation_is_never_cached(conn):
+    """With learning.pm_overrides_changes emptied by hand there is no generation: every call and
+    batch reads the overrides, and nothing is kept under it."""
+    conn.execute("DELETE FROM public.pm_overrides")
+    try:
+        conn.execute(INSERT, {"p": "pm.g0", "s": '{"chain": "sol"}', "c": 0.8, "a": 1.0, "e": -1.0})
+        runtime._BATCH_CACHES.pop(conn, None)
+        runtime._CACHES.pop(conn, None)
+        with conn.transaction(force_rollback=True):
+            conn.execute("DELETE FROM learning.pm_overrides_changes")
+            for _ in range(2):
+                got = _batch_ids(conn, [("pm.g0", {"chain": "sol"}, 0.5, 0.5)])
+                assert got == [_oracle(conn, "pm.g0", {"chain": "sol"})] and len(got[0]) == 1
+                assert len(apply_strength_overrides(conn, "pm.g0", {"chain": "sol"}, 0.5, 0.5).matches) == 1
+            assert _entry(conn, {"pm.g0"}) is None
+            assert "pm.g0" not in runtime._CACHES.get(conn, {})
+    finally:
+        conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_every_lookup_path_and_the_eviction_agree_with_postgresql(conn, monkeypatch):
+    """Dense tables, sorted keys (forced with _DENSE_KEYS = 0) and the pairs path (_MATCH_MATRIX_CELLS
+    = 0) give the same matches; past _CACHE_PATTERN_SETS sets of patterns the cache starts again."""
+    conn.execute("DELETE FROM public.pm_overrides")
+    try:
+        for k, scope in enumerate(
+            [{}, {"chain": "sol"}, {"chain": "sol", "tf": "1h"}, {"tf": "1h", "mcap": "micro", "chain": "eth"}]
+        ):
+            for p in ("pm.s0", "pm.s1"):
+                conn.execute(INSERT, {"p": p, "s": json.dumps(scope), "c": 0.3 + 0.1 * k, "a": 0.5, "e": -0.5})
+        requests = [
+            (p, s)
+            for p in ("pm.s0", "pm.s1", "pm.none")
+            for s in ({"chain": "sol", "tf": "1h"}, {"tf": "1h", "mcap": "micro", "chain": "eth"}, {}, {"tf": "4h"})
+        ]
+        expected = [_oracle(conn, p, s) for p, s in requests]
+        assert sum(map(len, expected)) > 10
+        rows = [(p, s, 0.5, 0.5) for p, s in requests]
+        settings_ = [(runtime._DENSE_KEYS, runtime._MATCH_MATRIX_CELLS), (0, runtime._MATCH_MATRIX_CELLS), (0, 0)]
+        for dense, cells in settings_:
+            monkeypatch.setattr(runtime, "_DENSE_KEYS", dense)
+            monkeypatch.setattr(runtime, "_MATCH_MATRIX_CELLS", cells)
+            runtime._BATCH_CACHES.pop(conn, None)  # built again under these settings
+            assert _batch_ids(conn, rows) == expected
+            ks = _entry(conn, {"pm.s0", "pm.s1", "pm.none"})[1].key_sets
+            assert all((k.table is None) == (dense == 0) for k in ks)
+        for n in range(runtime._CACHE_PATTERN_SETS + 1):
+            subset = [r for r in rows if r[0] == "pm.s0"] + [(f"pm.other{n}", {}, 0.5, 0.5)]
+            assert _batch_ids(conn, subset)[:4] == expected[:4]
+            assert len(runtime._BATCH_CACHES[conn]) <= runtime._CACHE_PATTERN_SETS
+    finally:
+        conn.execute("DELETE FROM public.pm_overrides")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import math
@@ -67,6 +68,16 @@ WHERE o.pattern_key = ANY(%(patterns)s::text [])
 _COLUMNS = ("ids", "scope_subsets", "dir_a", "dir_e", "confidence", "edge_raw_roi", "n")
 
 
+def _own_copy(scope):
+    """A scope_subset the caller may change: a dict copied (deeply when a value is a list or an
+    object; learned overrides never have one)."""
+    if not isinstance(scope, dict):
+        return scope
+    if any(isinstance(v, (dict, list)) for v in scope.values()):
+        return copy.deepcopy(scope)
+    return dict(scope)
+
+
 @dataclass(frozen=True)
 class _Overrides:
     """Overrides as columns, sorted by id (the order matches are reported in)."""
@@ -99,8 +110,8 @@ class _Overrides:
         scope = self.scope_subsets[j]
         return StrengthMatch(
             override_id=self.ids[j],
-            # The caller's own copy: the single call's cache keeps the original (its values are str).
-            scope_subset=dict(scope) if isinstance(scope, dict) else scope,
+            # The caller's own copy, nested values included: the caches keep the original.
+            scope_subset=_own_copy(scope),
             dims=len(scope),
             dir_a=self.dir_a[j],
             dir_e=self.dir_e[j],
@@ -385,7 +396,7 @@ FROM (SELECT pg_catalog.sum(c.weight)::bigint AS generation FROM learning.pm_ove
 LEFT JOIN LATERAL (
     SELECT{arrays}
     FROM public.pm_overrides AS o
-    WHERE g.generation IS DISTINCT FROM %(cached)s::bigint
+    WHERE (g.generation IS NULL OR g.generation IS DISTINCT FROM %(cached)s::bigint)
         AND {patterns}
         AND pg_catalog.jsonb_typeof(o.scope_subset) = 'object'
         AND {steering}
@@ -477,7 +488,7 @@ def _pattern_overrides(conn, pattern_key: str) -> tuple[dict, _PatternOverrides]
     entry = cache.get(pattern_key)
     cached = entry.generation if entry is not None else None
     row = _one_row(conn, STRENGTH_GENERATION, {"pattern_key": pattern_key, "cached": cached})
-    if row["written_here"]:
+    if row["written_here"] or row["generation"] is None:  # no generation (changes table emptied by hand)
         return None
     if entry is None or entry.generation != row["generation"]:
         if entry is not None or len(cache) >= _CACHE_PATTERNS:  # the other entries are as old: drop them
@@ -579,7 +590,7 @@ class _LazyMatches(Sequence):
 
 
 _ABSENT = object()
-_DENSE_KEYS = 1 << 22  # lookup tables up to this size (32 MiB), when not much larger than the data
+_DENSE_KEYS = 1 << 22  # lookup tables up to this size (16 MiB of int32), when not much larger than the data
 _MATCH_MATRIX_CELLS = 1 << 22  # requests x key sets matrix up to this size (16 MiB of int32, twice while sorted)
 
 
@@ -752,8 +763,10 @@ class _BatchIndex:
             ovr_key = np.zeros(members.size, dtype=np.int64)
             for c in cols:  # mixed-radix keys (Horner)
                 ovr_key = ovr_key * radix[c] + ovr_codes[c, members]
-            if space <= min(_DENSE_KEYS, 8 * members.size + (1 << 16)):  # a lookup table: one gather
-                table = np.full(space, -1, dtype=np.int64)
+            # A lookup table (one gather per batch) when it is not much larger than the key set:
+            # kept in the cache, so bounded by the overrides, not by any one batch.
+            if space <= min(_DENSE_KEYS, 16 * members.size + 4096):
+                table = np.full(space, -1, dtype=np.int32)
                 table[ovr_key] = members
                 key_sets.append(_KeySet(cols, members, table=table))
             else:
@@ -890,14 +903,14 @@ def _batch_index(conn, patterns: list[str]) -> tuple[dict, _BatchIndex]:
     entry = cache.get(key)
     cached = entry[0] if entry is not None else None
     row = _one_row(conn, STRENGTH_GENERATION_OF_PATTERNS, {"patterns": patterns, "cached": cached})
-    if entry is not None and entry[0] == row["generation"]:
+    if entry is not None and row["generation"] is not None and entry[0] == row["generation"]:
         if not row["written_here"]:
             return row["tunables"], entry[1]
         # Own uncommitted changes under the cached generation (the lateral read nothing): read them.
         tunables, overrides = _fetch(conn, STRENGTH_OVERRIDES_OF_PATTERNS, {"patterns": patterns})
         return tunables, _BatchIndex.build(overrides)
     index = _BatchIndex.build(_Overrides.from_row(row))
-    if row["written_here"]:  # its own uncommitted changes are under no generation: not kept
+    if row["written_here"] or row["generation"] is None:  # under no generation: not kept
         return row["tunables"], index
     if entry is not None or len(cache) >= _CACHE_PATTERN_SETS:  # the other entries are as old: drop them
         cache.clear()
