@@ -1486,8 +1486,8 @@ NOTES = """
   top; 0.70 needs redistribution + trigger <= 1.43x the bare UPDATE, i.e. the token totals and the
   learning step nearly free. The plan's flow is fsync-bound (one autocommit UPDATE per position,
   ~2,875 per trade), so its rate is a property of the machine's commit latency: 0.86-1.2 trades/s
-  on stop 10's machine (live 83-122x), 2.2 trades/s on this one, where a commit is ~4x cheaper
-  (live ~42x). When another session's snapshot holds back pruning, each trade's ~2,800 new row
+  on stop 10's machine (live 83-122x), 1.9-2.4 trades/s on this one, where a commit is ~4x cheaper
+  (live 34-42x). When another session's snapshot holds back pruning, each trade's ~2,800 new row
   versions pile up (the table grew from 0.6 MB to 63 MB once) and both sides slow down.
 - **Bulk replay.** The write floor (the rows the replay writes, copied by plain INSERT ... SELECT into
   trigger-less copies with the same indexes: ~100k trades, ~420k pattern_trade_events, 100k
@@ -1501,8 +1501,9 @@ NOTES = """
   node, which the floor also pays, ~0.6 s), history + log ~0.8 s (messages 0.27 s, history rows
   0.18 s), the per-trade plpgsql loop ~0.7 s (allocation_step ~15 us per trade), validation 0.15 s.
 - **Strength builder vs pandas.** Met, by a small margin: the medians of three alternating runs
-  (the SQL runs vary by ~1%, single runs on this machine 1.01-1.07x). 15.8 s three stops ago, 8.1 s,
-  6.1-6.9 s in stop 9 (0.92-0.99x), 5.7-5.8 s since stop 10. Stop 10: the facts are read once into
+  (single runs on stop 10's machine 1.01-1.07x). 15.8 s three stops ago, 8.1 s, 6.1-6.9 s in stop 9
+  (0.92-0.99x), 5.7-5.8 s at stop 10; 7.0-7.6 s on this stop's slower machine, where pandas slowed
+  more (1.05-1.22x). Stop 10: the facts are read once into
   (pattern, trade) rows (no 1M-row events table), a trade whose rows agree (every trade the trigger
   writes) has its cells summed from those rows without the join back to the trade, the lessons are
   matched once and written by id (merge joins off: sorting jsonb keys cost 0.5 s where hashing
