@@ -18,18 +18,11 @@ from hypothesis import strategies as st
 
 from lowcap_learning import runtime
 from lowcap_learning.runtime import (
-    STRENGTH_MATCHES,
     StrengthResult,
-    _fetch,
     apply_strength_overrides,
     apply_strength_overrides_batch,
 )
-from test_runtime_cache import INSERT, OVERRIDE, REQUEST, WRITE, _write
-
-
-def _oracle(conn, pattern_key, scope):
-    _, found = _fetch(conn, STRENGTH_MATCHES, {"pattern_key": pattern_key, "scope": json.dumps(scope)})
-    return found.ids
+from test_runtime_cache import INSERT, OVERRIDE, REQUEST, WRITE, _oracle, _write
 
 
 def _batch_ids(conn, requests):
