@@ -1270,6 +1270,11 @@ def report(results: dict, command: str) -> str:
                     f" {fmt(t['floor_per_s'])} /s (server CPU {fmt(t['backend_cpu_ms_floor'], 3)} ms) |"
                     f" {t['ratio_floor']:.2f} | (diagnostic) | |"
                 )
+                lines.append(
+                    f"| the write floor vs the plain INSERT: the highest trigger-overhead ratio SPEC's writes allow"
+                    f" here, with no logic at all | {fmt(t['floor_per_s'])} vs {fmt(t['plain_per_s'])} /s |"
+                    f" {t['floor_per_s'] / t['plain_per_s']:.2f} | (ceiling) | |"
+                )
     if "live" in r:
         t = r["live"]
         rss.append(("live", t.get("peak_rss_mib")))
@@ -1286,6 +1291,11 @@ def report(results: dict, command: str) -> str:
             lines.append(
                 f"| live trade vs the plan's flow | {fmt(t['trigger_per_s'])} vs {fmt(t['plan_per_s'], 3)} trades/s |"
                 f" {t['ratio_plan']:.0f}× | {TARGETS['live_plan']} | {verdict(t['ratio_plan'] >= 100)} |"
+            )
+            lines.append(
+                f"| the bare UPDATE vs the plan's flow: the highest live-vs-plan ratio this machine allows"
+                f" (no trigger, no token totals) | {fmt(t['bare_update_per_s'])} vs {fmt(t['plan_per_s'], 3)} /s |"
+                f" {t['bare_update_per_s'] / t['plan_per_s']:.0f}× | (ceiling) | |"
             )
     if "bulk" in r:
         t = r["bulk"]
@@ -1458,8 +1468,20 @@ NOTES = """
 
 - **Trigger overhead (single-row INSERT).** The write floor row above runs the same writes (trade,
   its pattern_trade_events rows, one history row, two log rows, the config row) as one plain
-  statement: it keeps ~0.75-0.85 of the plain rate, so the writes are not the bound; the trigger's
-  logic is. Stop 11 found three helpers PostgreSQL silently did not inline (an IMMUTABLE SQL function
+  statement with no logic at all: it keeps 0.61-0.85 of the plain rate on this machine (the ceiling
+  row; it moves with the machine from run to run), so at 0.70 the learning itself would have to fit
+  in what the writes leave: nothing in a run where the floor is under 0.70, ~0.1 ms at best. perf (stop 12:
+  `perf record -g` on the server process over 4,000 single-row trades; Debian's postgres without
+  debug symbols, so inclusive figures of the named functions): the trigger is ~68% of the backend's
+  CPU per trade and no function has more than 3-5% of self time. Executor start-up of its ~12
+  statements is ~14% (ExecInitNode; ExecInitModifyTable 9.5% of it), plpgsql's per-transaction
+  set-up of its simple expressions ~9% (ExecInitExprWithParams), the commit's WAL flush ~13% (the
+  plain INSERT pays that too), heap and index inserts ~8%, jsonb building ~5%: the cost is spread
+  over many small set-ups, none worth a redesign alone. Measured in stop 12 and not kept: the
+  allocation and counts read by simple expressions instead of two ARRAY(SELECT ...) sub-queries
+  (0-5%, inside the run-to-run noise), the config UPDATE, history, log and pattern_trade_events
+  written by one statement of data-modifying CTEs (~5 us). Stop 11 found three helpers PostgreSQL
+  silently did not inline (an IMMUTABLE SQL function
   whose body calls something STABLE, here array_to_string, the text-to-array cast and
   jsonb_build_object, is never inlined), so each was planned again in every trade's transaction:
   `_fmt_allocation` in the log statement (~0.15 ms per log line), `_series_state` (4 x ~25 us) and
@@ -1484,10 +1506,19 @@ NOTES = """
   carrying ctid arrays joined by TID scan (~2x), the allocation looked up per row by array position
   instead of joined (+5%). The trigger's own ~1.0 ms and the trade's insert and commit come on
   top; 0.70 needs redistribution + trigger <= 1.43x the bare UPDATE, i.e. the token totals and the
-  learning step nearly free. The plan's flow is fsync-bound (one autocommit UPDATE per position,
+  learning step nearly free. perf of live trades (stop 12): the token totals' side of the join
+  (second scan with its HOT pruning, aggregate by token, hash build: MultiExecHash) ~23% of the
+  backend's CPU, heap_update ~19%, hashing and comparing the two text columns of the token key ~8%
+  of self time. Measured in stop 12 and slower (2,812 rows written per call, alternating): the
+  allocation by CASE on the timeframe instead of the 3-row join (+2%), merge joins over the (token,
+  timeframe) unique index with hash joins and hash aggregates off (+45%), window sums over the token
+  joined back by ctid (+20%). The plan's flow is fsync-bound (one autocommit UPDATE per position,
   ~2,875 per trade), so its rate is a property of the machine's commit latency: 0.86-1.2 trades/s
-  on stop 10's machine (live 83-122x), 1.9-2.4 trades/s on this one, where a commit is ~4x cheaper
-  (live 34-42x). When another session's snapshot holds back pruning, each trade's ~2,800 new row
+  on stop 10's machine (live 83-122x), 1.9-2.4 trades/s on stop 11's, where a commit was ~4x
+  cheaper (live 34-42x), ~0.5 trades/s in stop 12's run (131x). The ceiling row says how far any
+  trade could go: the bare UPDATE alone, with no trigger and no token totals, against the plan's
+  flow; where it is under 100x (stop 11's machine: ~57x) the target cannot be met there. When another
+  session's snapshot holds back pruning, each trade's ~2,800 new row
   versions pile up (the table grew from 0.6 MB to 63 MB once) and both sides slow down.
 - **Bulk replay.** The write floor (the rows the replay writes, copied by plain INSERT ... SELECT into
   trigger-less copies with the same indexes: ~100k trades, ~420k pattern_trade_events, 100k
@@ -1497,7 +1528,12 @@ NOTES = """
   row: 15 -> 9 us per trade), the history rows in one array of the table's row type (one in-place
   append per trade instead of twelve, no text round trip) and the inlined `_fmt_allocation`: a
   30,000-trade replay went from 7,500-10,200 to 11,200-13,000 trades/s (alternating runs, same
-  hour). auto_explain of a 30,000-trade replay now: pattern_trade_events INSERT ~0.9 s (its insert
+  hour). perf of a 30,000-trade replay (stop 12): index inserts ~29% of the backend's CPU (btinsert:
+  9 indexes over the 4 tables written), heap inserts ~13%, WAL ~8%, file extension and writes ~12%;
+  of the logic, the set-returning functions (unnest, jsonb_array_elements) ~9%, allocation_step ~9%,
+  formatting the log lines' numbers ~2.5%. The floor is under 20,000 trades/s in most runs here, so
+  the target is above what the writes alone reach. auto_explain of a 30,000-trade replay in stop 11:
+  pattern_trade_events INSERT ~0.9 s (its insert
   node, which the floor also pays, ~0.6 s), history + log ~0.8 s (messages 0.27 s, history rows
   0.18 s), the per-trade plpgsql loop ~0.7 s (allocation_step ~15 us per trade), validation 0.15 s.
 - **Strength builder vs pandas.** Met, by a small margin: the medians of three alternating runs
@@ -1520,8 +1556,14 @@ NOTES = """
   the generation, the tunables and an own-uncommitted-change check (~0.07 ms server), then matching
   by key set in Python and the steering maths (~0.15 ms). Stop 11: the query's column names read once
   (~40 us a call), each key set's values read by one itemgetter: p50 0.42 -> 0.30 ms, p99 0.96 ->
-  0.87 ms in alternating runs. The first call after a change reads and indexes the pattern's ~1,250
-  overrides again (the diagnostic row: a few ms).
+  0.87 ms in alternating runs. On stop 12's machine p99 was at or just over 1 ms (1.00-1.11 ms in
+  four runs): of a ~0.23 ms round trip (pgbench) learning.tunables() was ~0.08 ms, and parsing its
+  jsonb ~0.07 ms more in Python. The tunables are now kept per connection too, under a version of
+  what learning.tunables() reads (the learning row's xmin and ctid, tunable_specs' count and xmin
+  sum), and read only when it moved: p50 0.52-0.68 -> 0.37-0.51 ms, p99 0.87-1.02 -> 0.69-0.84 ms
+  (alternating runs). What is left of the tail is mostly the machine: a bare `SELECT 1` round trip
+  has a p99 of 0.36-0.45 ms here. The first call after a change reads and indexes the pattern's
+  ~1,250 overrides again (the diagnostic row: a few ms).
 - **Runtime steering, batch.** Met again (stop 10's 82 ms became 134-145 ms on this stop's slower
   machine): the batch now keeps its overrides indexed per connection under pm_overrides' generation,
   as the single call does (the diagnostic row gives the batch right after a change, which reads and
