@@ -1559,9 +1559,10 @@ NOTES = """
   0.87 ms in alternating runs. On stop 12's machine p99 was at or just over 1 ms (1.00-1.11 ms in
   four runs): of a ~0.23 ms round trip (pgbench) learning.tunables() was ~0.08 ms, and parsing its
   jsonb ~0.07 ms more in Python. The tunables are now kept per connection too, under a version of
-  what learning.tunables() reads (the learning row's xmin and ctid, tunable_specs' count and xmin
-  sum), and read only when it moved: p50 0.52-0.68 -> 0.37-0.51 ms, p99 0.87-1.02 -> 0.69-0.84 ms
-  (alternating runs). What is left of the tail is mostly the machine: a bare `SELECT 1` round trip
+  what learning.tunables() reads (xmin and ctid of the learning row and of the tunable_specs rows,
+  the function's pg_proc row), and read only when it moved: p50 0.52-0.69 -> 0.37-0.62 ms, p99
+  0.87-1.30 -> 0.69-1.10 ms (alternating runs; the machine swings as much from run to run). What is
+  left of the tail is mostly the machine: a bare `SELECT 1` round trip
   has a p99 of 0.36-0.45 ms here. The first call after a change reads and indexes the pattern's
   ~1,250 overrides again (the diagnostic row: a few ms).
 - **Runtime steering, batch.** Met again (stop 10's 82 ms became 134-145 ms on this stop's slower

@@ -48,7 +48,14 @@ CHANGE = st.one_of(
     st.tuples(st.just("other_connection"), SET),
     st.tuples(st.just("default"), SET),
     st.tuples(st.just("twice_in_one_transaction"), st.tuples(SET, SET)),
+    st.tuples(
+        st.just("default_twice_in_one_transaction"),
+        st.sampled_from(sorted(VALUES)).flatmap(
+            lambda k: st.tuples(st.just(k), st.sampled_from(VALUES[k]), st.sampled_from(VALUES[k]))
+        ),
+    ),
     st.tuples(st.just("rolled_back"), SET),
+    st.tuples(st.just("rolled_back_to_savepoint"), st.tuples(SET, SET)),
     st.tuples(st.just("delete_row"), st.just(None)),
     st.tuples(st.just("nothing"), st.just(None)),
 )
@@ -108,9 +115,30 @@ def _change(conn, db_url, kind, arg):
             _assert_same(conn)
             _set(conn, *arg[1])
             _assert_same(conn)
+    elif kind == "default_twice_in_one_transaction":  # the spec row's second version has the same xmin
+        key, *values = arg
+        with conn.transaction():
+            conn.execute(
+                "UPDATE public.learning_configs SET config_data = config_data - %s::text WHERE module_id = 'learning'",
+                (key,),
+            )
+            for value in values:
+                conn.execute(
+                    "UPDATE learning.tunable_specs SET default_value = %s::jsonb WHERE key = %s",
+                    (json.dumps(value), key),
+                )
+                _assert_same(conn)
     elif kind == "rolled_back":
         with conn.transaction(force_rollback=True):
             _set(conn, *arg)
+            _assert_same(conn)
+    elif kind == "rolled_back_to_savepoint":
+        with conn.transaction():
+            _set(conn, *arg[0])
+            _assert_same(conn)
+            with conn.transaction(force_rollback=True):  # a savepoint, rolled back
+                _set(conn, *arg[1])
+                _assert_same(conn)
             _assert_same(conn)
     elif kind == "delete_row":
         conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
@@ -169,6 +197,51 @@ def test_an_unchanged_version_reads_no_tunables(conn, monkeypatch):
         assert rows[0]["tunables"]["steer_base"] == 0.1
         assert runtime._TUNABLES[conn][1].steer_base == 0.1
     finally:
+        conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
+
+
+def test_a_new_definition_of_learning_tunables_is_seen_by_the_next_call(conn):
+    """A migration that replaces learning.tunables() and changes no row: the version has the
+    function's pg_proc row too."""
+    _overrides(conn)
+    definition = conn.execute("SELECT pg_get_functiondef('learning.tunables()'::regprocedure)").fetchone()[0]
+    try:
+        apply_strength_overrides(conn, "pm.t", {"chain": "sol"}, 0.5, 0.5)
+        assert runtime._TUNABLES[conn][1].steer_base == 0.03
+        assert definition.count("s.default_value") == 1
+        conn.execute(
+            definition.replace(
+                "s.default_value", "CASE s.key WHEN 'steer_base' THEN '0.2'::jsonb ELSE s.default_value END"
+            )
+        )
+        apply_strength_overrides(conn, "pm.t", {"chain": "sol"}, 0.5, 0.5)
+        assert runtime._TUNABLES[conn][1].steer_base == 0.2
+    finally:
+        conn.execute(definition)
+
+
+def test_a_call_steers_with_the_tunables_of_the_version_it_sent(conn, monkeypatch):
+    """Another thread on the same connection may store a newer version between this call's query
+    and its reading of the row: the row's NULL tunables still mean the entry this call sent."""
+    _overrides(conn)
+    _set(conn, "steer_base", 0.1)  # not the Python default: a NULL read as defaults would show
+    try:
+        apply_strength_overrides(conn, "pm.t", {"chain": "sol"}, 0.5, 0.5)
+        sent = runtime._TUNABLES[conn]
+        one_row = runtime._one_row
+
+        def interleaved(conn_, query, params):
+            row = one_row(conn_, query, params)
+            runtime._TUNABLES[conn_] = ("another version", SteeringTunables(steer_base=0.5))
+            return row
+
+        monkeypatch.setattr(runtime, "_one_row", interleaved)
+        got = apply_strength_overrides(conn, "pm.t", {"chain": "sol"}, 0.5, 0.5)
+        monkeypatch.undo()
+        assert _fields(got) == _fields(_expected(conn, "pm.t", {"chain": "sol"}))
+        assert sent[1].steer_base == 0.1
+    finally:
+        runtime._TUNABLES.pop(conn, None)
         conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
 
 

@@ -383,11 +383,11 @@ def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float
 # committed) the cache is bypassed.
 #
 # The tunables are kept per connection the same way, under a version of what learning.tunables()
-# reads: the learning row's (xmin, ctid), which every insert or update of it replaces (even within
-# one transaction; a rolled-back version's transaction id never comes back), and the tunable_specs
-# rows' count and sum of xmin (a migration that changes them). learning.tunables() runs only when
-# the version is not the cached one: it was ~2/3 of this statement's server time, and parsing its
-# result ~0.07 ms more per call.
+# reads: the (xmin, ctid) of the learning row and of every tunable_specs row (an insert or update
+# makes a new ctid, even twice in one transaction; a rolled-back version's transaction id never
+# comes back), and the function's own pg_proc row (a migration replacing it). learning.tunables()
+# runs only when the version is not the one sent: it was ~2/3 of this statement's server time, and
+# parsing its result ~0.07 ms more per call.
 _GENERATION = """
 SELECT
     g.generation,
@@ -403,12 +403,12 @@ FROM (SELECT pg_catalog.sum(c.weight)::bigint AS generation FROM learning.pm_ove
 CROSS JOIN (
     SELECT pg_catalog.concat_ws(
         '/',
-        (
+        coalesce((
             SELECT c.xmin::text || c.ctid::text FROM public.learning_configs AS c
             WHERE c.module_id = 'learning'
-        ),
-        pg_catalog.count(*),
-        pg_catalog.sum(s.xmin::text::bigint)
+        ), '-'),
+        pg_catalog.md5(coalesce(pg_catalog.string_agg(s.xmin::text || s.ctid::text, ',' ORDER BY s.ctid), '')),
+        (SELECT p.xmin::text FROM pg_catalog.pg_proc AS p WHERE p.oid = 'learning.tunables()'::pg_catalog.regprocedure)
     ) AS tunables_version
     FROM learning.tunable_specs AS s
 ) AS t
@@ -436,20 +436,17 @@ _CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TUNABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _cached_tunables_version(conn) -> str | None:
-    entry = _TUNABLES.get(conn)
-    return entry[0] if entry is not None else None
-
-
-def _steering_tunables(conn, row: dict) -> SteeringTunables:
-    """The tunables of a _GENERATION row: the cached ones when the version is the one sent (the row
-    carries none then), else the row's, kept under its version."""
-    entry = _TUNABLES.get(conn)
-    if entry is not None and entry[0] == row["tunables_version"]:
-        return entry[1]
+def _generation_row(conn, query: str, params: dict) -> tuple[dict, SteeringTunables]:
+    """A _GENERATION query's row and the tunables it stands for: the entry whose version was sent
+    when the row's version is that one (the row carries no tunables then; taken before the query, so
+    another thread's newer entry never stands in), else the row's own, kept under its version."""
+    sent = _TUNABLES.get(conn)
+    row = _one_row(conn, query, {**params, "tunables_version": sent[0] if sent is not None else None})
+    if sent is not None and sent[0] == row["tunables_version"]:
+        return row, sent[1]
     tunables = SteeringTunables.from_json(row["tunables"])
     _TUNABLES[conn] = (row["tunables_version"], tunables)
-    return tunables
+    return row, tunables
 
 
 @dataclass(frozen=True)
@@ -524,12 +521,7 @@ def _pattern_overrides(conn, pattern_key: str) -> tuple[SteeringTunables, _Patte
         cache = _CACHES.setdefault(conn, {})
     entry = cache.get(pattern_key)
     cached = entry.generation if entry is not None else None
-    row = _one_row(
-        conn,
-        STRENGTH_GENERATION,
-        {"pattern_key": pattern_key, "cached": cached, "tunables_version": _cached_tunables_version(conn)},
-    )
-    tunables = _steering_tunables(conn, row)
+    row, tunables = _generation_row(conn, STRENGTH_GENERATION, {"pattern_key": pattern_key, "cached": cached})
     if row["written_here"] or row["generation"] is None:  # no generation (changes table emptied by hand)
         return None
     if entry is None or entry.generation != row["generation"]:
@@ -944,12 +936,7 @@ def _batch_index(conn, patterns: list[str]) -> tuple[SteeringTunables, _BatchInd
     key = tuple(patterns)
     entry = cache.get(key)
     cached = entry[0] if entry is not None else None
-    row = _one_row(
-        conn,
-        STRENGTH_GENERATION_OF_PATTERNS,
-        {"patterns": patterns, "cached": cached, "tunables_version": _cached_tunables_version(conn)},
-    )
-    tunables = _steering_tunables(conn, row)
+    row, tunables = _generation_row(conn, STRENGTH_GENERATION_OF_PATTERNS, {"patterns": patterns, "cached": cached})
     if entry is not None and row["generation"] is not None and entry[0] == row["generation"]:
         if not row["written_here"]:
             return tunables, entry[1]
