@@ -1515,7 +1515,8 @@ NOTES = """
   joined back by ctid (+20%). The plan's flow is fsync-bound (one autocommit UPDATE per position,
   ~2,875 per trade), so its rate is a property of the machine's commit latency: 0.86-1.2 trades/s
   on stop 10's machine (live 83-122x), 1.9-2.4 trades/s on stop 11's, where a commit was ~4x
-  cheaper (live 34-42x), ~0.5 trades/s in stop 12's run (131x). The ceiling row says how far any
+  cheaper (live 34-42x), 0.48-0.85 trades/s in stop 12's runs (89-131x: the disk's commit latency
+  moved within the session). The ceiling row says how far any
   trade could go: the bare UPDATE alone, with no trigger and no token totals, against the plan's
   flow; where it is under 100x (stop 11's machine: ~57x) the target cannot be met there. When another
   session's snapshot holds back pruning, each trade's ~2,800 new row
@@ -1550,7 +1551,8 @@ NOTES = """
   0.66 s, grouping sets 0.6 s, the stats objects 0.4 s (12 float-to-numeric conversions per lesson),
   INSERT of 44k lessons 0.35 s (0.24 s of it the jsonb unique index). pandas (one scope per trade, no
   writes) is 1.7 s of fetch and 4.2 s of compute.
-- **Runtime steering, single call.** Met (p99 was 1.0-1.4 ms before stop 10's cache): each pattern's
+- **Runtime steering, single call.** Met, with a thin margin on this machine (p99 was 1.0-1.4 ms
+  before stop 10's cache): each pattern's
   active overrides are cached per connection and re-read only when pm_overrides' generation moved
   (the count of committed transactions that changed it). A cached call: round trip ~0.11 ms carrying
   the generation, the tunables and an own-uncommitted-change check (~0.07 ms server), then matching
