@@ -259,3 +259,25 @@ def test_the_tunables_are_per_connection(conn, db_url):
         assert runtime._TUNABLES[conn][1].conf_min == 0.95
     finally:
         conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
+
+
+def test_a_repeatable_read_transaction_keeps_its_snapshots_tunables(conn, db_url):
+    """Another connection's change committed during a REPEATABLE READ transaction is not seen in it
+    (the version is read in the transaction's snapshot), and is seen by the first call after it."""
+    _overrides(conn)
+    try:
+        _set(conn, "steer_base", 0.1)
+        apply_strength_overrides(conn, "pm.t", {"chain": "sol"}, 0.5, 0.5)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            assert conn.execute("SHOW transaction_isolation").fetchone()[0] == "repeatable read"
+            _assert_same(conn)
+            with psycopg.connect(db_url, autocommit=True) as other:
+                _set(other, "steer_base", 0.2)
+            _assert_same(conn)
+            assert runtime._TUNABLES[conn][1].steer_base == 0.1
+        _assert_same(conn)
+        assert runtime._TUNABLES[conn][1].steer_base == 0.2
+    finally:
+        conn.isolation_level = None
+        conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
