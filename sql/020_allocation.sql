@@ -142,12 +142,17 @@ DECLARE
     max_change double precision := 0;
     i integer;
 BEGIN
+    -- The group's total is 1 minus the timeframes outside it, not the sum of its members: the sum
+    -- would carry each step's rounding into the next, and the drift grows without bound (the
+    -- allocation left SPEC's 1e-12 after ~19,000 trades). Anchored, it stays within a few ulps.
+    group_total := 1;
     FOR i IN 1..k LOOP
         IF p_trade_counts[i] >= 1 THEN
             members := members || i;
-            group_total := group_total + p_current[i];
             min_roi := LEAST(min_roi, p_roi_short[i]);
             min_n := LEAST(min_n, p_trade_counts[i]);
+        ELSE
+            group_total := group_total - p_current[i];
         END IF;
     END LOOP;
     m := pg_catalog.cardinality(members);
@@ -226,14 +231,19 @@ BEGIN
         HAVING pg_catalog.sum(p.total_allocation_pct) <> 0 AND pg_catalog.sum(a.alloc) <> 0
     )
 
+    -- A row holding all of its token's allocation (a token with one tracked row) gets the total
+    -- itself: total * a / a can round to a neighbouring float, and the row would be rewritten.
     UPDATE public.lowcap_positions AS p
-    SET total_allocation_pct = t.token_total * a.alloc / t.alloc_sum
+    SET total_allocation_pct
+        = CASE WHEN a.alloc = t.alloc_sum THEN t.token_total ELSE t.token_total * a.alloc / t.alloc_sum END
     FROM token AS t, alloc AS a
     WHERE p.token_contract = t.token_contract AND p.token_chain = t.token_chain
         AND p.timeframe = a.timeframe
         AND p.status IN ('watchlist', 'active', 'dormant')
         AND p.total_allocation_pct IS NOT NULL
-        AND p.total_allocation_pct IS DISTINCT FROM t.token_total * a.alloc / t.alloc_sum;
+        AND p.total_allocation_pct IS DISTINCT FROM (
+            CASE WHEN a.alloc = t.alloc_sum THEN t.token_total ELSE t.token_total * a.alloc / t.alloc_sum END
+        );
     GET DIAGNOSTICS updated = ROW_COUNT;
     RETURN updated;
 END;
@@ -266,15 +276,22 @@ RETURN pg_catalog.jsonb_build_object(
 
 -- learning.ensure_decision_maker_config: create or adopt the decision_maker row; returns it locked.
 -- The bot's legacy global_roi is in percent: it moves to global_roi_legacy_pct before ours replaces it.
+-- A row that lost our keys after trades were learned is restored from history, with a WARNING line.
 CREATE OR REPLACE FUNCTION learning.ensure_decision_maker_config()
 RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = ''
+SET extra_float_digits = 1
 AS $$
 DECLARE
     cfg jsonb;
+    created boolean := false;
+    alloc double precision [];
+    states double precision [] := pg_catalog.array_fill(0::double precision, ARRAY[20]);
+    counts integer [] := ARRAY[0, 0, 0, 0];
+    r record;
 BEGIN
     SELECT config_data INTO cfg
     FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
@@ -285,18 +302,38 @@ BEGIN
             'timeframe allocation learned from closed_trades'
         )
         ON CONFLICT (module_id) DO NOTHING;
+        created := FOUND;
         SELECT config_data INTO cfg
         FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
     END IF;
-    IF NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' THEN
+    IF created OR NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' THEN
         cfg := cfg
-            || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'learning_state'
+            || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'learning_state' AND NOT created
                 THEN pg_catalog.jsonb_build_object('global_roi_legacy_pct', cfg -> 'global_roi')
                 ELSE '{}'::jsonb END
             || learning._initial_decision_maker_config();
-        UPDATE public.learning_configs
-        SET config_data = cfg, updated_at = pg_catalog.now(), updated_by = 'lowcap-learning'
-        WHERE module_id = 'decision_maker';
+        -- The row lost our keys (or the row itself) after trades were learned: restore, never
+        -- restart from the starting split (a jump far above the step cap). The allocation is the
+        -- last history row's; the EWMA state is rebuilt from the trades already folded.
+        SELECT h.allocation_after INTO alloc FROM learning.allocation_history AS h ORDER BY h.seq DESC LIMIT 1;
+        IF alloc IS NOT NULL THEN
+            FOR r IN SELECT * FROM learning.recomputed_roi_state(NULL, NULL, true) LOOP
+                states[(r.ord - 1) * 5 + 1:r.ord * 5] := r.state;
+                counts[r.ord] := r.n;
+            END LOOP;
+            cfg := cfg || learning._decision_maker_config(alloc, states, counts);
+            PERFORM learning._log('WARNING', pg_catalog.format(
+                'ALLOCATION STATE RESTORED: trades=%s | allocation=%s | reason=%s',
+                counts[4], learning._fmt_allocation(alloc),
+                CASE WHEN created THEN 'the decision_maker row was missing'
+                    ELSE 'the decision_maker row had lost timeframe_allocation or learning_state' END
+            ));
+        END IF;
+        IF NOT created OR alloc IS NOT NULL THEN
+            UPDATE public.learning_configs
+            SET config_data = cfg, updated_at = pg_catalog.now(), updated_by = 'lowcap-learning'
+            WHERE module_id = 'decision_maker';
+        END IF;
     END IF;
     RETURN cfg;
 END;
@@ -635,13 +672,21 @@ END;
 $$;
 
 -- learning.trg_closed_trades_append_only: closed_trades is append-only (a correction is a new
--- trade), so the learning state is always a function of its rows.
+-- trade), so the learning state is always a function of its rows. Per statement, so even an
+-- UPDATE of no row is refused: PostgreSQL fires it for every INSERT ... ON CONFLICT DO UPDATE too,
+-- and a bot that upserts trades fails on its first trade, in testing, not at its first duplicate.
 CREATE OR REPLACE FUNCTION learning.trg_closed_trades_append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'closed_trades is append-only: UPDATE is refused (insert a correcting trade instead)'
+            USING ERRCODE = 'prohibited_sql_statement_attempted', TABLE = 'closed_trades', SCHEMA = 'public',
+                HINT = 'INSERT ... ON CONFLICT DO UPDATE counts as an UPDATE, even for a new trade; '
+                    || 'to skip a trade already stored, use ON CONFLICT (trade_id) DO NOTHING.';
+    END IF;
     RAISE EXCEPTION 'closed_trades is append-only: % is refused (insert a correcting trade instead)', TG_OP
         USING ERRCODE = 'prohibited_sql_statement_attempted', TABLE = 'closed_trades', SCHEMA = 'public';
 END;
@@ -714,9 +759,13 @@ END;
 
 -- learning.recomputed_roi_state: the EWMA state every series would have from closed_trades alone.
 -- Closed form (sums at the newest closed_at): the oracle for `check` and the tau-change recompute.
+-- p_folded_only keeps the trades the trigger has already folded (those with a history row), so a
+-- restore inside the trigger does not count the statement's own new trades twice.
+DROP FUNCTION IF EXISTS learning.recomputed_roi_state(double precision, double precision);
 CREATE OR REPLACE FUNCTION learning.recomputed_roi_state(
     p_tau_short_days double precision DEFAULT NULL,
-    p_tau_long_days double precision DEFAULT NULL
+    p_tau_long_days double precision DEFAULT NULL,
+    p_folded_only boolean DEFAULT false
 )
 RETURNS TABLE (
     series text,
@@ -747,6 +796,10 @@ BEGIN ATOMIC
             pg_catalog.unnest(learning.tracked_timeframes() || 'global'::text)
             WITH ORDINALITY AS s (name, ord)
             ON t.timeframe = s.name OR (s.name = 'global' AND t.timeframe = any(learning.tracked_timeframes()))
+        WHERE NOT p_folded_only OR EXISTS (  -- noqa: RF02
+            SELECT FROM learning.allocation_history AS h
+            WHERE h.trade_id = t.trade_id
+        )
     ),
 
     refs AS (

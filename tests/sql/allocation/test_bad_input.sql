@@ -1,7 +1,7 @@
 -- SPEC 4 input rules: every bad trade is refused with a message naming the field, and no table
 -- changes; closed_trades is append-only; a duplicate trade_id never counts twice.
 BEGIN;
-SELECT plan(32);
+SELECT plan(35);
 
 -- fingerprint(): row count and md5 of every table in public and learning, in one text.
 CREATE FUNCTION pg_temp.fingerprint()
@@ -114,6 +114,25 @@ SELECT throws_like($$DELETE FROM public.closed_trades WHERE trade_id = 'good1'$$
 SELECT throws_ok($$TRUNCATE public.closed_trades$$, '2F003', NULL, 'TRUNCATE of closed_trades is refused');
 SELECT throws_ok($$UPDATE public.closed_trades SET rpnl_pct = rpnl_pct WHERE false$$,
     '2F003', NULL, 'even an UPDATE that matches no row is refused');
+SELECT throws_ok(
+    $$INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at) VALUES ('up1', '4h', 1, now())
+      ON CONFLICT (trade_id) DO UPDATE SET rpnl_pct = excluded.rpnl_pct$$,
+    '2F003', NULL, 'an upsert is an UPDATE: refused even for a new trade, so a bot using it fails at once');
+CREATE FUNCTION pg_temp.upsert_hint() RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE h text;
+BEGIN
+    INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at) VALUES ('up1', '4h', 1, now())
+    ON CONFLICT (trade_id) DO UPDATE SET rpnl_pct = excluded.rpnl_pct;
+    RETURN NULL;
+EXCEPTION WHEN prohibited_sql_statement_attempted THEN
+    GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
+    RETURN h;
+END $f$;
+SELECT matches(pg_temp.upsert_hint(), 'ON CONFLICT \(trade_id\) DO NOTHING', 'its hint names the upsert that works');
+SELECT lives_ok(
+    $$INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
+      VALUES ('good1', '4h', 99, now()) ON CONFLICT (trade_id) DO NOTHING$$,
+    'ON CONFLICT DO NOTHING skips a stored trade');
 SELECT is(pg_temp.fingerprint(), (SELECT fp FROM before_fp), 'after the refused UPDATE/DELETE/TRUNCATE, no table has changed');
 
 -- Duplicates never count twice; the stored state is exactly the two good trades.
