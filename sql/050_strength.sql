@@ -2,6 +2,7 @@
 -- slice) -> pm_strength overrides. The runtime blend/steer maths live in Python (runtime.py).
 
 -- learning._num_close: two numbers agree within 1e-12, relative to the larger (at least 1).
+-- NULL agrees only with NULL (false, not NULL, otherwise: a writer's `NOT _num_close` must be true).
 -- Re-runs sum in a different order; bit noise must not count as a change.
 CREATE OR REPLACE FUNCTION learning._num_close(a double precision, b double precision)
 RETURNS boolean
@@ -9,7 +10,7 @@ LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
 RETURN a IS NOT DISTINCT FROM b
-OR pg_catalog.abs(a - b) <= 1e-12 * greatest(pg_catalog.abs(a), pg_catalog.abs(b), 1);
+OR coalesce(pg_catalog.abs(a - b) <= 1e-12 * greatest(pg_catalog.abs(a), pg_catalog.abs(b), 1), false);
 
 -- learning._stats_close: two stats objects have the same keys and values, numbers within 1e-12.
 -- The writers compare with it so that re-running on unchanged data writes no row.
@@ -578,8 +579,9 @@ END;
 $$;
 
 -- learning.materialize_strength_overrides: every active pm_strength lesson with (dirA, dirE) <> (0, 0)
--- becomes an active pm_strength override; every other pm_strength override (the bot's legacy ones
--- included) is deactivated. Unchanged rows are not written; each write is one log line.
+-- becomes an active pm_strength override; every other pm_strength override, and the bot's legacy
+-- size-multiplier rows (action entry/add/trim/exit), are deactivated. Unchanged rows are not
+-- written; each write is one log line.
 CREATE OR REPLACE FUNCTION learning.materialize_strength_overrides()
 RETURNS integer
 LANGUAGE plpgsql
@@ -679,21 +681,29 @@ BEGIN
         UPDATE public.pm_overrides AS o
         SET status = 'inactive', last_updated_at = pg_catalog.now()
         WHERE
-            o.action_category = 'pm_strength'
-            AND o.status IS DISTINCT FROM 'inactive'
-            AND NOT EXISTS (
-                SELECT FROM pg_temp._so_target AS t
-                WHERE t.pattern_key = o.pattern_key AND t.scope_subset = o.scope_subset
+            o.status IS DISTINCT FROM 'inactive'
+            AND (
+                -- the bot's legacy strength rows: a size multiplier per action (BOT_SHAPES), which
+                -- would count the lesson twice next to the steering of A and E
+                o.action_category IN ('entry', 'add', 'trim', 'exit')
+                OR (
+                    o.action_category = 'pm_strength'
+                    AND NOT EXISTS (
+                        SELECT FROM pg_temp._so_target AS t
+                        WHERE t.pattern_key = o.pattern_key AND t.scope_subset = o.scope_subset
+                    )
+                )
             )
-        RETURNING o.pattern_key, o.scope_subset, o.dira, o.n
+        RETURNING o.pattern_key, o.action_category, o.scope_subset, o.dira, o.dire, o.n
     ),
 
     logged AS (
         SELECT learning._log('INFO', pg_catalog.format(
-            'STRENGTH OVERRIDE DEACTIVATED: pattern=%s | n=%s | scope=%s | reason=%s',
-            g.pattern_key, coalesce(g.n::text, 'null'), g.scope_subset,
+            'STRENGTH OVERRIDE DEACTIVATED: pattern=%s | action=%s | n=%s | scope=%s | reason=%s',
+            g.pattern_key, g.action_category, coalesce(g.n::text, 'null'), g.scope_subset,
             CASE
-                WHEN g.dira IS NULL THEN 'legacy size multiplier row'
+                WHEN g.action_category <> 'pm_strength' OR (g.dira IS NULL AND g.dire IS NULL)
+                    THEN 'legacy size multiplier row'
                 ELSE 'no active lesson with a direction'
             END
         ))

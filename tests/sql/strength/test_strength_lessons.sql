@@ -1,6 +1,6 @@
 -- SPEC 8: strength lessons from trade facts, on hand-computed small cases.
 BEGIN;
-SELECT plan(36);
+SELECT plan(41);
 
 -- Helper view of one lesson's stats.
 CREATE TEMP VIEW ls AS
@@ -221,6 +221,44 @@ SELECT ok(
             WHERE message LIKE 'STRENGTH OVERRIDE DEACTIVATED: pattern=pm.legacy |%legacy size multiplier row'),
     'with a log line'
 );
+
+-- The bot's legacy size-multiplier rows (action entry/add/trim/exit, BOT_SHAPES) are deactivated
+-- too: next to the steering of A and E they would count the lesson twice (review, stop 13).
+INSERT INTO public.pm_overrides (pattern_key, action_category, scope_subset, multiplier)
+VALUES ('pm.legacy2', 'entry', '{"chain": "sol"}', 1.5), ('pm.legacy2', 'trim', '{}', 0.7),
+    ('pm.legacy2', 'tuning_ts_min', '{}', 1.05);
+DO $do$ BEGIN PERFORM learning.materialize_strength_overrides(); END $do$;
+SELECT is(
+    (SELECT array_agg(action_category || '=' || status ORDER BY action_category)
+     FROM public.pm_overrides WHERE pattern_key = 'pm.legacy2'),
+    ARRAY['entry=inactive', 'trim=inactive', 'tuning_ts_min=active'],
+    'legacy entry/trim size multipliers are deactivated; tuning rows are not the strength materializer''s'
+);
+SELECT ok(
+    EXISTS (SELECT FROM learning.learning_log
+            WHERE message = 'STRENGTH OVERRIDE DEACTIVATED: pattern=pm.legacy2 | action=entry | n=null'
+                || ' | scope={"chain": "sol"} | reason=legacy size multiplier row'),
+    'each with a log line naming its action'
+);
+
+-- A neutral legacy pm_strength row (multiplier 1, no direction) on a learned slice is rewritten
+-- with the lesson: `NOT _num_close(NULL, x)` was NULL, so the upsert's WHERE skipped it (review).
+INSERT INTO public.learning_lessons (module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status)
+VALUES ('pm', 'pm.neutral', 'pm_strength', '{"chain": "sol"}', 40,
+    '{"dirA": 0.6, "dirE": -0.4, "confidence": 0.5, "edge_raw_roi": 0.01}', 'pm_strength', 'active');
+INSERT INTO public.pm_overrides (pattern_key, action_category, scope_subset, multiplier, n)
+VALUES ('pm.neutral', 'pm_strength', '{"chain": "sol"}', 1.0, 40);
+DO $do$ BEGIN PERFORM learning.materialize_strength_overrides(); END $do$;
+SELECT results_eq(
+    $$SELECT dira, dire, confidence_score, edge_raw_roi, status FROM public.pm_overrides
+      WHERE pattern_key = 'pm.neutral'$$,
+    $$VALUES (0.6::float8, -0.4::float8, 0.5::float8, 0.01::float8, 'active'::text)$$,
+    'a neutral row on a learned slice takes the lesson''s direction'
+);
+SELECT ok(learning._num_close(NULL, NULL) AND NOT learning._num_close(NULL, 1)
+    AND NOT learning._num_close(1, NULL) AND learning._num_close(1, 1 + 1e-13),
+    '_num_close: NULL agrees only with NULL, never NULL itself');
+SELECT is(learning._num_close(NULL, 1), false, '_num_close(NULL, x) is false, not NULL');
 
 -- scope_dims restricts the dimensions mined.
 DO $do$ BEGIN PERFORM learning.set_tunable('scope_dims', '["mcap"]'); END $do$;
