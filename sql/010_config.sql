@@ -36,7 +36,8 @@ END;
 $$;
 
 -- learning._validate_tunable: raise unless value is allowed for key; returns the value.
--- One place for the rule so SQL callers and the CLI see the same message.
+-- One place for the rule: set_tunable, the CLI and every direct write of the learning row (the
+-- trigger below) see the same message and SQLSTATE (22023 invalid_parameter_value).
 CREATE OR REPLACE FUNCTION learning._validate_tunable(p_key text, p_value jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -72,20 +73,28 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Compared as numeric first: a JSON number beyond float8 (1e400) is out of range, not a crash.
+    -- An integer is written without a fraction or exponent (5, not 5.0): readers cast it ::integer.
     num := (p_value #>> '{}')::numeric;
     IF num < spec.min_value::numeric OR num > spec.max_value::numeric
-        OR (spec.kind = 'integer' AND num <> pg_catalog.trunc(num)) THEN
+        OR (spec.kind = 'integer' AND (p_value #>> '{}') !~ '^-?[0-9]+$') THEN
         RAISE EXCEPTION 'tunable % must be % in [%, %], got %',
             p_key, CASE spec.kind WHEN 'integer' THEN 'an integer' ELSE 'a number' END,
             spec.min_value, spec.max_value, p_value
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A nonzero number too small for a normal float8 (1e-400 fails the readers' cast) is refused too.
+    IF num <> 0 AND pg_catalog.abs(num) < 2.2250738585072014e-308 THEN
+        RAISE EXCEPTION 'tunable % must be 0 or at least 2.2250738585072014e-308 in magnitude (a float8), got %',
+            p_key, p_value
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN p_value;
 END;
 $$;
 
--- learning.set_tunable: validate and store one tunable; a tau change recomputes the EWMA state.
--- The learning row is locked so two writers never lose each other's keys.
+-- learning.set_tunable: validate and store one tunable. The learning row is locked so two writers
+-- never lose each other's keys. A tau change recomputes the EWMA state through the row's AFTER
+-- trigger (below), as any direct write of the row does: once, not here as well.
 CREATE OR REPLACE FUNCTION learning.set_tunable(p_key text, p_value jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -96,6 +105,7 @@ AS $$
 DECLARE
     old_value jsonb;
 BEGIN
+    -- Refused before any lock or write; the row's trigger applies the same rule again.
     PERFORM learning._validate_tunable(p_key, p_value);
     INSERT INTO public.learning_configs (module_id, config_data, updated_by)
     VALUES ('learning', '{}'::jsonb, 'lowcap-learning')
@@ -107,15 +117,117 @@ BEGIN
         updated_at = pg_catalog.now(),
         updated_by = 'lowcap-learning'
     WHERE module_id = 'learning';
-    IF p_key IN ('tau_short_days', 'tau_long_days') AND old_value IS DISTINCT FROM p_value THEN
-        PERFORM learning.recompute_roi_state();
-    END IF;
     PERFORM learning._log('INFO', pg_catalog.format(
         'CONFIG SET: key=%s | old=%s | new=%s', p_key, coalesce(old_value::text, 'default'), p_value
     ));
     RETURN p_value;
 END;
 $$;
+
+-- learning.trg_learning_configs_validate: BEFORE INSERT OR UPDATE of the learning row (its WHEN
+-- clause skips every other module's row, e.g. the decision_maker row written on every trade).
+-- SPEC 10 "validate on write" for direct writes too: the row must be a JSON object; every tunable
+-- key in it must pass learning._validate_tunable, so no row version written since this trigger
+-- exists holds a bad tunable; a key that is not a tunable is refused when the write adds it or
+-- changes its value (as set_tunable refuses it) and kept when carried over unchanged (a key of an
+-- older version). Definer: the bot's role need not reach schema learning to write its table.
+CREATE OR REPLACE FUNCTION learning.trg_learning_configs_validate()
+RETURNS trigger
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    old_cfg jsonb;
+    kv record;
+BEGIN
+    IF pg_catalog.jsonb_typeof(NEW.config_data) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'learning_configs.config_data of module learning must be a JSON object of tunables, got %',
+            pg_catalog.left(NEW.config_data::text, 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                COLUMN = 'config_data', TABLE = 'learning_configs', SCHEMA = 'public';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        IF OLD.module_id = 'learning' THEN
+            old_cfg := OLD.config_data;
+        END IF;
+    END IF;
+    FOR kv IN
+        SELECT e.key, e.value
+        FROM pg_catalog.jsonb_each(NEW.config_data) AS e (key, value)
+        WHERE EXISTS (SELECT FROM learning.tunable_specs AS s WHERE s.key = e.key)
+            OR (old_cfg -> e.key) IS DISTINCT FROM e.value
+        ORDER BY e.key COLLATE "C"
+    LOOP
+        PERFORM learning._validate_tunable(kv.key, kv.value);
+    END LOOP;
+    RETURN NEW;
+END;
+$$;
+
+-- learning.trg_learning_configs_tau: AFTER INSERT, UPDATE or DELETE of the learning row (WHEN
+-- clauses as above). When the effective tau_short_days or tau_long_days (stored value, else the
+-- default) changes, the EWMA state is rebuilt from closed_trades (SPEC 4), whoever wrote the row.
+-- The row is written (and locked) before recompute_roi_state locks the decision_maker row: the
+-- lock order of set_tunable, so a trade waiting on it folds with the new tau.
+CREATE OR REPLACE FUNCTION learning.trg_learning_configs_tau()
+RETURNS trigger
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    old_cfg jsonb;
+    new_cfg jsonb;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        IF OLD.module_id = 'learning' THEN
+            old_cfg := OLD.config_data;
+        END IF;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        IF NEW.module_id = 'learning' THEN
+            new_cfg := NEW.config_data;
+        END IF;
+    END IF;
+    IF EXISTS (
+        SELECT FROM learning.tunable_specs AS s
+        WHERE s.key IN ('tau_short_days', 'tau_long_days')
+            AND coalesce(old_cfg -> s.key, s.default_value)
+            IS DISTINCT FROM coalesce(new_cfg -> s.key, s.default_value)
+    ) THEN
+        PERFORM learning.recompute_roi_state();
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS _100_validate_tunables ON public.learning_configs;
+CREATE TRIGGER _100_validate_tunables
+BEFORE INSERT OR UPDATE ON public.learning_configs
+FOR EACH ROW WHEN (new.module_id = 'learning')
+EXECUTE FUNCTION learning.trg_learning_configs_validate();
+
+-- One trigger per event: an INSERT trigger's WHEN cannot name OLD, a DELETE trigger's not NEW.
+DROP TRIGGER IF EXISTS _900_tau_recompute_insert ON public.learning_configs;
+CREATE TRIGGER _900_tau_recompute_insert
+AFTER INSERT ON public.learning_configs
+FOR EACH ROW WHEN (new.module_id = 'learning')
+EXECUTE FUNCTION learning.trg_learning_configs_tau();
+
+DROP TRIGGER IF EXISTS _900_tau_recompute_update ON public.learning_configs;
+CREATE TRIGGER _900_tau_recompute_update
+AFTER UPDATE ON public.learning_configs
+FOR EACH ROW WHEN (old.module_id = 'learning' OR new.module_id = 'learning')
+EXECUTE FUNCTION learning.trg_learning_configs_tau();
+
+DROP TRIGGER IF EXISTS _900_tau_recompute_delete ON public.learning_configs;
+CREATE TRIGGER _900_tau_recompute_delete
+AFTER DELETE ON public.learning_configs
+FOR EACH ROW WHEN (old.module_id = 'learning')
+EXECUTE FUNCTION learning.trg_learning_configs_tau();
 
 -- learning.feature_flag: the flag's value in module's feature_flags, false when anything is missing.
 CREATE OR REPLACE FUNCTION learning.feature_flag(p_module text, p_flag text)

@@ -1,0 +1,160 @@
+"""SPEC 10 "validate on write" for direct writes of the learning row, where Python is needed: an
+upgrade over a learning row that is already invalid (validation is on write only, so the upgrade
+must not fail), the downgrade removing the new triggers, and a trade that waits on a direct tau
+change in another session. The single-session cases are in tests/sql/ops/test_tunables_validate_on_write.sql."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import psycopg
+import pytest
+
+from conftest import empty_db, reset_learning
+from lowcap_learning import migrate
+from lowcap_learning.db import canonical_sql
+
+BOT_LEARNING_CONFIGS = """
+CREATE TABLE public.learning_configs (
+    module_id text PRIMARY KEY, config_data jsonb NOT NULL, updated_at timestamptz DEFAULT now(),
+    updated_by text, notes text
+)
+"""
+# Written before this system validated the row: bad values and a key no version knows any more.
+OLD_LEARNING_ROW = {"tau_short_days": 0, "steer_gain": "abc", "retired_knob": {"v": 1}, "max_step": 0.003}
+
+OUR_TRIGGERS = """
+SELECT string_agg(t.tgname, ',' ORDER BY t.tgname) FROM pg_trigger AS t
+WHERE t.tgrelid = 'public.learning_configs'::regclass AND NOT t.tgisinternal
+"""
+
+
+def _learning_row(conn: psycopg.Connection):
+    return conn.execute("SELECT config_data FROM public.learning_configs WHERE module_id = 'learning'").fetchone()[0]
+
+
+def test_upgrade_over_an_invalid_learning_row_then_validate_on_write_then_downgrade():
+    with empty_db("tun_vow") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(BOT_LEARNING_CONFIGS)
+            conn.execute(
+                "INSERT INTO public.learning_configs (module_id, config_data, updated_by) VALUES"
+                " ('learning', %(row)s::jsonb, 'bot'), ('pm', '{\"feature_flags\": {}}', 'bot')",
+                {"row": json.dumps(OLD_LEARNING_ROW)},
+            )
+
+        migrate.upgrade(url)  # the invalid row does not make the upgrade fail
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert _learning_row(conn) == OLD_LEARNING_ROW
+            assert conn.execute(OUR_TRIGGERS).fetchone()[0] == (
+                "_100_validate_tunables,_900_tau_recompute_delete,_900_tau_recompute_insert,_900_tau_recompute_update"
+            )
+            # Re-running the canonical SQL (a later migration replays files) does not validate the row either.
+            conn.execute(canonical_sql().encode())
+            assert _learning_row(conn) == OLD_LEARNING_ROW
+
+            # The first write names the first bad tunable (key order) with its range...
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
+                conn.execute("SELECT learning.set_tunable('max_step', '0.004')")
+            assert info.value.diag.message_primary == 'tunable steer_gain must be a number in [0, 1], got "abc"'
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
+                conn.execute(
+                    "UPDATE public.learning_configs SET config_data = config_data || '{\"steer_gain\": 0.2}'"
+                    " WHERE module_id = 'learning'"
+                )
+            assert info.value.diag.message_primary == "tunable tau_short_days must be a number in [0.01, 36500], got 0"
+            assert _learning_row(conn) == OLD_LEARNING_ROW
+            # ...and a write that repairs every bad tunable is accepted; the retired key is kept.
+            conn.execute(
+                """
+                UPDATE public.learning_configs
+                SET config_data = config_data || '{"steer_gain": 0.2, "tau_short_days": 14}'
+                WHERE module_id = 'learning'
+                """
+            )
+            assert conn.execute("SELECT learning.set_tunable('max_step', '0.004')").fetchone()[0] == 0.004
+            assert _learning_row(conn) == dict(OLD_LEARNING_ROW, steer_gain=0.2, tau_short_days=14, max_step=0.004)
+            conn.execute(
+                "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
+                " VALUES ('u1', '15m', 5, now()), ('u2', '1h', -2, now())"
+            )
+            assert conn.execute("SELECT n FROM learning.global_roi()").fetchone()[0] == 2
+
+        migrate.downgrade(url)
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute(OUR_TRIGGERS).fetchone()[0] is None, "downgrade left a trigger on learning_configs"
+            assert _learning_row(conn) == dict(OLD_LEARNING_ROW, steer_gain=0.2, tau_short_days=14, max_step=0.004)
+            # The bot's table takes any row again.
+            conn.execute(
+                "UPDATE public.learning_configs SET config_data = config_data || '{\"tau_short_days\": 0}'"
+                " WHERE module_id = 'learning'"
+            )
+
+
+def test_trade_waiting_on_a_direct_tau_update_folds_with_the_new_tau(db_url):
+    """The bot's own UPDATE of tau_short_days takes the locks in set_tunable's order (learning row,
+    then decision_maker row in the recompute), so a trade that waits on it reads the new tau and
+    folds into the state rebuilt with it."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        reset_learning(conn)
+        conn.execute(
+            """
+            INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
+            VALUES ('d1', '15m', 5, '2026-01-01'), ('d2', '1h', -2, '2026-01-03'), ('d3', '1h', 4, '2026-01-05')
+            """
+        )
+    errors: list[str] = []
+    with psycopg.connect(db_url) as bot:
+        bot.execute(
+            """
+            INSERT INTO public.learning_configs (module_id, config_data) VALUES ('learning', '{"tau_short_days": 3}')
+            ON CONFLICT (module_id) DO UPDATE SET config_data = learning_configs.config_data || excluded.config_data
+            """
+        )  # holds the learning row and, through the recompute, the decision_maker row
+
+        def late_writer():
+            try:
+                with psycopg.connect(db_url, autocommit=True) as writer_conn:
+                    writer_conn.execute(
+                        "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
+                        " VALUES ('d4', '1h', 9, '2026-01-20')"
+                    )
+            except Exception as err:
+                errors.append(repr(err))
+
+        thread = threading.Thread(target=late_writer)
+        thread.start()
+        with psycopg.connect(db_url, autocommit=True) as watcher:
+            for _ in range(200):  # wait until the writer is blocked on the lock
+                waiting = watcher.execute(
+                    """
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%d4%'
+                    """
+                ).fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+            assert waiting == 1
+        bot.commit()
+        thread.join(timeout=30)
+    assert errors == []
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT learning.tunables() ->> 'tau_short_days'").fetchone()[0] == "3"
+        stored = conn.execute("SELECT roi_short, roi_long FROM learning.timeframe_allocation()").fetchall()
+        stored.append(conn.execute("SELECT roi_short, roi_long FROM learning.global_roi()").fetchone())
+        recomputed = conn.execute(
+            "SELECT learning.ewma_short(state), learning.ewma_long(state) FROM learning.recomputed_roi_state()"
+        ).fetchall()
+        stored = [s for s in stored if s[0] is not None]
+        assert len(stored) == 3
+        assert stored == [pytest.approx(r, abs=1e-12) for r in recomputed]
+        # The state is not the one tau 14 would give: the test sees which tau the trade folded with.
+        at_14 = conn.execute(
+            "SELECT learning.ewma_short(state) FROM learning.recomputed_roi_state(14, 90) WHERE series = 'global'"
+        ).fetchone()[0]
+        assert abs(stored[-1][0] - at_14) > 1e-6
+        conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
