@@ -309,12 +309,13 @@ def test_overrides_with_numeric_or_nested_values_are_matched_by_postgresql(conn)
     conn.execute("DELETE FROM public.pm_overrides")
 
 
-def test_a_list_scope_still_matches_list_overrides_as_postgresql_does(conn):
-    """Not the API's shape, but the uncached query answers it (`'["chain"]' <@ '["chain", "tf"]'`)."""
+def test_a_list_scope_is_refused_before_any_match(conn):
+    """Not the API's shape: a scope is an object. A list used to match list overrides in the single
+    call (PostgreSQL's `'["chain"]' <@ '["chain", "tf"]'`) and fail in the batch; both refuse it now."""
     with conn.transaction(force_rollback=True):
         conn.execute(INSERT, {"p": "pm.list", "s": '["chain"]', "c": 0.8, "a": 1.0, "e": -1.0})
-        got = apply_strength_overrides(conn, "pm.list", ["chain", "tf"], 0.5, 0.5)
-        assert [m.scope_subset for m in got.matches] == [["chain"]]
+        with pytest.raises(ValueError, match="scope"):
+            apply_strength_overrides(conn, "pm.list", ["chain", "tf"], 0.5, 0.5)
 
 
 def test_a_writing_transaction_never_fills_the_cache(conn, db_url):

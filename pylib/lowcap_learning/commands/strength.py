@@ -104,7 +104,10 @@ def register(cli: click.Group) -> None:
         a = _unit(a_flags, "--a")
         e = _unit(e_flags, "--e")
         with db.connection(obj["url"]) as conn:
-            data = explain_data(conn, pattern_key, scope, a, e)
+            try:
+                data = explain_data(conn, pattern_key, scope, a, e)
+            except ValueError as err:  # the runtime's input rule (pattern_key, scope values)
+                raise click.BadParameter(str(err)) from None
         if as_json:
             click.echo(json.dumps(data, default=str, indent=2, sort_keys=True))
             return
