@@ -388,7 +388,8 @@ END;
 $$;
 
 -- learning._validate_tunable: raise unless value is allowed for key; returns the value.
--- One place for the rule so SQL callers and the CLI see the same message.
+-- One place for the rule: set_tunable, the CLI and every direct write of the learning row (the
+-- trigger below) see the same message and SQLSTATE (22023 invalid_parameter_value).
 CREATE OR REPLACE FUNCTION learning._validate_tunable(p_key text, p_value jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -424,20 +425,28 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Compared as numeric first: a JSON number beyond float8 (1e400) is out of range, not a crash.
+    -- An integer is written without a fraction or exponent (5, not 5.0): readers cast it ::integer.
     num := (p_value #>> '{}')::numeric;
     IF num < spec.min_value::numeric OR num > spec.max_value::numeric
-        OR (spec.kind = 'integer' AND num <> pg_catalog.trunc(num)) THEN
+        OR (spec.kind = 'integer' AND (p_value #>> '{}') !~ '^-?[0-9]+$') THEN
         RAISE EXCEPTION 'tunable % must be % in [%, %], got %',
             p_key, CASE spec.kind WHEN 'integer' THEN 'an integer' ELSE 'a number' END,
             spec.min_value, spec.max_value, p_value
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A nonzero number too small for a normal float8 (1e-400 fails the readers' cast) is refused too.
+    IF num <> 0 AND pg_catalog.abs(num) < 2.2250738585072014e-308 THEN
+        RAISE EXCEPTION 'tunable % must be 0 or at least 2.2250738585072014e-308 in magnitude (a float8), got %',
+            p_key, p_value
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN p_value;
 END;
 $$;
 
--- learning.set_tunable: validate and store one tunable; a tau change recomputes the EWMA state.
--- The learning row is locked so two writers never lose each other's keys.
+-- learning.set_tunable: validate and store one tunable. The learning row is locked so two writers
+-- never lose each other's keys. A tau change recomputes the EWMA state through the row's AFTER
+-- trigger (below), as any direct write of the row does: once, not here as well.
 CREATE OR REPLACE FUNCTION learning.set_tunable(p_key text, p_value jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -448,6 +457,7 @@ AS $$
 DECLARE
     old_value jsonb;
 BEGIN
+    -- Refused before any lock or write; the row's trigger applies the same rule again.
     PERFORM learning._validate_tunable(p_key, p_value);
     INSERT INTO public.learning_configs (module_id, config_data, updated_by)
     VALUES ('learning', '{}'::jsonb, 'lowcap-learning')
@@ -459,15 +469,117 @@ BEGIN
         updated_at = pg_catalog.now(),
         updated_by = 'lowcap-learning'
     WHERE module_id = 'learning';
-    IF p_key IN ('tau_short_days', 'tau_long_days') AND old_value IS DISTINCT FROM p_value THEN
-        PERFORM learning.recompute_roi_state();
-    END IF;
     PERFORM learning._log('INFO', pg_catalog.format(
         'CONFIG SET: key=%s | old=%s | new=%s', p_key, coalesce(old_value::text, 'default'), p_value
     ));
     RETURN p_value;
 END;
 $$;
+
+-- learning.trg_learning_configs_validate: BEFORE INSERT OR UPDATE of the learning row (its WHEN
+-- clause skips every other module's row, e.g. the decision_maker row written on every trade).
+-- SPEC 10 "validate on write" for direct writes too: the row must be a JSON object; every tunable
+-- key in it must pass learning._validate_tunable, so no row version written since this trigger
+-- exists holds a bad tunable; a key that is not a tunable is refused when the write adds it or
+-- changes its value (as set_tunable refuses it) and kept when carried over unchanged (a key of an
+-- older version). Definer: the bot's role need not reach schema learning to write its table.
+CREATE OR REPLACE FUNCTION learning.trg_learning_configs_validate()
+RETURNS trigger
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    old_cfg jsonb;
+    kv record;
+BEGIN
+    IF pg_catalog.jsonb_typeof(NEW.config_data) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'learning_configs.config_data of module learning must be a JSON object of tunables, got %',
+            pg_catalog.left(NEW.config_data::text, 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                COLUMN = 'config_data', TABLE = 'learning_configs', SCHEMA = 'public';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        IF OLD.module_id = 'learning' THEN
+            old_cfg := OLD.config_data;
+        END IF;
+    END IF;
+    FOR kv IN
+        SELECT e.key, e.value
+        FROM pg_catalog.jsonb_each(NEW.config_data) AS e (key, value)
+        WHERE EXISTS (SELECT FROM learning.tunable_specs AS s WHERE s.key = e.key)
+            OR (old_cfg -> e.key) IS DISTINCT FROM e.value
+        ORDER BY e.key COLLATE "C"
+    LOOP
+        PERFORM learning._validate_tunable(kv.key, kv.value);
+    END LOOP;
+    RETURN NEW;
+END;
+$$;
+
+-- learning.trg_learning_configs_tau: AFTER INSERT, UPDATE or DELETE of the learning row (WHEN
+-- clauses as above). When the effective tau_short_days or tau_long_days (stored value, else the
+-- default) changes, the EWMA state is rebuilt from closed_trades (SPEC 4), whoever wrote the row.
+-- The row is written (and locked) before recompute_roi_state locks the decision_maker row: the
+-- lock order of set_tunable, so a trade waiting on it folds with the new tau.
+CREATE OR REPLACE FUNCTION learning.trg_learning_configs_tau()
+RETURNS trigger
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    old_cfg jsonb;
+    new_cfg jsonb;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        IF OLD.module_id = 'learning' THEN
+            old_cfg := OLD.config_data;
+        END IF;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        IF NEW.module_id = 'learning' THEN
+            new_cfg := NEW.config_data;
+        END IF;
+    END IF;
+    IF EXISTS (
+        SELECT FROM learning.tunable_specs AS s
+        WHERE s.key IN ('tau_short_days', 'tau_long_days')
+            AND coalesce(old_cfg -> s.key, s.default_value)
+            IS DISTINCT FROM coalesce(new_cfg -> s.key, s.default_value)
+    ) THEN
+        PERFORM learning.recompute_roi_state();
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS _100_validate_tunables ON public.learning_configs;
+CREATE TRIGGER _100_validate_tunables
+BEFORE INSERT OR UPDATE ON public.learning_configs
+FOR EACH ROW WHEN (new.module_id = 'learning')
+EXECUTE FUNCTION learning.trg_learning_configs_validate();
+
+-- One trigger per event: an INSERT trigger's WHEN cannot name OLD, a DELETE trigger's not NEW.
+DROP TRIGGER IF EXISTS _900_tau_recompute_insert ON public.learning_configs;
+CREATE TRIGGER _900_tau_recompute_insert
+AFTER INSERT ON public.learning_configs
+FOR EACH ROW WHEN (new.module_id = 'learning')
+EXECUTE FUNCTION learning.trg_learning_configs_tau();
+
+DROP TRIGGER IF EXISTS _900_tau_recompute_update ON public.learning_configs;
+CREATE TRIGGER _900_tau_recompute_update
+AFTER UPDATE ON public.learning_configs
+FOR EACH ROW WHEN (old.module_id = 'learning' OR new.module_id = 'learning')
+EXECUTE FUNCTION learning.trg_learning_configs_tau();
+
+DROP TRIGGER IF EXISTS _900_tau_recompute_delete ON public.learning_configs;
+CREATE TRIGGER _900_tau_recompute_delete
+AFTER DELETE ON public.learning_configs
+FOR EACH ROW WHEN (old.module_id = 'learning')
+EXECUTE FUNCTION learning.trg_learning_configs_tau();
 
 -- learning.feature_flag: the flag's value in module's feature_flags, false when anything is missing.
 CREATE OR REPLACE FUNCTION learning.feature_flag(p_module text, p_flag text)
@@ -674,12 +786,17 @@ DECLARE
     max_change double precision := 0;
     i integer;
 BEGIN
+    -- The group's total is 1 minus the timeframes outside it, not the sum of its members: the sum
+    -- would carry each step's rounding into the next, and the drift grows without bound (the
+    -- allocation left SPEC's 1e-12 after ~19,000 trades). Anchored, it stays within a few ulps.
+    group_total := 1;
     FOR i IN 1..k LOOP
         IF p_trade_counts[i] >= 1 THEN
             members := members || i;
-            group_total := group_total + p_current[i];
             min_roi := LEAST(min_roi, p_roi_short[i]);
             min_n := LEAST(min_n, p_trade_counts[i]);
+        ELSE
+            group_total := group_total - p_current[i];
         END IF;
     END LOOP;
     m := pg_catalog.cardinality(members);
@@ -758,14 +875,19 @@ BEGIN
         HAVING pg_catalog.sum(p.total_allocation_pct) <> 0 AND pg_catalog.sum(a.alloc) <> 0
     )
 
+    -- A row holding all of its token's allocation (a token with one tracked row) gets the total
+    -- itself: total * a / a can round to a neighbouring float, and the row would be rewritten.
     UPDATE public.lowcap_positions AS p
-    SET total_allocation_pct = t.token_total * a.alloc / t.alloc_sum
+    SET total_allocation_pct
+        = CASE WHEN a.alloc = t.alloc_sum THEN t.token_total ELSE t.token_total * a.alloc / t.alloc_sum END
     FROM token AS t, alloc AS a
     WHERE p.token_contract = t.token_contract AND p.token_chain = t.token_chain
         AND p.timeframe = a.timeframe
         AND p.status IN ('watchlist', 'active', 'dormant')
         AND p.total_allocation_pct IS NOT NULL
-        AND p.total_allocation_pct IS DISTINCT FROM t.token_total * a.alloc / t.alloc_sum;
+        AND p.total_allocation_pct IS DISTINCT FROM (
+            CASE WHEN a.alloc = t.alloc_sum THEN t.token_total ELSE t.token_total * a.alloc / t.alloc_sum END
+        );
     GET DIAGNOSTICS updated = ROW_COUNT;
     RETURN updated;
 END;
@@ -798,15 +920,22 @@ RETURN pg_catalog.jsonb_build_object(
 
 -- learning.ensure_decision_maker_config: create or adopt the decision_maker row; returns it locked.
 -- The bot's legacy global_roi is in percent: it moves to global_roi_legacy_pct before ours replaces it.
+-- A row that lost our keys after trades were learned is restored from history, with a WARNING line.
 CREATE OR REPLACE FUNCTION learning.ensure_decision_maker_config()
 RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = ''
+SET extra_float_digits = 1
 AS $$
 DECLARE
     cfg jsonb;
+    created boolean := false;
+    alloc double precision [];
+    states double precision [] := pg_catalog.array_fill(0::double precision, ARRAY[20]);
+    counts integer [] := ARRAY[0, 0, 0, 0];
+    r record;
 BEGIN
     SELECT config_data INTO cfg
     FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
@@ -817,18 +946,38 @@ BEGIN
             'timeframe allocation learned from closed_trades'
         )
         ON CONFLICT (module_id) DO NOTHING;
+        created := FOUND;
         SELECT config_data INTO cfg
         FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
     END IF;
-    IF NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' THEN
+    IF created OR NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' THEN
         cfg := cfg
-            || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'learning_state'
+            || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'learning_state' AND NOT created
                 THEN pg_catalog.jsonb_build_object('global_roi_legacy_pct', cfg -> 'global_roi')
                 ELSE '{}'::jsonb END
             || learning._initial_decision_maker_config();
-        UPDATE public.learning_configs
-        SET config_data = cfg, updated_at = pg_catalog.now(), updated_by = 'lowcap-learning'
-        WHERE module_id = 'decision_maker';
+        -- The row lost our keys (or the row itself) after trades were learned: restore, never
+        -- restart from the starting split (a jump far above the step cap). The allocation is the
+        -- last history row's; the EWMA state is rebuilt from the trades already folded.
+        SELECT h.allocation_after INTO alloc FROM learning.allocation_history AS h ORDER BY h.seq DESC LIMIT 1;
+        IF alloc IS NOT NULL THEN
+            FOR r IN SELECT * FROM learning.recomputed_roi_state(NULL, NULL, true) LOOP
+                states[(r.ord - 1) * 5 + 1:r.ord * 5] := r.state;
+                counts[r.ord] := r.n;
+            END LOOP;
+            cfg := cfg || learning._decision_maker_config(alloc, states, counts);
+            PERFORM learning._log('WARNING', pg_catalog.format(
+                'ALLOCATION STATE RESTORED: trades=%s | allocation=%s | reason=%s',
+                counts[4], learning._fmt_allocation(alloc),
+                CASE WHEN created THEN 'the decision_maker row was missing'
+                    ELSE 'the decision_maker row had lost timeframe_allocation or learning_state' END
+            ));
+        END IF;
+        IF NOT created OR alloc IS NOT NULL THEN
+            UPDATE public.learning_configs
+            SET config_data = cfg, updated_at = pg_catalog.now(), updated_by = 'lowcap-learning'
+            WHERE module_id = 'decision_maker';
+        END IF;
     END IF;
     RETURN cfg;
 END;
@@ -1167,13 +1316,21 @@ END;
 $$;
 
 -- learning.trg_closed_trades_append_only: closed_trades is append-only (a correction is a new
--- trade), so the learning state is always a function of its rows.
+-- trade), so the learning state is always a function of its rows. Per statement, so even an
+-- UPDATE of no row is refused: PostgreSQL fires it for every INSERT ... ON CONFLICT DO UPDATE too,
+-- and a bot that upserts trades fails on its first trade, in testing, not at its first duplicate.
 CREATE OR REPLACE FUNCTION learning.trg_closed_trades_append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'closed_trades is append-only: UPDATE is refused (insert a correcting trade instead)'
+            USING ERRCODE = 'prohibited_sql_statement_attempted', TABLE = 'closed_trades', SCHEMA = 'public',
+                HINT = 'INSERT ... ON CONFLICT DO UPDATE counts as an UPDATE, even for a new trade; '
+                    || 'to skip a trade already stored, use ON CONFLICT (trade_id) DO NOTHING.';
+    END IF;
     RAISE EXCEPTION 'closed_trades is append-only: % is refused (insert a correcting trade instead)', TG_OP
         USING ERRCODE = 'prohibited_sql_statement_attempted', TABLE = 'closed_trades', SCHEMA = 'public';
 END;
@@ -1246,9 +1403,13 @@ END;
 
 -- learning.recomputed_roi_state: the EWMA state every series would have from closed_trades alone.
 -- Closed form (sums at the newest closed_at): the oracle for `check` and the tau-change recompute.
+-- p_folded_only keeps the trades the trigger has already folded (those with a history row), so a
+-- restore inside the trigger does not count the statement's own new trades twice.
+DROP FUNCTION IF EXISTS learning.recomputed_roi_state(double precision, double precision);
 CREATE OR REPLACE FUNCTION learning.recomputed_roi_state(
     p_tau_short_days double precision DEFAULT NULL,
-    p_tau_long_days double precision DEFAULT NULL
+    p_tau_long_days double precision DEFAULT NULL,
+    p_folded_only boolean DEFAULT false
 )
 RETURNS TABLE (
     series text,
@@ -1279,6 +1440,10 @@ BEGIN ATOMIC
             pg_catalog.unnest(learning.tracked_timeframes() || 'global'::text)
             WITH ORDINALITY AS s (name, ord)
             ON t.timeframe = s.name OR (s.name = 'global' AND t.timeframe = any(learning.tracked_timeframes()))
+        WHERE NOT p_folded_only OR EXISTS (  -- noqa: RF02
+            SELECT FROM learning.allocation_history AS h
+            WHERE h.trade_id = t.trade_id
+        )
     ),
 
     refs AS (
@@ -2438,6 +2603,7 @@ END;
 -- slice) -> pm_strength overrides. The runtime blend/steer maths live in Python (runtime.py).
 
 -- learning._num_close: two numbers agree within 1e-12, relative to the larger (at least 1).
+-- NULL agrees only with NULL (false, not NULL, otherwise: a writer's `NOT _num_close` must be true).
 -- Re-runs sum in a different order; bit noise must not count as a change.
 CREATE OR REPLACE FUNCTION learning._num_close(a double precision, b double precision)
 RETURNS boolean
@@ -2445,7 +2611,7 @@ LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
 RETURN a IS NOT DISTINCT FROM b
-OR pg_catalog.abs(a - b) <= 1e-12 * greatest(pg_catalog.abs(a), pg_catalog.abs(b), 1);
+OR coalesce(pg_catalog.abs(a - b) <= 1e-12 * greatest(pg_catalog.abs(a), pg_catalog.abs(b), 1), false);
 
 -- learning._stats_close: two stats objects have the same keys and values, numbers within 1e-12.
 -- The writers compare with it so that re-running on unchanged data writes no row.
@@ -3014,8 +3180,9 @@ END;
 $$;
 
 -- learning.materialize_strength_overrides: every active pm_strength lesson with (dirA, dirE) <> (0, 0)
--- becomes an active pm_strength override; every other pm_strength override (the bot's legacy ones
--- included) is deactivated. Unchanged rows are not written; each write is one log line.
+-- becomes an active pm_strength override; every other pm_strength override, and the bot's legacy
+-- size-multiplier rows (action entry/add/trim/exit), are deactivated. Unchanged rows are not
+-- written; each write is one log line.
 CREATE OR REPLACE FUNCTION learning.materialize_strength_overrides()
 RETURNS integer
 LANGUAGE plpgsql
@@ -3115,21 +3282,29 @@ BEGIN
         UPDATE public.pm_overrides AS o
         SET status = 'inactive', last_updated_at = pg_catalog.now()
         WHERE
-            o.action_category = 'pm_strength'
-            AND o.status IS DISTINCT FROM 'inactive'
-            AND NOT EXISTS (
-                SELECT FROM pg_temp._so_target AS t
-                WHERE t.pattern_key = o.pattern_key AND t.scope_subset = o.scope_subset
+            o.status IS DISTINCT FROM 'inactive'
+            AND (
+                -- the bot's legacy strength rows: a size multiplier per action (BOT_SHAPES), which
+                -- would count the lesson twice next to the steering of A and E
+                o.action_category IN ('entry', 'add', 'trim', 'exit')
+                OR (
+                    o.action_category = 'pm_strength'
+                    AND NOT EXISTS (
+                        SELECT FROM pg_temp._so_target AS t
+                        WHERE t.pattern_key = o.pattern_key AND t.scope_subset = o.scope_subset
+                    )
+                )
             )
-        RETURNING o.pattern_key, o.scope_subset, o.dira, o.n
+        RETURNING o.pattern_key, o.action_category, o.scope_subset, o.dira, o.dire, o.n
     ),
 
     logged AS (
         SELECT learning._log('INFO', pg_catalog.format(
-            'STRENGTH OVERRIDE DEACTIVATED: pattern=%s | n=%s | scope=%s | reason=%s',
-            g.pattern_key, coalesce(g.n::text, 'null'), g.scope_subset,
+            'STRENGTH OVERRIDE DEACTIVATED: pattern=%s | action=%s | n=%s | scope=%s | reason=%s',
+            g.pattern_key, g.action_category, coalesce(g.n::text, 'null'), g.scope_subset,
             CASE
-                WHEN g.dira IS NULL THEN 'legacy size multiplier row'
+                WHEN g.action_category <> 'pm_strength' OR (g.dira IS NULL AND g.dire IS NULL)
+                    THEN 'legacy size multiplier row'
                 ELSE 'no active lesson with a direction'
             END
         ))
