@@ -617,7 +617,7 @@ BEGIN
     SELECT pg_catalog.count(*) INTO v_no_override FROM (
         SELECT learning._log('INFO', pg_catalog.format(
         'STRENGTH NO OVERRIDE: pattern=%s | dirA=0 dirE=0 conf=%s edge=%s n=%s | scope=%s | reason=no direction (wins without S3 only, or roi 0)',
-        t.pattern_key, learning._fmt(t.confidence), learning._fmt(t.edge), t.n, t.scope_subset
+        t.pattern_key, learning._fmt(t.confidence), learning._fmt(t.edge), t.n, learning._fmt_slice(t.scope_subset)
     ))
     FROM pg_temp._so_target AS t
     WHERE t.dira = 0 AND t.dire = 0) AS x;
@@ -670,7 +670,7 @@ BEGIN
         SELECT learning._log('INFO', pg_catalog.format(
             'STRENGTH OVERRIDE: pattern=%s | dirA=%s dirE=%s conf=%s edge=%s n=%s | scope=%s',
             w.pattern_key, learning._fmt(w.dira), learning._fmt(w.dire),
-            learning._fmt(w.confidence_score), learning._fmt(w.edge_raw_roi), w.n, w.scope_subset
+            learning._fmt(w.confidence_score), learning._fmt(w.edge_raw_roi), w.n, learning._fmt_slice(w.scope_subset)
         ))
         FROM written AS w
     )
@@ -700,7 +700,7 @@ BEGIN
     logged AS (
         SELECT learning._log('INFO', pg_catalog.format(
             'STRENGTH OVERRIDE DEACTIVATED: pattern=%s | action=%s | n=%s | scope=%s | reason=%s',
-            g.pattern_key, g.action_category, coalesce(g.n::text, 'null'), g.scope_subset,
+            g.pattern_key, g.action_category, coalesce(g.n::text, 'null'), learning._fmt_slice(g.scope_subset),
             CASE
                 WHEN g.action_category <> 'pm_strength' OR (g.dira IS NULL AND g.dire IS NULL)
                     THEN 'legacy size multiplier row'

@@ -85,7 +85,7 @@ SHAPES = [
      "ALLOCATION SKIP: Only 1 timeframe has trades (need 2+) | timeframes_with_trades=[15m]"),
     ("strength_override", "INFO",
      shape(rf"STRENGTH OVERRIDE: pattern={PAT}", rf"dirA={NUM} dirE={NUM} conf={NUM} edge={NUM} n=\d+",
-           rf"scope={SCOPE}"),
+           r"scope=\{[^{}\"]*\}"),  # the plan's {chain: solana}, not JSON
      "STRENGTH OVERRIDE: pattern=… | dirA=… dirE=… conf=… edge=… n=… | scope=… (SPEC 9)"),
     ("strength_lessons", "INFO",
      shape(r"STRENGTH LESSONS: as_of=[^|]+", r"trades=\d+", r"lessons=\d+"),

@@ -237,7 +237,7 @@ SELECT is(
 SELECT ok(
     EXISTS (SELECT FROM learning.learning_log
             WHERE message = 'STRENGTH OVERRIDE DEACTIVATED: pattern=pm.legacy2 | action=entry | n=null'
-                || ' | scope={"chain": "sol"} | reason=legacy size multiplier row'),
+                || ' | scope={chain: sol} | reason=legacy size multiplier row'),
     'each with a log line naming its action'
 );
 
