@@ -146,6 +146,7 @@ def reset(conn: psycopg.Connection) -> None:
         ALTER TABLE public.closed_trades ENABLE TRIGGER _100_append_only;
         DELETE FROM public.learning_configs;
         SELECT learning.ensure_decision_maker_config();
+        TRUNCATE learning.learning_log;  -- a non-default tau's delete logs a ROI RECOMPUTE line
         """
     )
 

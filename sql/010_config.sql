@@ -58,11 +58,11 @@ BEGIN
                 );
     END IF;
     IF spec.kind = 'string_array' THEN
-        IF pg_catalog.jsonb_typeof(p_value) <> 'array' OR EXISTS (
+        IF pg_catalog.jsonb_typeof(p_value) IS DISTINCT FROM 'array' OR EXISTS (
             SELECT FROM pg_catalog.jsonb_array_elements(p_value) AS e (v)
             WHERE pg_catalog.jsonb_typeof(e.v) <> 'string'
         ) THEN
-            RAISE EXCEPTION 'tunable % must be a JSON array of strings, got %', p_key, p_value
+            RAISE EXCEPTION 'tunable % must be a JSON array of strings, got %', p_key, coalesce(p_value::text, 'null')
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         RETURN p_value;

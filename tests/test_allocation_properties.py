@@ -399,8 +399,12 @@ def test_a_token_with_one_tracked_row_is_not_rewritten(conn):
         "UPDATE public.learning_configs SET config_data = '{\"global_roi\": {\"roi_short\": 2.5}}'"
         " WHERE module_id = 'decision_maker'",
         "DELETE FROM public.learning_configs WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = config_data #- '{timeframe_allocation,4h}'"
+        " WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state}', '{}')"
+        " WHERE module_id = 'decision_maker'",
     ],
-    ids=["state key dropped", "row overwritten", "row deleted"],
+    ids=["state key dropped", "row overwritten", "row deleted", "one allocation removed", "state emptied"],
 )
 def test_a_lost_decision_maker_state_is_restored_not_restarted(conn, damage):
     """Review, stop 13: a decision_maker row that lost our keys (the bot writes this row too) used to
@@ -438,3 +442,28 @@ def test_a_lost_decision_maker_state_is_restored_not_restarted(conn, damage):
             " AND message LIKE 'ALLOCATION STATE RESTORED:%'"
         ).fetchall()
         assert len(warning) == 1 and "trades=300 " in warning[0][0], warning
+
+
+def test_a_restore_keeps_the_bots_legacy_global_roi(conn):
+    """Review, stop 13: the bot's percent global_roi is kept aside once, when its row is adopted; a
+    later restore must not overwrite it with our fractions."""
+    with fresh(conn):
+        conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'decision_maker'")
+        conn.execute(
+            "INSERT INTO public.learning_configs (module_id, config_data) VALUES ('decision_maker',"
+            " '{\"global_roi\": {\"roi_short\": 2.5, \"n\": 7}}')"
+        )
+        insert_statement(conn, [(f"k{i}", TRACKED[i % 3], 1.0 + i, EPOCH0 + timedelta(hours=i)) for i in range(6)])
+        legacy = {"roi_short": 2.5, "n": 7}
+        read = (
+            "SELECT config_data -> 'global_roi_legacy_pct' FROM public.learning_configs"
+            " WHERE module_id = 'decision_maker'"
+        )
+        assert conn.execute(read).fetchone()[0] == legacy
+        conn.execute(
+            "UPDATE public.learning_configs SET config_data = config_data - 'learning_state'"
+            " WHERE module_id = 'decision_maker'"
+        )
+        insert_statement(conn, [("k-late", "1h", 1.0, EPOCH0 + timedelta(hours=10))])
+        assert conn.execute(read).fetchone()[0] == legacy
+        assert conn.execute("SELECT n FROM learning.global_roi()").fetchone()[0] == 7

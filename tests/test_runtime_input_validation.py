@@ -355,3 +355,24 @@ def test_valid_inputs_give_equal_results_in_both_calls(conn, overrides, requests
     for request, s in zip(requests, single, strict=True):
         assert (s.a_flags, s.e_flags) == (float(request[2]), float(request[3]))
         assert not (math.isnan(s.a_final) or math.isnan(s.position_size_frac))
+
+
+def test_rounding_noise_in_the_flags_is_clamped_by_both_calls(conn, overrides):
+    """Review: a flag an ulp past 1 (the bot's own arithmetic) must not fail a trade. Within
+    FLAG_TOLERANCE of [0, 1] a flag is clamped into it, by both calls; further out it is refused."""
+    tol = runtime.FLAG_TOLERANCE
+    rows = [
+        ("pm.v", {"chain": "sol"}, 1.0000000000000002, -1e-17),
+        ("pm.v", {"chain": "sol"}, 1.0 + tol, -tol),
+        ("pm.none", {}, 1.0 + tol / 2, 0.5),
+    ]
+    single = [apply_strength_overrides(conn, *row) for row in rows]
+    batch = apply_strength_overrides_batch(conn, rows)
+    assert [b.as_dict() for b in batch] == [s.as_dict() for s in single]
+    assert [(s.a_flags, s.e_flags) for s in single] == [(1.0, 0.0), (1.0, 0.0), (1.0, 0.5)]
+    assert single[2].a_final == 1.0 and single[2].position_size_frac == 0.60  # passed through, clamped
+    for a, e in ((1.0 + 2 * tol, 0.5), (0.5, -2 * tol)):
+        with pytest.raises(ValueError, match=r"must be in \[0, 1\], got float .* clamped"):
+            apply_strength_overrides(conn, "pm.v", {}, a, e)
+        with pytest.raises(ValueError, match=r"^row 0: "):
+            apply_strength_overrides_batch(conn, [("pm.v", {}, a, e)])

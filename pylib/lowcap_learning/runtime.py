@@ -453,6 +453,10 @@ def _checked_value(value, where: str) -> None:
         raise ValueError(f"{where} is a {_shown(value)}, not a JSON value ({_JSON_VALUES})")
 
 
+# Flags this close outside [0, 1] are clamped into it (rounding noise); further out they are refused.
+FLAG_TOLERANCE = 1e-9
+
+
 def _in_unit(x):
     """Whether x is in [0, 1] (NaN is not): a float, or per element of a float array (the batch)."""
     return (x >= 0.0) & (x <= 1.0)
@@ -474,7 +478,15 @@ def _checked_flag(value, name: str) -> float:
     if isinstance(value, np.floating) and x != value:
         raise ValueError(f"{name} is a {_shown(value)}, which a float does not hold exactly: convert it first")
     if not _in_unit(x):
-        raise ValueError(f"{name} must be in [0, 1], got {_shown(value)}")
+        # Rounding noise of the bot's own arithmetic (1.0000000000000002) is clamped, not refused:
+        # a trade must not fail over an ulp. Anything further out is a bug upstream.
+        if -FLAG_TOLERANCE <= x < 0.0:
+            return 0.0
+        if 1.0 < x <= 1.0 + FLAG_TOLERANCE:
+            return 1.0
+        raise ValueError(
+            f"{name} must be in [0, 1], got {_shown(value)} (within {FLAG_TOLERANCE:g} of it, it is clamped)"
+        )
     return x
 
 

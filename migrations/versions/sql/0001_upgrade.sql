@@ -410,11 +410,11 @@ BEGIN
                 );
     END IF;
     IF spec.kind = 'string_array' THEN
-        IF pg_catalog.jsonb_typeof(p_value) <> 'array' OR EXISTS (
+        IF pg_catalog.jsonb_typeof(p_value) IS DISTINCT FROM 'array' OR EXISTS (
             SELECT FROM pg_catalog.jsonb_array_elements(p_value) AS e (v)
             WHERE pg_catalog.jsonb_typeof(e.v) <> 'string'
         ) THEN
-            RAISE EXCEPTION 'tunable % must be a JSON array of strings, got %', p_key, p_value
+            RAISE EXCEPTION 'tunable % must be a JSON array of strings, got %', p_key, coalesce(p_value::text, 'null')
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         RETURN p_value;
@@ -791,6 +791,10 @@ BEGIN
     -- allocation left SPEC's 1e-12 after ~19,000 trades). Anchored, it stays within a few ulps.
     group_total := 1;
     FOR i IN 1..k LOOP
+        IF p_current[i] IS NULL OR p_current[i] = 'NaN' THEN
+            RAISE EXCEPTION 'allocation_step: p_current[%] is %, not an allocation', i, coalesce(p_current[i]::text, 'NULL')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         IF p_trade_counts[i] >= 1 THEN
             members := members || i;
             min_roi := LEAST(min_roi, p_roi_short[i]);
@@ -932,6 +936,7 @@ AS $$
 DECLARE
     cfg jsonb;
     created boolean := false;
+    learned boolean;
     alloc double precision [];
     states double precision [] := pg_catalog.array_fill(0::double precision, ARRAY[20]);
     counts integer [] := ARRAY[0, 0, 0, 0];
@@ -950,35 +955,52 @@ BEGIN
         SELECT config_data INTO cfg
         FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
     END IF;
-    IF created OR NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' THEN
-        cfg := cfg
-            || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'learning_state' AND NOT created
-                THEN pg_catalog.jsonb_build_object('global_roi_legacy_pct', cfg -> 'global_roi')
-                ELSE '{}'::jsonb END
-            || learning._initial_decision_maker_config();
-        -- The row lost our keys (or the row itself) after trades were learned: restore, never
-        -- restart from the starting split (a jump far above the step cap). The allocation is the
-        -- last history row's; the EWMA state is rebuilt from the trades already folded.
-        SELECT h.allocation_after INTO alloc FROM learning.allocation_history AS h ORDER BY h.seq DESC LIMIT 1;
-        IF alloc IS NOT NULL THEN
-            FOR r IN SELECT * FROM learning.recomputed_roi_state(NULL, NULL, true) LOOP
-                states[(r.ord - 1) * 5 + 1:r.ord * 5] := r.state;
-                counts[r.ord] := r.n;
-            END LOOP;
-            cfg := cfg || learning._decision_maker_config(alloc, states, counts);
-            PERFORM learning._log('WARNING', pg_catalog.format(
-                'ALLOCATION STATE RESTORED: trades=%s | allocation=%s | reason=%s',
-                counts[4], learning._fmt_allocation(alloc),
-                CASE WHEN created THEN 'the decision_maker row was missing'
-                    ELSE 'the decision_maker row had lost timeframe_allocation or learning_state' END
-            ));
-        END IF;
-        IF NOT created OR alloc IS NOT NULL THEN
-            UPDATE public.learning_configs
-            SET config_data = cfg, updated_at = pg_catalog.now(), updated_by = 'lowcap-learning'
-            WHERE module_id = 'decision_maker';
-        END IF;
+    learned := EXISTS (SELECT FROM learning.allocation_history);
+    -- Intact: our keys, a number for every tracked timeframe's allocation, and the counts of the
+    -- four series (absent only before the first trade).
+    IF NOT created AND cfg ? 'timeframe_allocation' AND cfg ? 'learning_state'
+        AND NOT EXISTS (
+            SELECT FROM pg_catalog.unnest(learning.tracked_timeframes()) AS x (tf)
+            WHERE pg_catalog.jsonb_typeof(cfg -> 'timeframe_allocation' -> x.tf -> 'current_allocation')
+                IS DISTINCT FROM 'number'
+        )
+        AND (
+            CASE WHEN pg_catalog.jsonb_typeof(cfg -> 'learning_state' -> 'n') = 'array'
+                THEN pg_catalog.jsonb_array_length(cfg -> 'learning_state' -> 'n')
+                    = pg_catalog.cardinality(learning.tracked_timeframes()) + 1
+                ELSE NOT learned END
+        )
+        OR (created AND NOT learned)
+    THEN
+        RETURN cfg;
     END IF;
+    -- Adopting the bot's row (nothing learned yet): its percent global_roi is kept aside once.
+    cfg := cfg
+        || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'learning_state' AND NOT cfg ? 'global_roi_legacy_pct'
+            AND NOT learned
+            THEN pg_catalog.jsonb_build_object('global_roi_legacy_pct', cfg -> 'global_roi')
+            ELSE '{}'::jsonb END
+        || learning._initial_decision_maker_config();
+    -- The row lost or damaged our keys (or the row itself) after trades were learned: restore,
+    -- never restart from the starting split (a jump far above the step cap). The allocation is the
+    -- last history row's; the EWMA state is rebuilt from the trades already folded.
+    IF learned THEN
+        SELECT h.allocation_after INTO alloc FROM learning.allocation_history AS h ORDER BY h.seq DESC LIMIT 1;
+        FOR r IN SELECT * FROM learning.recomputed_roi_state(NULL, NULL, true) LOOP
+            states[(r.ord - 1) * 5 + 1:r.ord * 5] := r.state;
+            counts[r.ord] := r.n;
+        END LOOP;
+        cfg := cfg || learning._decision_maker_config(alloc, states, counts);
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'ALLOCATION STATE RESTORED: trades=%s | allocation=%s | reason=%s',
+            counts[4], learning._fmt_allocation(alloc),
+            CASE WHEN created THEN 'the decision_maker row was missing'
+                ELSE 'the decision_maker row had lost or damaged timeframe_allocation or learning_state' END
+        ));
+    END IF;
+    UPDATE public.learning_configs
+    SET config_data = cfg, updated_at = pg_catalog.now(), updated_by = 'lowcap-learning'
+    WHERE module_id = 'decision_maker';
     RETURN cfg;
 END;
 $$;
@@ -1140,9 +1162,26 @@ BEGIN
     -- holds back pruning, an index lookup walks every dead version of this row (twice per trade).
     SELECT c.ctid, c.config_data INTO cfg_tid, cfg
     FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
-    IF cfg_tid IS NULL OR NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' THEN
-        cfg := learning.ensure_decision_maker_config();
-        SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
+    -- A missing row or key, a missing allocation or counts: ensure_decision_maker_config decides
+    -- (first trade, adoption, or a restore from history). The second pass sees its result.
+    FOR attempt IN 1..2 LOOP
+        IF cfg_tid IS NULL OR NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' OR attempt = 2 THEN
+            cfg := learning.ensure_decision_maker_config();
+            SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
+        END IF;
+        alloc := ARRAY(
+            SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
+            FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
+        );
+        counts := coalesce(
+            ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::integer),
+            '{}'
+        );
+        EXIT WHEN attempt = 2
+            OR pg_catalog.array_position(alloc, NULL) IS NULL AND pg_catalog.cardinality(counts) = g;
+    END LOOP;
+    IF pg_catalog.cardinality(counts) <> g THEN
+        counts := pg_catalog.array_fill(0, ARRAY[g]);
     END IF;
     tun := learning.tunables();
     tau_short := (tun ->> 'tau_short_days')::double precision * 86400;
@@ -1150,18 +1189,7 @@ BEGIN
     max_step := (tun ->> 'max_step')::double precision;
     min_trades_full := (tun ->> 'min_trades_full')::double precision;
     min_allocation := (tun ->> 'min_allocation')::double precision;
-    alloc := ARRAY(
-        SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
-        FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
-    );
     states := pg_catalog.array_fill(0::double precision, ARRAY[g * 5]);
-    counts := coalesce(
-        ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::integer),
-        '{}'
-    );
-    IF pg_catalog.cardinality(counts) <> g THEN
-        counts := pg_catalog.array_fill(0, ARRAY[g]);
-    END IF;
     roi_short := pg_catalog.array_fill(NULL::double precision, ARRAY[g - 1]);
     FOR i IN 1..g LOOP
         IF cfg -> 'learning_state' ? (tracked || 'global'::text)[i] THEN

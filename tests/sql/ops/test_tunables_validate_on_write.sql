@@ -4,7 +4,7 @@
 -- written directly recomputes the EWMA state exactly as set_tunable does (which no longer does it
 -- itself, so it happens once); the trade trigger still works on a directly written row.
 BEGIN;
-SELECT plan(76);
+SELECT plan(77);
 
 -- err(sql): the SQLSTATE and message a statement raises (NULL when it succeeds), to compare paths.
 CREATE FUNCTION pg_temp.err(p_sql text)
@@ -80,6 +80,10 @@ SELECT throws_ok(
     $$INSERT INTO public.learning_configs (module_id, config_data) VALUES ('learning', '{"scope_dims": ["chain", 1]}')$$,
     '22023', 'tunable scope_dims must be a JSON array of strings, got ["chain", 1]',
     'INSERT: scope_dims with a number element is refused');
+SELECT throws_ok(
+    $$SELECT learning._validate_tunable('scope_dims', NULL)$$,
+    '22023', 'tunable scope_dims must be a JSON array of strings, got null',
+    'the validator itself refuses a NULL scope_dims (set_tunable refuses it before any lock)');
 SELECT throws_ok(
     $$INSERT INTO public.learning_configs (module_id, config_data) VALUES ('learning', '{"max_step": 0.004, "tau_shrot_days": 7}')$$,
     '22023', 'unknown tunable "tau_shrot_days"',
