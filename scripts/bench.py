@@ -1527,6 +1527,11 @@ NOTES = """
   flow; where it is under 100x (stop 11's machine: ~57x) the target cannot be met there. When another
   session's snapshot holds back pruning, each trade's ~2,800 new row
   versions pile up (the table grew from 0.6 MB to 63 MB once) and both sides slow down.
+  Stop 13's review fixes (the anchored step, a token's only row kept, the restore check, the
+  tunables triggers on learning_configs) were measured against stop 12's code in alternating
+  `--only live` runs: 0.61 and 0.56 before, 0.62 and 0.57 after (live vs plan 101x/87x before,
+  102x/94x after); the machine moved more between runs than the change did (this run's bare
+  UPDATE: 157/s, against 130/s in stop 12's final run, so the ratio reads lower at the same trade rate).
 - **Bulk replay.** The write floor (the rows the replay writes, copied by plain INSERT ... SELECT into
   trigger-less copies with the same indexes: ~100k trades, ~420k pattern_trade_events, 100k
   history rows, 200k log rows, plus one positions UPDATE) is itself 15,000-27,000 trades/s here;
