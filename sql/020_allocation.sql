@@ -152,6 +152,11 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         IF p_trade_counts[i] >= 1 THEN
+            IF p_roi_short[i] IS NULL OR p_roi_short[i] = 'NaN' THEN
+                RAISE EXCEPTION 'allocation_step: p_roi_short[%] is % for a timeframe with trades', i,
+                    coalesce(p_roi_short[i]::text, 'NULL')
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
             members := members || i;
             min_roi := LEAST(min_roi, p_roi_short[i]);
             min_n := LEAST(min_n, p_trade_counts[i]);
@@ -278,6 +283,75 @@ RETURN pg_catalog.jsonb_build_object(
     'learning_state', '{}'::jsonb
 );
 
+-- learning._decision_maker_intact: whether the decision_maker row holds a usable state: an object
+-- with a number for every tracked timeframe's allocation and, once trades were learned, the four
+-- series' counts (non-negative integers) and a 5-number state with positive weights for every
+-- series with trades (p_fresh_ok: no counts yet, before the first trade). Never raises, whatever the bot wrote; one
+-- expression without a SET clause, so it inlines into the trigger's per-statement check.
+CREATE OR REPLACE FUNCTION learning._decision_maker_intact(p_cfg jsonb, p_fresh_ok boolean)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN coalesce(
+    pg_catalog.jsonb_typeof(
+        p_cfg -> 'timeframe_allocation' -> (learning.tracked_timeframes())[1] -> 'current_allocation'
+    ) = 'number'
+    AND pg_catalog.jsonb_typeof(
+        p_cfg -> 'timeframe_allocation' -> (learning.tracked_timeframes())[2] -> 'current_allocation'
+    ) = 'number'
+    AND pg_catalog.jsonb_typeof(
+        p_cfg -> 'timeframe_allocation' -> (learning.tracked_timeframes())[3] -> 'current_allocation'
+    ) = 'number'
+    AND pg_catalog.jsonb_typeof(p_cfg -> 'learning_state') = 'object'
+    AND CASE
+        WHEN NOT p_cfg -> 'learning_state' ? 'n' THEN p_fresh_ok ELSE
+            pg_catalog.jsonb_path_exists(
+                p_cfg, 'strict $.learning_state.n ? (@.type() == "array" && @.size() == 4)', '{}', true
+            )
+            AND NOT pg_catalog.jsonb_path_exists(
+                p_cfg, 'strict $.learning_state.n[*] ? (@.type() != "number" || @ < 0 || @ != @.floor())', '{}', true
+            )
+            AND (
+                p_cfg -> 'learning_state' -> 'n' -> 0 = '0'::jsonb
+                OR pg_catalog.jsonb_path_exists(
+                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[1], 'strict $ ? (@.type() == "array" && @.size() == 5 && @[2] > 0 && @[4] > 0)', '{}', true
+                )
+                AND NOT pg_catalog.jsonb_path_exists(
+                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[1], 'strict $[*] ? (@.type() != "number")', '{}', true
+                )
+            )
+            AND (
+                p_cfg -> 'learning_state' -> 'n' -> 1 = '0'::jsonb
+                OR pg_catalog.jsonb_path_exists(
+                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[2], 'strict $ ? (@.type() == "array" && @.size() == 5 && @[2] > 0 && @[4] > 0)', '{}', true
+                )
+                AND NOT pg_catalog.jsonb_path_exists(
+                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[2], 'strict $[*] ? (@.type() != "number")', '{}', true
+                )
+            )
+            AND (
+                p_cfg -> 'learning_state' -> 'n' -> 2 = '0'::jsonb
+                OR pg_catalog.jsonb_path_exists(
+                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[3], 'strict $ ? (@.type() == "array" && @.size() == 5 && @[2] > 0 && @[4] > 0)', '{}', true
+                )
+                AND NOT pg_catalog.jsonb_path_exists(
+                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[3], 'strict $[*] ? (@.type() != "number")', '{}', true
+                )
+            )
+            AND (
+                p_cfg -> 'learning_state' -> 'n' -> 3 = '0'::jsonb
+                OR pg_catalog.jsonb_path_exists(
+                    p_cfg -> 'learning_state' -> 'global', 'strict $ ? (@.type() == "array" && @.size() == 5 && @[2] > 0 && @[4] > 0)', '{}', true
+                )
+                AND NOT pg_catalog.jsonb_path_exists(
+                    p_cfg -> 'learning_state' -> 'global', 'strict $[*] ? (@.type() != "number")', '{}', true
+                )
+            )
+    END,
+    false
+);
+
 -- learning.ensure_decision_maker_config: create or adopt the decision_maker row; returns it locked.
 -- The bot's legacy global_roi is in percent: it moves to global_roi_legacy_pct before ours replaces it.
 -- A row that lost our keys after trades were learned is restored from history, with a WARNING line.
@@ -312,28 +386,17 @@ BEGIN
         FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
     END IF;
     learned := EXISTS (SELECT FROM learning.allocation_history);
-    -- Intact: our keys, a number for every tracked timeframe's allocation, and the counts of the
-    -- four series (absent only before the first trade).
-    IF NOT created AND cfg ? 'timeframe_allocation' AND cfg ? 'learning_state'
-        AND NOT EXISTS (
-            SELECT FROM pg_catalog.unnest(learning.tracked_timeframes()) AS x (tf)
-            WHERE pg_catalog.jsonb_typeof(cfg -> 'timeframe_allocation' -> x.tf -> 'current_allocation')
-                IS DISTINCT FROM 'number'
-        )
-        AND (
-            CASE WHEN pg_catalog.jsonb_typeof(cfg -> 'learning_state' -> 'n') = 'array'
-                THEN pg_catalog.jsonb_array_length(cfg -> 'learning_state' -> 'n')
-                    = pg_catalog.cardinality(learning.tracked_timeframes()) + 1
-                ELSE NOT learned END
-        )
-        OR (created AND NOT learned)
-    THEN
+    IF learning._decision_maker_intact(cfg, NOT learned) AND NOT created OR (created AND NOT learned) THEN
         RETURN cfg;
     END IF;
-    -- Adopting the bot's row (nothing learned yet): its percent global_roi is kept aside once.
+    IF pg_catalog.jsonb_typeof(cfg) IS DISTINCT FROM 'object' THEN
+        cfg := '{}'::jsonb;
+    END IF;
+    -- The bot's own row shape (no keys of ours): its global_roi is in percent and is kept aside
+    -- once, never over a value kept before.
     cfg := cfg
-        || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'learning_state' AND NOT cfg ? 'global_roi_legacy_pct'
-            AND NOT learned
+        || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'global_roi_legacy_pct'
+            AND NOT cfg ? 'learning_state' AND NOT cfg ? 'timeframe_allocation'
             THEN pg_catalog.jsonb_build_object('global_roi_legacy_pct', cfg -> 'global_roi')
             ELSE '{}'::jsonb END
         || learning._initial_decision_maker_config();
@@ -341,7 +404,17 @@ BEGIN
     -- never restart from the starting split (a jump far above the step cap). The allocation is the
     -- last history row's; the EWMA state is rebuilt from the trades already folded.
     IF learned THEN
-        SELECT h.allocation_after INTO alloc FROM learning.allocation_history AS h ORDER BY h.seq DESC LIMIT 1;
+        -- The newest complete allocation (a damaged row could have put NULLs into history before
+        -- this check existed); none at all: the starting split.
+        SELECT h.allocation_after INTO alloc
+        FROM learning.allocation_history AS h
+        WHERE pg_catalog.cardinality(h.allocation_after) = pg_catalog.cardinality(learning.tracked_timeframes())
+            AND pg_catalog.array_position(h.allocation_after, NULL) IS NULL
+            AND pg_catalog.abs((SELECT pg_catalog.sum(a.x) FROM pg_catalog.unnest(h.allocation_after) AS a (x)) - 1)
+            <= 1e-9
+        ORDER BY h.seq DESC
+        LIMIT 1;
+        alloc := coalesce(alloc, learning.starting_allocation());
         FOR r IN SELECT * FROM learning.recomputed_roi_state(NULL, NULL, true) LOOP
             states[(r.ord - 1) * 5 + 1:r.ord * 5] := r.state;
             counts[r.ord] := r.n;
@@ -518,24 +591,20 @@ BEGIN
     -- holds back pruning, an index lookup walks every dead version of this row (twice per trade).
     SELECT c.ctid, c.config_data INTO cfg_tid, cfg
     FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
-    -- A missing row or key, a missing allocation or counts: ensure_decision_maker_config decides
-    -- (first trade, adoption, or a restore from history). The second pass sees its result.
-    FOR attempt IN 1..2 LOOP
-        IF cfg_tid IS NULL OR NOT cfg ? 'timeframe_allocation' OR NOT cfg ? 'learning_state' OR attempt = 2 THEN
-            cfg := learning.ensure_decision_maker_config();
-            SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
-        END IF;
-        alloc := ARRAY(
-            SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
-            FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
-        );
-        counts := coalesce(
-            ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::integer),
-            '{}'
-        );
-        EXIT WHEN attempt = 2
-            OR pg_catalog.array_position(alloc, NULL) IS NULL AND pg_catalog.cardinality(counts) = g;
-    END LOOP;
+    -- Anything but a usable state (no row, the first trade, a row the bot rewrote or damaged):
+    -- ensure_decision_maker_config adopts, initialises or restores it. Checked before any cast.
+    IF cfg_tid IS NULL OR NOT learning._decision_maker_intact(cfg, false) THEN
+        cfg := learning.ensure_decision_maker_config();
+        SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
+    END IF;
+    alloc := ARRAY(
+        SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
+        FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
+    );
+    counts := coalesce(
+        ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::integer),
+        '{}'
+    );
     IF pg_catalog.cardinality(counts) <> g THEN
         counts := pg_catalog.array_fill(0, ARRAY[g]);
     END IF;

@@ -403,8 +403,32 @@ def test_a_token_with_one_tracked_row_is_not_rewritten(conn):
         " WHERE module_id = 'decision_maker'",
         "UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state}', '{}')"
         " WHERE module_id = 'decision_maker'",
+        # The third review: damage inside the state, which used to fail every later trade.
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,15m}',"
+        " '[0, 0, 0, 0, 0]') WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = config_data #- '{learning_state,1h}'"
+        " WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,n}', 'null')"
+        " WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,n}',"
+        " '[1.5, 1, 1, 1]') WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data,"
+        " '{timeframe_allocation,1h,current_allocation}', '\"abc\"') WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = 'null' WHERE module_id = 'decision_maker'",
     ],
-    ids=["state key dropped", "row overwritten", "row deleted", "one allocation removed", "state emptied"],
+    ids=[
+        "state key dropped",
+        "row overwritten",
+        "row deleted",
+        "one allocation removed",
+        "state emptied",
+        "a series zeroed",
+        "a series removed",
+        "counts null",
+        "counts fractional",
+        "an allocation not a number",
+        "config not an object",
+    ],
 )
 def test_a_lost_decision_maker_state_is_restored_not_restarted(conn, damage):
     """Review, stop 13: a decision_maker row that lost our keys (the bot writes this row too) used to
@@ -467,3 +491,30 @@ def test_a_restore_keeps_the_bots_legacy_global_roi(conn):
         insert_statement(conn, [("k-late", "1h", 1.0, EPOCH0 + timedelta(hours=10))])
         assert conn.execute(read).fetchone()[0] == legacy
         assert conn.execute("SELECT n FROM learning.global_roi()").fetchone()[0] == 7
+
+
+def test_a_restore_skips_incomplete_history_rows(conn):
+    """Older versions could write a NULL allocation into history from a damaged row; a restore takes
+    the newest complete allocation, and allocation_step refuses NULL inputs instead of returning NULLs."""
+    rows = [(f"h{i:03d}", TRACKED[i % 3], float(i % 7 - 3), EPOCH0 + timedelta(hours=i)) for i in range(30)]
+    with fresh(conn):
+        insert_statement(conn, rows)
+        complete = conn.execute(
+            "SELECT allocation_after FROM learning.allocation_history ORDER BY seq DESC LIMIT 1"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO learning.allocation_history (trade_id, timeframe, closed_at, trade_roi, reason,"
+            " allocation_before, allocation_after, roi_short, trade_counts)"
+            " SELECT 'h-bad', '1h', now(), 0, 'step', allocation_after, '{NULL,NULL,NULL}', roi_short, trade_counts"
+            " FROM learning.allocation_history ORDER BY seq DESC LIMIT 1"
+        )
+        conn.execute(
+            "UPDATE public.learning_configs SET config_data = config_data - 'learning_state'"
+            " WHERE module_id = 'decision_maker'"
+        )
+        insert_statement(conn, [("h-late", "4h", 1.0, EPOCH0 + timedelta(hours=40))])
+        last = conn.execute(READ_HISTORY, {"after": 0}).fetchall()[-1]
+        assert last[1] == "h-late" and last[4] == complete
+        for bad in ("'{0.1,NULL,0.9}', '{0.1,0.1,0.1}', '{1,1,1}'", "'{0.1,0.5,0.4}', '{0.1,NULL,0.1}', '{1,1,1}'"):
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="allocation_step: p_"), conn.transaction():
+                conn.execute(f"SELECT learning.allocation_step({bad})")

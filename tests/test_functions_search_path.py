@@ -26,6 +26,7 @@ INLINABLE_EXCEPTIONS = {
     # sql/020_allocation.sql, on the closed_trades trigger's hot path (bench helper, issue 6)
     "_fmt",
     "_fmt_allocation",
+    "_decision_maker_intact",
     # sql/025_slices.sql (strength helper)
     "scope_dimensions",
     # sql/050_strength.sql: a table function inlined into the builder's statement (bench, issue 6)

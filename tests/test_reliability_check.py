@@ -75,6 +75,14 @@ TAMPERING = [
         "replayed step differs",
     ),
     (
+        # What a damaged decision_maker row made older versions write: reported, not a crash (review).
+        "a history step with NULL allocations",
+        """UPDATE learning.allocation_history SET allocation_before[3] = NULL, allocation_after = '{NULL,NULL,NULL}'
+           WHERE seq = (SELECT seq FROM learning.allocation_history WHERE reason = 'step' ORDER BY seq
+                        OFFSET 150 LIMIT 1)""",
+        "replayed step differs by None",
+    ),
+    (
         "a history row deleted",
         "DELETE FROM learning.allocation_history WHERE seq = (SELECT min(seq) + 100 FROM learning.allocation_history)",
         "allocation_history rows (expected 1)",

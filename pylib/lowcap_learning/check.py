@@ -55,12 +55,18 @@ WITH h AS (
 ),
 replayed AS (
     SELECT h.*,
-        CASE WHEN h.reason IN ('step', 'reached_desired') THEN
-            (learning.allocation_step(
+        CASE WHEN h.reason NOT IN ('step', 'reached_desired') THEN h.allocation_before
+            -- a row a damaged state wrote (NULL or NaN inputs) is reported, not replayed (it would raise)
+            WHEN array_position(h.allocation_before, NULL) IS NULL AND NOT 'NaN' = ANY (h.allocation_before)
+                AND NOT EXISTS (
+                    SELECT FROM unnest(h.roi_short, h.trade_counts) AS m (r, c)
+                    WHERE c >= 1 AND (r IS NULL OR r = 'NaN')
+                )
+            THEN (learning.allocation_step(
                 h.allocation_before, h.roi_short, h.trade_counts, h.step_limit, 1,
                 (learning.tunables() ->> 'min_allocation')::float8
             )).new_allocation
-        ELSE h.allocation_before END AS expected_after
+        END AS expected_after
     FROM h
 )
 SELECT
