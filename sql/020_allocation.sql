@@ -283,79 +283,99 @@ RETURN pg_catalog.jsonb_build_object(
     'learning_state', '{}'::jsonb
 );
 
+-- learning._allocation_intact: the decision_maker row's timeframe_allocation holds, for every
+-- tracked timeframe, a number in [0, 1] that float8 reads (0 or at least 1e-300), summing to 1
+-- within 1e-9. Never raises, whatever the bot wrote (the casts run only under the CASE's check).
+CREATE OR REPLACE FUNCTION learning._allocation_intact(p_allocation jsonb)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN
+        coalesce(
+            pg_catalog.jsonb_path_exists(
+                p_allocation -> (learning.tracked_timeframes())[1] -> 'current_allocation',
+                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 1e-300))', '{}', true
+            )
+            AND pg_catalog.jsonb_path_exists(
+                p_allocation -> (learning.tracked_timeframes())[2] -> 'current_allocation',
+                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 1e-300))', '{}', true
+            )
+            AND pg_catalog.jsonb_path_exists(
+                p_allocation -> (learning.tracked_timeframes())[3] -> 'current_allocation',
+                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 1e-300))', '{}', true
+            ),
+            false
+        )
+        THEN pg_catalog.abs(
+            (p_allocation -> (learning.tracked_timeframes())[1] ->> 'current_allocation')::numeric
+            + (p_allocation -> (learning.tracked_timeframes())[2] ->> 'current_allocation')::numeric
+            + (p_allocation -> (learning.tracked_timeframes())[3] ->> 'current_allocation')::numeric
+            - 1
+        ) <= 1e-9
+    ELSE false
+END;
+
+-- learning._series_intact: one series' fold state in the decision_maker row is usable, or absent or
+-- all zeros while its count is 0. A real state is [ref_epoch, sum_short, weight_short, sum_long, weight_long]
+-- with weights >= 1 (the newest trade weighs exactly 1), |sums| <= 1e4 x weight (the largest roi
+-- accepted), sums 0 or at least 1e-300 in size (float8 underflow raises), and a reference time
+-- within +-1e11 s of 1970. Never raises.
+CREATE OR REPLACE FUNCTION learning._series_intact(p_state jsonb, p_series text, p_index integer)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN coalesce(
+    CASE
+        WHEN NOT p_state ? p_series THEN p_state -> 'n' -> p_index = '0'::jsonb
+        -- a series without trades is stored as zeros
+        WHEN p_state -> 'n' -> p_index = '0'::jsonb AND p_state -> p_series = '[0, 0, 0, 0, 0]'::jsonb THEN true
+        ELSE pg_catalog.jsonb_path_exists(
+            p_state -> p_series,
+            'strict $ ? (@.type() == "array" && @.size() == 5 && @[0] > -1e11 && @[0] < 1e11 && @[2] >= 1 && @[2] <= 1e10 && @[4] >= 1 && @[4] <= 1e10 && @[1].abs() <= 1.0001e4 * @[2] && @[3].abs() <= 1.0001e4 * @[4] && (@[1] == 0 || @[1].abs() >= 1e-300) && (@[3] == 0 || @[3].abs() >= 1e-300))',
+            '{}', true
+        )
+    END,
+    false
+);
+
 -- learning._decision_maker_intact: whether the decision_maker row holds a usable state: an object
--- with a number for every tracked timeframe's allocation and, once trades were learned, the four
--- series' counts (non-negative integers) and a 5-number state with positive weights for every
--- series with trades (p_fresh_ok: no counts yet, before the first trade). Never raises, whatever the bot wrote; one
--- expression without a SET clause, so it inlines into the trigger's per-statement check.
+-- with an intact allocation and either, once trades were learned, four counts (integers in [0, 1e9],
+-- the global one the sum of the others) and an intact state for every series, or (p_fresh_ok,
+-- before the first trade) no counts and no series at all. Never raises; no SET clause, so it and
+-- its helpers inline into the trigger's one check per statement (~10-20 us).
 CREATE OR REPLACE FUNCTION learning._decision_maker_intact(p_cfg jsonb, p_fresh_ok boolean)
 RETURNS boolean
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
 RETURN coalesce(
-    pg_catalog.jsonb_typeof(
-        p_cfg -> 'timeframe_allocation' -> (learning.tracked_timeframes())[1] -> 'current_allocation'
-    ) = 'number'
-    AND pg_catalog.jsonb_typeof(
-        p_cfg -> 'timeframe_allocation' -> (learning.tracked_timeframes())[2] -> 'current_allocation'
-    ) = 'number'
-    AND pg_catalog.jsonb_typeof(
-        p_cfg -> 'timeframe_allocation' -> (learning.tracked_timeframes())[3] -> 'current_allocation'
-    ) = 'number'
+    learning._allocation_intact(p_cfg -> 'timeframe_allocation')
     AND pg_catalog.jsonb_typeof(p_cfg -> 'learning_state') = 'object'
     AND CASE
-        WHEN NOT p_cfg -> 'learning_state' ? 'n' THEN p_fresh_ok ELSE
-            pg_catalog.jsonb_path_exists(
-                p_cfg, 'strict $.learning_state.n ? (@.type() == "array" && @.size() == 4)', '{}', true
-            )
-            AND NOT pg_catalog.jsonb_path_exists(
-                p_cfg, 'strict $.learning_state.n[*] ? (@.type() != "number" || @ < 0 || @ != @.floor())', '{}', true
-            )
-            AND (
-                p_cfg -> 'learning_state' -> 'n' -> 0 = '0'::jsonb
-                OR pg_catalog.jsonb_path_exists(
-                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[1], 'strict $ ? (@.type() == "array" && @.size() == 5 && @[2] > 0 && @[4] > 0)', '{}', true
-                )
-                AND NOT pg_catalog.jsonb_path_exists(
-                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[1], 'strict $[*] ? (@.type() != "number")', '{}', true
-                )
-            )
-            AND (
-                p_cfg -> 'learning_state' -> 'n' -> 1 = '0'::jsonb
-                OR pg_catalog.jsonb_path_exists(
-                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[2], 'strict $ ? (@.type() == "array" && @.size() == 5 && @[2] > 0 && @[4] > 0)', '{}', true
-                )
-                AND NOT pg_catalog.jsonb_path_exists(
-                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[2], 'strict $[*] ? (@.type() != "number")', '{}', true
-                )
-            )
-            AND (
-                p_cfg -> 'learning_state' -> 'n' -> 2 = '0'::jsonb
-                OR pg_catalog.jsonb_path_exists(
-                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[3], 'strict $ ? (@.type() == "array" && @.size() == 5 && @[2] > 0 && @[4] > 0)', '{}', true
-                )
-                AND NOT pg_catalog.jsonb_path_exists(
-                    p_cfg -> 'learning_state' -> (learning.tracked_timeframes())[3], 'strict $[*] ? (@.type() != "number")', '{}', true
-                )
-            )
-            AND (
-                p_cfg -> 'learning_state' -> 'n' -> 3 = '0'::jsonb
-                OR pg_catalog.jsonb_path_exists(
-                    p_cfg -> 'learning_state' -> 'global', 'strict $ ? (@.type() == "array" && @.size() == 5 && @[2] > 0 && @[4] > 0)', '{}', true
-                )
-                AND NOT pg_catalog.jsonb_path_exists(
-                    p_cfg -> 'learning_state' -> 'global', 'strict $[*] ? (@.type() != "number")', '{}', true
-                )
-            )
+        WHEN NOT p_cfg -> 'learning_state' ? 'n'
+            THEN p_fresh_ok AND NOT ((p_cfg -> 'learning_state') ?| (learning.tracked_timeframes() || 'global'::text))
+        ELSE pg_catalog.jsonb_path_exists(
+            p_cfg -> 'learning_state' -> 'n',
+            'strict $ ? (@.type() == "array" && @.size() == 4 && !exists(@[*] ? (@.type() != "number" || @ < 0 || @ > 1e9 || @ != @.floor())) && @[3] == @[0] + @[1] + @[2])',
+            '{}', true
+        )
+        AND learning._series_intact(p_cfg -> 'learning_state', (learning.tracked_timeframes())[1], 0)
+        AND learning._series_intact(p_cfg -> 'learning_state', (learning.tracked_timeframes())[2], 1)
+        AND learning._series_intact(p_cfg -> 'learning_state', (learning.tracked_timeframes())[3], 2)
+        AND learning._series_intact(p_cfg -> 'learning_state', 'global', 3)
     END,
     false
 );
 
 -- learning.ensure_decision_maker_config: create or adopt the decision_maker row; returns it locked.
 -- The bot's legacy global_roi is in percent: it moves to global_roi_legacy_pct before ours replaces it.
--- A row that lost our keys after trades were learned is restored from history, with a WARNING line.
-CREATE OR REPLACE FUNCTION learning.ensure_decision_maker_config()
+-- A row that lost our keys after trades were learned is restored from history, with a WARNING line;
+-- so is one the trigger found disagreeing with the newest history row (p_stale).
+DROP FUNCTION IF EXISTS learning.ensure_decision_maker_config();
+CREATE OR REPLACE FUNCTION learning.ensure_decision_maker_config(p_stale boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
@@ -386,7 +406,9 @@ BEGIN
         FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
     END IF;
     learned := EXISTS (SELECT FROM learning.allocation_history);
-    IF learning._decision_maker_intact(cfg, NOT learned) AND NOT created OR (created AND NOT learned) THEN
+    IF learning._decision_maker_intact(cfg, NOT learned) AND NOT created AND NOT p_stale
+        OR (created AND NOT learned)
+    THEN
         RETURN cfg;
     END IF;
     IF pg_catalog.jsonb_typeof(cfg) IS DISTINCT FROM 'object' THEN
@@ -423,8 +445,11 @@ BEGIN
         PERFORM learning._log('WARNING', pg_catalog.format(
             'ALLOCATION STATE RESTORED: trades=%s | allocation=%s | reason=%s',
             counts[4], learning._fmt_allocation(alloc),
-            CASE WHEN created THEN 'the decision_maker row was missing'
-                ELSE 'the decision_maker row had lost or damaged timeframe_allocation or learning_state' END
+            CASE
+                WHEN created THEN 'the decision_maker row was missing'
+                WHEN p_stale THEN 'the decision_maker row disagreed with allocation_history (a stale or rewound write)'
+                ELSE 'the decision_maker row had lost or damaged timeframe_allocation or learning_state'
+            END
         ));
     END IF;
     UPDATE public.learning_configs
@@ -549,6 +574,8 @@ DECLARE
     tracked CONSTANT text [] := learning.tracked_timeframes();
     cfg jsonb;
     alloc double precision [];
+    last_after double precision [];
+    last_counts integer [];
     alloc_moved boolean := false;
     states double precision [];
     counts integer [];
@@ -597,14 +624,28 @@ BEGIN
         cfg := learning.ensure_decision_maker_config();
         SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
     END IF;
-    alloc := ARRAY(
-        SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
-        FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
-    );
-    counts := coalesce(
-        ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::integer),
-        '{}'
-    );
+    FOR attempt IN 1..2 LOOP
+        alloc := ARRAY(
+            SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
+            FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
+        );
+        -- numeric first: a client may write a count as 5.0
+        counts := coalesce(
+            ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::numeric::integer),
+            '{}'
+        );
+        EXIT WHEN attempt = 2 OR pg_catalog.cardinality(counts) <> g;
+        -- The row must be where the newest history row left it: a stale write-back (the bot read
+        -- the row, trades were learned, it wrote its old copy back) would rewind n and the EWMAs
+        -- and jump the allocation. One index lookup per statement; an incomplete row (written by
+        -- an older version from a damaged state) is not compared.
+        SELECT h.allocation_after, h.trade_counts INTO last_after, last_counts
+        FROM learning.allocation_history AS h ORDER BY h.seq DESC LIMIT 1;
+        EXIT WHEN last_after IS NULL OR pg_catalog.array_position(last_after, NULL) IS NOT NULL
+            OR last_after = alloc AND last_counts = counts[1:g - 1];
+        cfg := learning.ensure_decision_maker_config(true);
+        SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
+    END LOOP;
     IF pg_catalog.cardinality(counts) <> g THEN
         counts := pg_catalog.array_fill(0, ARRAY[g]);
     END IF;

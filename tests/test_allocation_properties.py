@@ -193,6 +193,9 @@ def run_stream(conn, stream, portfolio):
             assert n == 0 and roi_short is None
             assert current == start, "a timeframe without trades moved"
     check_positions(positions, conn.execute(READ_POSITIONS).fetchall(), allocation, moved)
+    # A state the trigger wrote itself is never taken for damaged (a false restore would recompute
+    # the EWMAs in another summation order every statement, and log a WARNING).
+    assert not conn.execute("SELECT message FROM learning.learning_log WHERE level = 'WARNING'").fetchall()
     return allocation
 
 
@@ -415,6 +418,22 @@ def test_a_token_with_one_tracked_row_is_not_rewritten(conn):
         "UPDATE public.learning_configs SET config_data = jsonb_set(config_data,"
         " '{timeframe_allocation,1h,current_allocation}', '\"abc\"') WHERE module_id = 'decision_maker'",
         "UPDATE public.learning_configs SET config_data = 'null' WHERE module_id = 'decision_maker'",
+        # The fourth review: numbers out of range, a stale write-back, counts as floats.
+        "UPDATE public.learning_configs SET config_data = jsonb_set(jsonb_set(config_data,"
+        " '{timeframe_allocation,15m,current_allocation}', '-0.3'), '{timeframe_allocation,1h,current_allocation}',"
+        " '0.95') WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data,"
+        " '{timeframe_allocation,4h,current_allocation}', '1e-400') WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,4h,0}', '1e300')"
+        " WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,global,1}',"
+        " '5e-324') WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,n,0}', '3000000000')"
+        " WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,15m}', '[1, 2]')"
+        " WHERE module_id = 'decision_maker'",
+        "UPDATE public.learning_configs AS c SET config_data = s.config_data FROM stale_copy AS s"
+        " WHERE c.module_id = 'decision_maker'",
     ],
     ids=[
         "state key dropped",
@@ -428,6 +447,13 @@ def test_a_token_with_one_tracked_row_is_not_rewritten(conn):
         "counts fractional",
         "an allocation not a number",
         "config not an object",
+        "an allocation out of [0, 1]",
+        "an allocation float8 cannot read",
+        "a reference time out of range",
+        "a sum that underflows",
+        "a count past integer",
+        "a state too short",
+        "a stale write-back",
     ],
 )
 def test_a_lost_decision_maker_state_is_restored_not_restarted(conn, damage):
@@ -443,7 +469,12 @@ def test_a_lost_decision_maker_state_is_restored_not_restarted(conn, damage):
         intact = conn.execute(READ_STATE).fetchall()
         intact_global = conn.execute("SELECT roi_short, roi_long, n FROM learning.global_roi()").fetchone()
     with fresh(conn):
-        insert_statement(conn, rows)
+        insert_statement(conn, rows[:250])
+        conn.execute(  # what a bot that reads, then writes the whole row back, would write
+            "CREATE TEMP TABLE stale_copy ON COMMIT DROP AS"
+            " SELECT config_data FROM public.learning_configs WHERE module_id = 'decision_maker'"
+        )
+        insert_statement(conn, rows[250:])
         last_after = conn.execute(
             "SELECT allocation_after FROM learning.allocation_history ORDER BY seq DESC LIMIT 1"
         ).fetchone()[0]

@@ -27,6 +27,8 @@ INLINABLE_EXCEPTIONS = {
     "_fmt",
     "_fmt_allocation",
     "_decision_maker_intact",
+    "_allocation_intact",
+    "_series_intact",
     # sql/025_slices.sql (strength helper)
     "scope_dimensions",
     # sql/050_strength.sql: a table function inlined into the builder's statement (bench, issue 6)

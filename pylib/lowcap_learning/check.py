@@ -57,7 +57,8 @@ replayed AS (
     SELECT h.*,
         CASE WHEN h.reason NOT IN ('step', 'reached_desired') THEN h.allocation_before
             -- a row a damaged state wrote (NULL or NaN inputs) is reported, not replayed (it would raise)
-            WHEN array_position(h.allocation_before, NULL) IS NULL AND NOT 'NaN' = ANY (h.allocation_before)
+            WHEN array_ndims(h.allocation_before) = 1 AND array_ndims(h.roi_short) = 1
+                AND array_position(h.allocation_before, NULL) IS NULL AND NOT 'NaN' = ANY (h.allocation_before)
                 AND NOT EXISTS (
                     SELECT FROM unnest(h.roi_short, h.trade_counts) AS m (r, c)
                     WHERE c >= 1 AND (r IS NULL OR r = 'NaN')
