@@ -8,6 +8,7 @@ freshly migrated state (and no TRUNCATE per example keeps the suite fast).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from datetime import UTC, datetime, timedelta
@@ -549,3 +550,34 @@ def test_a_restore_skips_incomplete_history_rows(conn):
         for bad in ("'{0.1,NULL,0.9}', '{0.1,0.1,0.1}', '{1,1,1}'", "'{0.1,0.5,0.4}', '{0.1,NULL,0.1}', '{1,1,1}'"):
             with pytest.raises(psycopg.errors.InvalidParameterValue, match="allocation_step: p_"), conn.transaction():
                 conn.execute(f"SELECT learning.allocation_step({bad})")
+
+
+def test_an_allocation_shrinking_toward_zero_never_underflows(conn):
+    """Fifth review: with min_allocation 0 a losing timeframe shrinks geometrically; below ~1e-300
+    float8 arithmetic underflows, which PostgreSQL raises, and every trade failed. A member's
+    allocation below 1e-300 counts as 0; the intact check accepts what float8 reads (no restore)."""
+    for current in ("1e-310", "1e-322", "5e-324", "1e-299"):
+        new = conn.execute(
+            "SELECT new_allocation FROM learning.allocation_step("
+            f"ARRAY[{current}, 0.5, 0.5 - {current}]::float8[], '{{-0.5,0.1,0.1}}', '{{5,5,5}}', 0.003, 5, 0)"
+        ).fetchone()[0]
+        assert new[0] == 0.0 or new[0] >= 1e-300, (current, new)
+        assert abs(math.fsum(new) - 1) <= 1e-15
+    cfg = {
+        "timeframe_allocation": {
+            tf: {"current_allocation": a} for tf, a in zip(TRACKED, [5e-324, 0.5, 0.5], strict=True)
+        },
+        "learning_state": {
+            "n": [1, 1, 0, 2],
+            "15m": [1e9, 0.01, 1, 0.01, 1],
+            "1h": [1e9, 0.01, 1, 0.01, 1],
+            "4h": [0, 0, 0, 0, 0],
+            "global": [1e9, 0.02, 2, 0.02, 2],
+        },
+    }
+    ok = conn.execute("SELECT learning._decision_maker_intact(%s::jsonb, false)", (json.dumps(cfg),)).fetchone()[0]
+    assert ok is True
+    # A number float8 cannot read (a JSON literal; as a Python float it would be 0.0) is damage.
+    raw = json.dumps(cfg).replace("5e-324", "1e-400")
+    assert "1e-400" in raw
+    assert conn.execute("SELECT learning._decision_maker_intact(%s::jsonb, false)", (raw,)).fetchone()[0] is False

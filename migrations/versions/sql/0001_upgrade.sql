@@ -784,6 +784,7 @@ DECLARE
     score_sum double precision := 0;
     floor_value double precision;
     max_change double precision := 0;
+    cur double precision [] := p_current;
     i integer;
 BEGIN
     -- The group's total is 1 minus the timeframes outside it, not the sum of its members: the sum
@@ -802,6 +803,12 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             members := members || i;
+            -- A member's allocation below 1e-300 counts as 0 (it moves anyway): float8 arithmetic
+            -- on subnormals underflows, which PostgreSQL raises (min_allocation 0 shrinks the worst
+            -- timeframe geometrically toward 0).
+            IF cur[i] < 1e-300 THEN
+                cur[i] := 0;
+            END IF;
             min_roi := LEAST(min_roi, p_roi_short[i]);
             min_n := LEAST(min_n, p_trade_counts[i]);
         ELSE
@@ -832,7 +839,7 @@ BEGIN
     FOREACH i IN ARRAY members LOOP
         result.desired[i] := floor_value
             + (group_total - m * floor_value) * result.scores[i] / score_sum;
-        max_change := GREATEST(max_change, abs(result.desired[i] - p_current[i]));
+        max_change := GREATEST(max_change, abs(result.desired[i] - cur[i]));
     END LOOP;
 
     result.step_limit := p_max_step * LEAST(1, min_n / p_min_trades_full);
@@ -844,10 +851,15 @@ BEGIN
     ELSE
         result.reason := 'step';
         FOREACH i IN ARRAY members LOOP
-            result.new_allocation[i] := p_current[i]
-                + (result.desired[i] - p_current[i]) * result.step_limit / max_change;
+            result.new_allocation[i] := cur[i]
+                + (result.desired[i] - cur[i]) * result.step_limit / max_change;
         END LOOP;
     END IF;
+    FOREACH i IN ARRAY members LOOP
+        IF result.new_allocation[i] < 1e-300 THEN
+            result.new_allocation[i] := 0;
+        END IF;
+    END LOOP;
     RETURN result;
 END;
 $$;
@@ -928,7 +940,7 @@ RETURN pg_catalog.jsonb_build_object(
 );
 
 -- learning._allocation_intact: the decision_maker row's timeframe_allocation holds, for every
--- tracked timeframe, a number in [0, 1] that float8 reads (0 or at least 1e-300), summing to 1
+-- tracked timeframe, a number in [0, 1] that float8 reads (0 or at least 4.9e-324), summing to 1
 -- within 1e-9. Never raises, whatever the bot wrote (the casts run only under the CASE's check).
 CREATE OR REPLACE FUNCTION learning._allocation_intact(p_allocation jsonb)
 RETURNS boolean
@@ -940,15 +952,15 @@ RETURN CASE
         coalesce(
             pg_catalog.jsonb_path_exists(
                 p_allocation -> (learning.tracked_timeframes())[1] -> 'current_allocation',
-                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 1e-300))', '{}', true
+                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 4.9e-324))', '{}', true
             )
             AND pg_catalog.jsonb_path_exists(
                 p_allocation -> (learning.tracked_timeframes())[2] -> 'current_allocation',
-                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 1e-300))', '{}', true
+                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 4.9e-324))', '{}', true
             )
             AND pg_catalog.jsonb_path_exists(
                 p_allocation -> (learning.tracked_timeframes())[3] -> 'current_allocation',
-                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 1e-300))', '{}', true
+                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 4.9e-324))', '{}', true
             ),
             false
         )
@@ -965,7 +977,7 @@ END;
 -- all zeros while its count is 0. A real state is [ref_epoch, sum_short, weight_short, sum_long, weight_long]
 -- with weights >= 1 (the newest trade weighs exactly 1), |sums| <= 1e4 x weight (the largest roi
 -- accepted), sums 0 or at least 1e-300 in size (float8 underflow raises), and a reference time
--- within +-1e11 s of 1970. Never raises.
+-- timestamptz holds (4713 BC to 294276 AD). Never raises.
 CREATE OR REPLACE FUNCTION learning._series_intact(p_state jsonb, p_series text, p_index integer)
 RETURNS boolean
 LANGUAGE sql
@@ -978,7 +990,7 @@ RETURN coalesce(
         WHEN p_state -> 'n' -> p_index = '0'::jsonb AND p_state -> p_series = '[0, 0, 0, 0, 0]'::jsonb THEN true
         ELSE pg_catalog.jsonb_path_exists(
             p_state -> p_series,
-            'strict $ ? (@.type() == "array" && @.size() == 5 && @[0] > -1e11 && @[0] < 1e11 && @[2] >= 1 && @[2] <= 1e10 && @[4] >= 1 && @[4] <= 1e10 && @[1].abs() <= 1.0001e4 * @[2] && @[3].abs() <= 1.0001e4 * @[4] && (@[1] == 0 || @[1].abs() >= 1e-300) && (@[3] == 0 || @[3].abs() >= 1e-300))',
+            'strict $ ? (@.type() == "array" && @.size() == 5 && @[0] >= -210866803200 && @[0] < 9224318016000 && @[2] >= 1 && @[2] <= 1e10 && @[4] >= 1 && @[4] <= 1e10 && @[1].abs() <= 1.0001e4 * @[2] && @[3].abs() <= 1.0001e4 * @[4] && (@[1] == 0 || @[1].abs() >= 1e-300) && (@[3] == 0 || @[3].abs() >= 1e-300))',
             '{}', true
         )
     END,
