@@ -1532,6 +1532,10 @@ NOTES = """
   `--only live` runs: 0.61 and 0.56 before, 0.62 and 0.57 after (live vs plan 101x/87x before,
   102x/94x after); the machine moved more between runs than the change did (this run's bare
   UPDATE: 157/s, against 130/s in stop 12's final run, so the ratio reads lower at the same trade rate).
+  The state check added later in stop 13 (once per statement: an inlined check of the
+  decision_maker row, ~18 us, and one history lookup) was A/B'd the same way on the trigger
+  overhead: 0.33 and 0.33 for stop 12's code, 0.32 and 0.33 after, server CPU per trade within
+  the runs' own spread (1.07-1.27 ms before, 1.09-1.20 ms after).
 - **Bulk replay.** The write floor (the rows the replay writes, copied by plain INSERT ... SELECT into
   trigger-less copies with the same indexes: ~100k trades, ~420k pattern_trade_events, 100k
   history rows, 200k log rows, plus one positions UPDATE) is itself 15,000-27,000 trades/s here;
