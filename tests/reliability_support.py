@@ -1,6 +1,9 @@
-"""Helpers of the reliability tests: a before/after fingerprint of every table of the database."""
+"""Helpers of the reliability tests: a before/after fingerprint of every table of the database, and a
+wait for another session to block on a lock."""
 
 from __future__ import annotations
+
+import threading
 
 import psycopg
 from psycopg import sql
@@ -28,3 +31,19 @@ def snapshot(conn: psycopg.Connection) -> dict[str, tuple[int, str]]:
 def changed(before: dict, after: dict) -> set[str]:
     """Tables whose rows differ (or that appeared or vanished)."""
     return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+
+
+def wait_until_blocked(db_url: str, marker: str, tries: int = 200) -> int:
+    """How many sessions of the database wait on a lock running a query that contains marker, once at
+    least one does (or after tries x 50 ms)."""
+    with psycopg.connect(db_url, autocommit=True) as watcher:
+        for _ in range(tries):
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND strpos(query, %s::text) > 0",
+                (marker,),
+            ).fetchone()[0]
+            if waiting:
+                return waiting
+            threading.Event().wait(0.05)
+    return 0

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from conftest import reset_learning
+from reliability_support import wait_until_blocked
 
 WRITERS, PER_WRITER = 8, 250
 TRACKED = ("15m", "1h", "4h")
@@ -159,18 +160,7 @@ def test_trade_waiting_on_a_tau_change_folds_with_the_new_tau(db_url):
 
         thread = threading.Thread(target=late_writer)
         thread.start()
-        with psycopg.connect(db_url, autocommit=True) as watcher:
-            for _ in range(200):  # wait until the writer is blocked on the lock
-                waiting = watcher.execute(
-                    """
-                    SELECT count(*) FROM pg_stat_activity
-                    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%c4%'
-                    """
-                ).fetchone()[0]
-                if waiting:
-                    break
-                threading.Event().wait(0.05)
-            assert waiting == 1
+        assert wait_until_blocked(db_url, "'c4'") == 1  # the writer waits on the lock
         admin.commit()
         thread.join(timeout=30)
     assert errors == []

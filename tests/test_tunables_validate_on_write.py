@@ -14,6 +14,7 @@ import pytest
 from conftest import empty_db, reset_learning
 from lowcap_learning import migrate
 from lowcap_learning.db import canonical_sql
+from reliability_support import wait_until_blocked
 
 BOT_LEARNING_CONFIGS = """
 CREATE TABLE public.learning_configs (
@@ -127,18 +128,7 @@ def test_trade_waiting_on_a_direct_tau_update_folds_with_the_new_tau(db_url):
 
         thread = threading.Thread(target=late_writer)
         thread.start()
-        with psycopg.connect(db_url, autocommit=True) as watcher:
-            for _ in range(200):  # wait until the writer is blocked on the lock
-                waiting = watcher.execute(
-                    """
-                    SELECT count(*) FROM pg_stat_activity
-                    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%d4%'
-                    """
-                ).fetchone()[0]
-                if waiting:
-                    break
-                threading.Event().wait(0.05)
-            assert waiting == 1
+        assert wait_until_blocked(db_url, "'d4'") == 1  # the writer waits on the lock
         bot.commit()
         thread.join(timeout=30)
     assert errors == []
