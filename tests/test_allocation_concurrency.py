@@ -131,9 +131,22 @@ def test_eight_concurrent_writers(db_url):
         )
 
 
-def test_trade_waiting_on_a_tau_change_folds_with_the_new_tau(db_url):
-    """A trade whose INSERT waits for a concurrent set_tunable(tau) must fold with the tau that
-    built the state it reads (the tunables are read after the lock, not before)."""
+TAU_CHANGES = {
+    "set_tunable": "SELECT learning.set_tunable('tau_short_days', '3'::jsonb)",
+    # The bot's own write of the row: the validate-on-write and recompute triggers take the locks in
+    # set_tunable's order (learning row, then the decision_maker row in the recompute).
+    "direct upsert": """
+        INSERT INTO public.learning_configs (module_id, config_data) VALUES ('learning', '{"tau_short_days": 3}')
+        ON CONFLICT (module_id) DO UPDATE SET config_data = learning_configs.config_data || excluded.config_data
+    """,
+}
+
+
+@pytest.mark.parametrize("tau_change", TAU_CHANGES.values(), ids=TAU_CHANGES.keys())
+def test_trade_waiting_on_a_tau_change_folds_with_the_new_tau(db_url, tau_change):
+    """A trade whose INSERT waits for a concurrent tau change (set_tunable, or a direct write of the
+    learning row) must fold with the tau that built the state it reads (the tunables are read after
+    the lock, not before)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         reset_learning(conn)
         conn.execute(
@@ -144,7 +157,7 @@ def test_trade_waiting_on_a_tau_change_folds_with_the_new_tau(db_url):
         )
     errors: list[str] = []
     with psycopg.connect(db_url) as admin:
-        admin.execute("SELECT learning.set_tunable('tau_short_days', '3'::jsonb)")  # holds the config row lock
+        admin.execute(tau_change)  # holds the config row locks until commit
 
         def late_writer():
             try:
@@ -165,14 +178,21 @@ def test_trade_waiting_on_a_tau_change_folds_with_the_new_tau(db_url):
         thread.join(timeout=30)
     assert errors == []
     with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT learning.tunables() ->> 'tau_short_days'").fetchone()[0] == "3"
         stored = conn.execute("SELECT roi_short, roi_long FROM learning.timeframe_allocation()").fetchall()
         stored.append(conn.execute("SELECT roi_short, roi_long FROM learning.global_roi()").fetchone())
         recomputed = conn.execute(
             "SELECT learning.ewma_short(state), learning.ewma_long(state) FROM learning.recomputed_roi_state()"
         ).fetchall()
         stored = [s for s in stored if s[0] is not None]
+        assert len(stored) == 3
         assert stored == [pytest.approx(r, abs=1e-12) for r in recomputed]
-        conn.execute("SELECT learning.set_tunable('tau_short_days', '14'::jsonb)")
+        # The state is not the one tau 14 would give: the test sees which tau the trade folded with.
+        at_14 = conn.execute(
+            "SELECT learning.ewma_short(state) FROM learning.recomputed_roi_state(14, 90) WHERE series = 'global'"
+        ).fetchone()[0]
+        assert abs(stored[-1][0] - at_14) > 1e-6
+        conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
 
 
 def test_bot_transactions_insert_the_trade_then_update_positions_without_deadlock(db_url):

@@ -6,15 +6,13 @@ change in another session. The single-session cases are in tests/sql/ops/test_tu
 from __future__ import annotations
 
 import json
-import threading
 
 import psycopg
 import pytest
 
-from conftest import empty_db, reset_learning
+from conftest import empty_db
 from lowcap_learning import migrate
 from lowcap_learning.db import canonical_sql
-from reliability_support import wait_until_blocked
 
 BOT_LEARNING_CONFIGS = """
 CREATE TABLE public.learning_configs (
@@ -93,58 +91,3 @@ def test_upgrade_over_an_invalid_learning_row_then_validate_on_write_then_downgr
                 "UPDATE public.learning_configs SET config_data = config_data || '{\"tau_short_days\": 0}'"
                 " WHERE module_id = 'learning'"
             )
-
-
-def test_trade_waiting_on_a_direct_tau_update_folds_with_the_new_tau(db_url):
-    """The bot's own UPDATE of tau_short_days takes the locks in set_tunable's order (learning row,
-    then decision_maker row in the recompute), so a trade that waits on it reads the new tau and
-    folds into the state rebuilt with it."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        reset_learning(conn)
-        conn.execute(
-            """
-            INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
-            VALUES ('d1', '15m', 5, '2026-01-01'), ('d2', '1h', -2, '2026-01-03'), ('d3', '1h', 4, '2026-01-05')
-            """
-        )
-    errors: list[str] = []
-    with psycopg.connect(db_url) as bot:
-        bot.execute(
-            """
-            INSERT INTO public.learning_configs (module_id, config_data) VALUES ('learning', '{"tau_short_days": 3}')
-            ON CONFLICT (module_id) DO UPDATE SET config_data = learning_configs.config_data || excluded.config_data
-            """
-        )  # holds the learning row and, through the recompute, the decision_maker row
-
-        def late_writer():
-            try:
-                with psycopg.connect(db_url, autocommit=True) as writer_conn:
-                    writer_conn.execute(
-                        "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
-                        " VALUES ('d4', '1h', 9, '2026-01-20')"
-                    )
-            except Exception as err:
-                errors.append(repr(err))
-
-        thread = threading.Thread(target=late_writer)
-        thread.start()
-        assert wait_until_blocked(db_url, "'d4'") == 1  # the writer waits on the lock
-        bot.commit()
-        thread.join(timeout=30)
-    assert errors == []
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        assert conn.execute("SELECT learning.tunables() ->> 'tau_short_days'").fetchone()[0] == "3"
-        stored = conn.execute("SELECT roi_short, roi_long FROM learning.timeframe_allocation()").fetchall()
-        stored.append(conn.execute("SELECT roi_short, roi_long FROM learning.global_roi()").fetchone())
-        recomputed = conn.execute(
-            "SELECT learning.ewma_short(state), learning.ewma_long(state) FROM learning.recomputed_roi_state()"
-        ).fetchall()
-        stored = [s for s in stored if s[0] is not None]
-        assert len(stored) == 3
-        assert stored == [pytest.approx(r, abs=1e-12) for r in recomputed]
-        # The state is not the one tau 14 would give: the test sees which tau the trade folded with.
-        at_14 = conn.execute(
-            "SELECT learning.ewma_short(state) FROM learning.recomputed_roi_state(14, 90) WHERE series = 'global'"
-        ).fetchone()[0]
-        assert abs(stored[-1][0] - at_14) > 1e-6
-        conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
