@@ -6,7 +6,7 @@ CREATE OR REPLACE FUNCTION learning._log(p_level text, p_message text)
 RETURNS void
 LANGUAGE sql
 VOLATILE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     INSERT INTO learning.learning_log (level, message) VALUES (p_level, p_message);
     SELECT pg_catalog.pg_notify('learning_log', '');
@@ -19,7 +19,7 @@ CREATE OR REPLACE FUNCTION learning.tunables()
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN (
@@ -42,7 +42,7 @@ CREATE OR REPLACE FUNCTION learning._validate_tunable(p_key text, p_value jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     spec learning.tunable_specs;
@@ -100,7 +100,7 @@ RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     old_value jsonb;
@@ -136,7 +136,7 @@ RETURNS trigger
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     old_cfg jsonb;
@@ -176,7 +176,7 @@ RETURNS trigger
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     old_cfg jsonb;
@@ -234,7 +234,7 @@ CREATE OR REPLACE FUNCTION learning.feature_flag(p_module text, p_flag text)
 RETURNS boolean
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT coalesce(
         (
@@ -257,7 +257,7 @@ RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_module IS NULL OR p_module = '' OR p_flag IS NULL OR p_flag = '' OR p_value IS NULL THEN

@@ -127,7 +127,7 @@ RETURNS learning.allocation_step_result
 LANGUAGE plpgsql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     k integer := pg_catalog.cardinality(p_current);
@@ -228,7 +228,7 @@ CREATE OR REPLACE FUNCTION learning.redistribute_positions(p_allocation double p
 RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     updated integer;
@@ -275,7 +275,7 @@ CREATE OR REPLACE FUNCTION learning._initial_decision_maker_config()
 RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN pg_catalog.jsonb_build_object(
     'timeframe_allocation', (
         SELECT
@@ -392,7 +392,7 @@ RETURNS jsonb
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 1
 AS $$
 DECLARE
@@ -572,7 +572,7 @@ RETURNS trigger
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 1
 SET jit = off
 AS $$
@@ -828,7 +828,7 @@ $$;
 CREATE OR REPLACE FUNCTION learning.trg_closed_trades_append_only()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
@@ -866,7 +866,7 @@ RETURNS TABLE (
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT
         x.tf,
@@ -896,7 +896,7 @@ RETURNS TABLE (
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT
         (c.config_data -> 'global_roi' ->> 'roi_short')::double precision,
@@ -925,7 +925,7 @@ RETURNS TABLE (
 )
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     WITH taus AS (
         SELECT
@@ -985,7 +985,7 @@ RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 1
 AS $$
 DECLARE

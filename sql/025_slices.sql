@@ -32,7 +32,7 @@ CREATE OR REPLACE FUNCTION learning._slices_enumeration_limit()
 RETURNS numeric
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_enumeration_limit', true), '')::numeric, 20000000);
 
 -- learning._slices_grouping_sets: whether frequent_slices may count slices by GROUP BY GROUPING SETS
@@ -42,7 +42,7 @@ CREATE OR REPLACE FUNCTION learning._slices_grouping_sets()
 RETURNS text
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_grouping_sets', true), ''), 'auto');
 
 -- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
@@ -60,7 +60,7 @@ CREATE OR REPLACE FUNCTION learning.frequent_slices(p_n_min integer, p_max_dims 
 RETURNS TABLE (pattern_key text, scope_subset jsonb, stats double precision [])
 LANGUAGE plpgsql
 VOLATILE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 SET client_min_messages = 'warning'
 SET jit = off
 AS $$

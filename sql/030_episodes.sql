@@ -34,7 +34,7 @@ RETURNS text
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN '{' || coalesce(
     (
         SELECT pg_catalog.string_agg(e.key || ': ' || (e.value #>> '{}'), ', ' ORDER BY e.key)
@@ -53,7 +53,7 @@ RETURNS double precision []
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN ARRAY[
     CASE
         WHEN learning._num(p_factors -> 'ts_min') > 0 THEN learning._num(p_factors -> 'ts_min')
@@ -73,7 +73,7 @@ RETURNS text []
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN pg_catalog.array_remove(
     ARRAY[
         CASE WHEN coalesce(learning._num(p_factors -> 'ts_min') > 0, false) THEN NULL ELSE 'ts_min' END,
@@ -91,7 +91,7 @@ RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN (
     SELECT coalesce(pg_catalog.jsonb_agg(g.gate ORDER BY g.ord), '[]'::jsonb)
     FROM (
@@ -142,7 +142,7 @@ RETURNS record
 LANGUAGE plpgsql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n_all bigint;
@@ -236,7 +236,7 @@ RETURNS trigger
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     f jsonb := NEW.factors;
@@ -327,7 +327,7 @@ RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     windows integer;

@@ -9,7 +9,7 @@ RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN pg_catalog.jsonb_build_object(
     'wr', p_sums[4] / nullif(p_sums[2], 0),
     'fpr', p_sums[5] / nullif(p_sums[2], 0),
@@ -36,7 +36,7 @@ RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 SET client_min_messages = 'warning'
 AS $$
 DECLARE
@@ -201,7 +201,7 @@ CREATE OR REPLACE FUNCTION learning.tuning_lesson_window(
 )
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT
         coalesce(

@@ -19,7 +19,7 @@ RETURNS boolean
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN a IS NOT NULL AND b IS NOT NULL
 AND pg_catalog.jsonb_typeof(a) = 'object' AND pg_catalog.jsonb_typeof(b) = 'object'
 AND (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(a))
@@ -47,7 +47,7 @@ RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN coalesce(
     (
         SELECT pg_catalog.jsonb_object_agg(e.key, e.value)
@@ -152,7 +152,7 @@ RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 RETURN (SELECT s.stats FROM learning.strength_stats_of(p_sums, p_baseline_roi) AS s);
 
 -- learning.build_strength_lessons: pm_strength lessons of every (pattern, scope slice) with >= n_min
@@ -170,7 +170,7 @@ RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 SET client_min_messages = 'warning'
 SET work_mem = '128MB'
 SET enable_mergejoin = off
@@ -587,7 +587,7 @@ RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 SET client_min_messages = 'warning'
 AS $$
 DECLARE

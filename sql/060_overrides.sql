@@ -16,7 +16,7 @@ RETURNS TABLE (
 )
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT DISTINCT ON (o.action_category)
         o.action_category,
@@ -53,7 +53,7 @@ CREATE OR REPLACE FUNCTION learning.trg_pm_overrides_changed()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     merge_lock CONSTANT bigint := 7201046117; -- pg_try_advisory_xact_lock key of the merge

@@ -34,7 +34,7 @@ RETURNS bigint
 LANGUAGE sql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     INSERT INTO learning.job_runs (job, slot_start, as_of, host, pid)
     VALUES (p_job, p_slot_start, p_as_of, p_host, p_pid)
@@ -54,7 +54,7 @@ RETURNS learning.job_runs
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     run learning.job_runs;
@@ -101,7 +101,7 @@ RETURNS SETOF learning.job_runs
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT DISTINCT ON (r.job) r.*
     FROM learning.job_runs AS r

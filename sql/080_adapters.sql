@@ -7,7 +7,7 @@ CREATE OR REPLACE FUNCTION learning._strand_timestamp(p_value jsonb)
 RETURNS timestamptz
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT CASE pg_catalog.jsonb_typeof(p_value)
         WHEN 'number' THEN pg_catalog.to_timestamp((p_value #>> '{}')::double precision)
@@ -22,7 +22,7 @@ RETURNS trigger
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     content jsonb;
@@ -155,7 +155,7 @@ CREATE OR REPLACE FUNCTION learning.install_ad_strands_adapter()
 RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     strands CONSTANT regclass := pg_catalog.to_regclass('public.ad_strands');
