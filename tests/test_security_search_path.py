@@ -17,7 +17,7 @@ JOIN pg_catalog.pg_language AS l ON l.oid = p.prolang
 WHERE p.pronamespace = 'learning'::regnamespace
   AND NOT EXISTS (
       SELECT FROM unnest(coalesce(p.proconfig, '{}')) AS c (setting)
-      WHERE c.setting IN ('search_path=""', 'search_path=')
+      WHERE c.setting = 'search_path=pg_catalog, pg_temp'
   )
 ORDER BY 1
 """
@@ -65,12 +65,12 @@ def test_every_function_pins_search_path_except_pure_sql_helpers(conn):
         or not sql_body
         or not (volatility == "i" or (volatility == "s" and sig.split("(")[0].removeprefix("learning.") in STABLE_OK))
     ]
-    assert offenders == [], f"functions without SET search_path = '': {offenders}"
+    assert offenders == [], f"functions without SET search_path = pg_catalog, pg_temp: {offenders}"
     # The allowed exceptions exist (tracked_timeframes and friends), so the filter is exercised.
     assert any(sig.startswith("learning.tracked_timeframes") for sig, *_ in rows)
 
 
-def test_every_security_definer_function_pins_an_empty_search_path(conn):
+def test_every_security_definer_function_pins_catalog_then_temp(conn):
     rows = conn.execute(
         """
         SELECT p.oid::regprocedure::text, p.proconfig
@@ -79,7 +79,7 @@ def test_every_security_definer_function_pins_an_empty_search_path(conn):
         """
     ).fetchall()
     assert rows, "there are SECURITY DEFINER functions to check"
-    bad = [sig for sig, config in rows if not any(c in ('search_path=""', "search_path=") for c in config or [])]
+    bad = [sig for sig, config in rows if "search_path=pg_catalog, pg_temp" not in (config or [])]
     assert bad == []
 
 
@@ -90,7 +90,7 @@ def test_sql_files_declare_search_path_on_every_security_definer_function():
         text = path.read_text()
         for chunk in text.split("CREATE OR REPLACE FUNCTION")[1:]:
             header = chunk.split("$$", 1)[0].split("BEGIN ATOMIC", 1)[0].split("\nRETURN ", 1)[0]
-            if "SECURITY DEFINER" in header and "SET search_path = ''" not in header:
+            if "SECURITY DEFINER" in header and "SET search_path = pg_catalog, pg_temp" not in header:
                 bad.append(f"{path.name}: {chunk.split('(', 1)[0].strip()}")
     assert bad == []
 

@@ -46,9 +46,9 @@ SELECT is(
 SELECT is(
     (SELECT count(*)::integer FROM pg_catalog.pg_proc
      WHERE oid IN ('learning.trg_learning_configs_validate'::regproc, 'learning.trg_learning_configs_tau'::regproc)
-        AND prosecdef AND proconfig @> ARRAY['search_path=""']),
+        AND prosecdef AND proconfig @> ARRAY['search_path=pg_catalog, pg_temp']),
     2,
-    'both trigger functions are SECURITY DEFINER with an empty search_path');
+    'both trigger functions are SECURITY DEFINER with search_path pg_catalog, pg_temp');
 
 -- --------------------------------------------------------------------------- INSERT, row absent
 SELECT is(pg_temp.learning_row(), NULL, 'no learning row to start with');
