@@ -228,9 +228,27 @@ BEGIN
 END;
 $$;
 
--- learning.trg_pattern_episode_events_capture: BEFORE INSERT, replaces factors.samples by the
--- summary, adds blocked_by (skipped) or the *_acted values (acted), and logs the event. A malformed
--- factors value never fails the bot's insert: the row is kept as given and a WARNING is logged.
+-- learning.episode_limits: the size limits of an episode window, one place for the trigger, the
+-- outcome setter and the docs. Keys are btree index keys (and log fields): 200 characters, as an
+-- action's pattern_key in closed_trades. A window's samples are summarised in one statement whose
+-- time and memory grow with their count and size: 10,000 samples (the synthetic history sends 3)
+-- and 8 MiB of factors keep one window to a few seconds and a few hundred MB at worst.
+-- A scope is a handful of dimension values; 64 kB is a hundred times a real one.
+CREATE OR REPLACE FUNCTION learning.episode_limits()
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN '{"pattern_key_chars": 200, "episode_id_chars": 200, "scope_bytes": 65536,
+    "factors_bytes": 8388608, "samples": 10000}'::jsonb;
+
+-- learning.trg_pattern_episode_events_capture: BEFORE INSERT, refuses a window over the size limits
+-- (program_limit_exceeded, naming the field, its size and the limit, before any work on it), then
+-- replaces factors.samples by the summary, adds blocked_by (skipped) or the *_acted values (acted),
+-- and logs the event. A malformed factors value never fails the bot's insert: the row is kept as
+-- given and a WARNING is logged. On UPDATE of those columns only the limits apply, to the values
+-- that change (a stored row is not judged again by a later limit, nor summarised again).
 CREATE OR REPLACE FUNCTION learning.trg_pattern_episode_events_capture()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -239,13 +257,79 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    lim CONSTANT jsonb := learning.episode_limits();
+    is_insert CONSTANT boolean := TG_OP = 'INSERT';
     f jsonb := NEW.factors;
+    raw_samples jsonb;
+    size bigint;
     summary jsonb;
     problems text [];
     last_sample jsonb;
     missing text [];
     blocked jsonb;
 BEGIN
+    -- Limits before any work on the value; the keys before any message quotes episode_id.
+    IF is_insert OR NEW.pattern_key IS DISTINCT FROM OLD.pattern_key THEN
+        size := pg_catalog.length(NEW.pattern_key);
+        IF size > (lim ->> 'pattern_key_chars')::integer THEN
+            RAISE EXCEPTION 'pattern_episode_events.pattern_key is % characters, limit %',
+                size, lim ->> 'pattern_key_chars'
+                USING ERRCODE = 'program_limit_exceeded', DETAIL = 'starts with ' || pg_catalog.left(NEW.pattern_key, 40),
+                    COLUMN = 'pattern_key', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+        END IF;
+    END IF;
+    IF is_insert OR NEW.episode_id IS DISTINCT FROM OLD.episode_id THEN
+        size := pg_catalog.length(NEW.episode_id);
+        IF size > (lim ->> 'episode_id_chars')::integer THEN
+            RAISE EXCEPTION 'pattern_episode_events.episode_id is % characters, limit %',
+                size, lim ->> 'episode_id_chars'
+                USING ERRCODE = 'program_limit_exceeded', DETAIL = 'starts with ' || pg_catalog.left(NEW.episode_id, 40),
+                    COLUMN = 'episode_id', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+        END IF;
+    END IF;
+    IF is_insert OR NEW.scope IS DISTINCT FROM OLD.scope THEN
+        size := pg_catalog.pg_column_size(NEW.scope);
+        IF size > (lim ->> 'scope_bytes')::integer THEN
+            RAISE EXCEPTION 'pattern_episode_events.scope of episode % is % bytes, limit %',
+                NEW.episode_id, size, lim ->> 'scope_bytes'
+                USING ERRCODE = 'program_limit_exceeded',
+                    COLUMN = 'scope', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+        END IF;
+    END IF;
+    IF is_insert OR NEW.factors IS DISTINCT FROM OLD.factors THEN
+        -- As stored: a value read from another table may still be compressed (the samples'
+        -- own size below is the uncompressed one).
+        size := pg_catalog.pg_column_size(NEW.factors);
+        IF size > (lim ->> 'factors_bytes')::integer THEN
+            RAISE EXCEPTION 'pattern_episode_events.factors of episode % is % bytes, limit %',
+                NEW.episode_id, size, lim ->> 'factors_bytes'
+                USING ERRCODE = 'program_limit_exceeded',
+                    COLUMN = 'factors', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+        END IF;
+        IF pg_catalog.jsonb_typeof(f) = 'object' THEN
+            raw_samples := f -> 'samples';
+        END IF;
+        IF pg_catalog.jsonb_typeof(raw_samples) = 'array' THEN
+            size := pg_catalog.jsonb_array_length(raw_samples);
+            IF size > (lim ->> 'samples')::integer THEN
+                RAISE EXCEPTION 'pattern_episode_events.factors.samples of episode % has % samples, limit %',
+                    NEW.episode_id, size, lim ->> 'samples'
+                    USING ERRCODE = 'program_limit_exceeded',
+                        COLUMN = 'factors', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+            END IF;
+            size := pg_catalog.pg_column_size(raw_samples);
+            IF size > (lim ->> 'factors_bytes')::integer THEN
+                RAISE EXCEPTION 'pattern_episode_events.factors.samples of episode % is % bytes, limit %',
+                    NEW.episode_id, size, lim ->> 'factors_bytes'
+                    USING ERRCODE = 'program_limit_exceeded',
+                        COLUMN = 'factors', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+            END IF;
+        END IF;
+    END IF;
+    IF NOT is_insert THEN
+        RETURN NEW;
+    END IF;
+
     IF pg_catalog.jsonb_typeof(f) IS DISTINCT FROM 'object' THEN
         PERFORM learning._log('WARNING', pg_catalog.format(
             'EPISODE EVENT: Invalid factors | episode_id=%s | reason=factors is %s, not an object | kept as given',
@@ -258,9 +342,9 @@ BEGIN
     END IF;
 
     IF f ? 'samples' THEN
-        IF pg_catalog.jsonb_typeof(f -> 'samples') = 'array' THEN
+        IF pg_catalog.jsonb_typeof(raw_samples) = 'array' THEN
             SELECT s.summary, s.problems INTO summary, problems
-            FROM learning.summarize_samples(f -> 'samples') AS s;
+            FROM learning.summarize_samples(raw_samples) AS s;
             last_sample := summary -> 'decision_sample';
             f := (f - 'samples') || summary;
             IF NEW.decision = 'acted' THEN
@@ -317,7 +401,7 @@ $$;
 
 DROP TRIGGER IF EXISTS _100_capture ON public.pattern_episode_events;
 CREATE TRIGGER _100_capture
-BEFORE INSERT ON public.pattern_episode_events
+BEFORE INSERT OR UPDATE OF pattern_key, episode_id, scope, factors ON public.pattern_episode_events
 FOR EACH ROW EXECUTE FUNCTION learning.trg_pattern_episode_events_capture();
 
 -- learning.set_episode_outcome: set the outcome of every window of an episode; returns the count.
@@ -338,6 +422,12 @@ BEGIN
     END IF;
     IF p_episode_id IS NULL THEN
         RAISE EXCEPTION 'episode_id is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- No window has a longer id (the capture trigger refuses it), and the id goes into the log.
+    IF pg_catalog.length(p_episode_id) > (learning.episode_limits() ->> 'episode_id_chars')::integer THEN
+        RAISE EXCEPTION 'episode_id is % characters, limit %',
+            pg_catalog.length(p_episode_id), learning.episode_limits() ->> 'episode_id_chars'
+            USING ERRCODE = 'program_limit_exceeded', DETAIL = 'starts with ' || pg_catalog.left(p_episode_id, 40);
     END IF;
     UPDATE public.pattern_episode_events AS e
     SET
