@@ -1,9 +1,14 @@
-"""Freeze the canonical sql/ into the migration that applies it (run: make freeze).
+"""Freeze the canonical sql/ into the unreleased head revision (run: make freeze); check the rest.
 
-Nothing has shipped before revision 0001, so it is regenerated in place; once a release ships, a new
-revision freezes only what changed and 0001 stays as it is.
+Released revisions never change: their upgrade scripts are checked against the digests below. The
+head revision is not released until it lands, so its upgrade script is regenerated from sql/: the
+whole canonical schema, which is written to re-apply over the previous revision (CREATE OR REPLACE,
+IF NOT EXISTS, grants re-derived). A revision that must move data or drop an object says so in its
+own hand-written prologue, frozen ahead of the generated part. `make test` proves `upgrade head`
+builds exactly what sql/ builds.
 """
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -11,20 +16,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pylib"))
 
 from lowcap_learning.db import MIGRATIONS_DIR, canonical_sql  # noqa: E402
 
+FROZEN_DIR = MIGRATIONS_DIR / "versions" / "sql"
 HEADER = "-- FROZEN by scripts/freeze_migration.py from sql/MANIFEST: do not edit; edit sql/ and re-freeze.\n"
-TARGET = MIGRATIONS_DIR / "versions" / "sql" / "0001_upgrade.sql"
+
+# Released upgrade scripts: name -> sha256 of the file as it shipped.
+RELEASED = {
+    "0001_upgrade.sql": "69c18538e9d1d556b584d5f9783e25340296861e6083f8f9e43ab0f07fd46092",
+}
+HEAD = "0002_upgrade.sql"
+HEAD_PROLOGUE = FROZEN_DIR / "0002_prologue.sql"
 
 
 def frozen_text() -> str:
-    return HEADER + canonical_sql()
+    prologue = HEAD_PROLOGUE.read_text() if HEAD_PROLOGUE.exists() else ""
+    return HEADER + prologue + canonical_sql()
+
+
+def problems() -> list[str]:
+    found = []
+    for name, digest in RELEASED.items():
+        path = FROZEN_DIR / name
+        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            found.append(f"migrations/versions/sql/{name} was released and must not change")
+    head = FROZEN_DIR / HEAD
+    if not head.exists() or head.read_text() != frozen_text():
+        found.append(f"migrations/versions/sql/{HEAD} is stale: run `make freeze`")
+    return found
 
 
 if __name__ == "__main__":
-    check = "--check" in sys.argv
-    if check:
-        if not TARGET.exists() or TARGET.read_text() != frozen_text():
-            sys.exit("migrations/versions/sql/0001_upgrade.sql is stale: run `make freeze`")
-        print("frozen migration matches sql/")
+    if "--check" in sys.argv:
+        found = problems()
+        if found:
+            sys.exit("\n".join(found))
+        print("released migrations unchanged; head migration matches sql/")
     else:
-        TARGET.write_text(frozen_text())
-        print(f"wrote {TARGET.relative_to(MIGRATIONS_DIR.parent)}")
+        (FROZEN_DIR / HEAD).write_text(frozen_text())
+        print(f"wrote {(FROZEN_DIR / HEAD).relative_to(MIGRATIONS_DIR.parent)}")

@@ -229,6 +229,39 @@ AFTER DELETE ON public.learning_configs
 FOR EACH ROW WHEN (old.module_id = 'learning')
 EXECUTE FUNCTION learning.trg_learning_configs_tau();
 
+-- A learning row that was written before the validation trigger existed (the bot's own, adopted by
+-- a migration) is held to the same rule now: an unusable tunable would fail every trade later
+-- (tau_short_days 0 divides by zero), so the migration is refused, naming the key, and nothing is
+-- changed; resetting it silently would change how the bot trades (docs/decisions.md, "adopted
+-- tunables").
+DO $adopted_tunables$
+DECLARE
+    kv record;
+BEGIN
+    FOR kv IN
+        SELECT e.key, e.value
+        FROM public.learning_configs AS c
+        CROSS JOIN LATERAL pg_catalog.jsonb_each(
+            CASE WHEN pg_catalog.jsonb_typeof(c.config_data) = 'object' THEN c.config_data ELSE '{}' END
+        ) AS e (key, value)
+        INNER JOIN learning.tunable_specs AS s ON e.key = s.key
+        WHERE c.module_id = 'learning'
+        ORDER BY e.key COLLATE "C"
+    LOOP
+        BEGIN
+            PERFORM learning._validate_tunable(kv.key, kv.value);
+        EXCEPTION WHEN invalid_parameter_value THEN
+            RAISE EXCEPTION 'the existing learning row of learning_configs holds an unusable tunable: %', sqlerrm
+                USING ERRCODE = 'invalid_parameter_value',
+                    HINT = pg_catalog.format(
+                        'fix or remove the key first, e.g. UPDATE public.learning_configs SET config_data '
+                        '= config_data - %L WHERE module_id = ''learning'' (its default is then used)', kv.key
+                    );
+        END;
+    END LOOP;
+END
+$adopted_tunables$;
+
 -- learning.feature_flag: the flag's value in module's feature_flags, false when anything is missing.
 CREATE OR REPLACE FUNCTION learning.feature_flag(p_module text, p_flag text)
 RETURNS boolean

@@ -55,6 +55,8 @@ GRANT SELECT ON ALL TABLES IN SCHEMA learning TO learning_reader;
 -- Shared data tables (public). A writer only appends: the SECURITY DEFINER triggers update the
 -- configs, positions, history and log on its behalf, so it never holds UPDATE on them.
 -- INSERT ... RETURNING needs SELECT too: a bot that reads back ids also holds learning_reader.
+-- The one column a writer may read is closed_trades.trade_id: the retry idiom
+-- `ON CONFLICT (trade_id) DO NOTHING` names it as its conflict target, which needs SELECT on it.
 DO $tables$
 DECLARE
     t record;
@@ -96,6 +98,14 @@ BEGIN
     END LOOP;
 END
 $tables$;
+
+DO $retry$
+BEGIN
+    IF pg_catalog.to_regclass('public.closed_trades') IS NOT NULL THEN
+        GRANT SELECT (trade_id) ON public.closed_trades TO learning_writer;
+    END IF;
+END
+$retry$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Functions. Named API functions are granted when they exist (helpers add functions in parallel;

@@ -87,6 +87,49 @@ def test_upgrade_equals_sql_and_round_trips():
         assert_same_schema(expected, schema_dump(alembic_url), "downgrade base -> upgrade head")
 
 
+FROZEN_0001 = ROOT / "migrations" / "versions" / "sql" / "0001_upgrade.sql"
+
+
+def test_downgrade_to_0001_restores_0001_and_upgrades_again():
+    """Each revision's downgrade returns exactly the previous revision's schema."""
+    with empty_db("mig_0001") as released_url, empty_db("mig_step") as url:
+        with psycopg.connect(released_url, autocommit=True) as conn:
+            conn.execute(FROZEN_0001.read_bytes())
+        released = schema_dump(released_url)
+        migrate.upgrade(url, "0001")
+        assert_same_schema(released, schema_dump(url), "upgrade 0001")
+        migrate.upgrade(url)
+        migrate.downgrade(url, "0001")
+        assert_same_schema(released, schema_dump(url), "upgrade head -> downgrade 0001")
+        migrate.upgrade(url)
+        with empty_db("mig_sql2") as sql_url:
+            build_from_sql(sql_url)
+            assert_same_schema(schema_dump(sql_url), schema_dump(url), "downgrade 0001 -> upgrade head")
+
+
+def test_a_populated_0001_database_upgrades_and_keeps_learning():
+    """Trades learned under 0001 stay learned: n, the EWMAs and the allocation are the same after
+    the upgrade, and the next trade learns on top of them."""
+    with empty_db("mig_pop") as url:
+        migrate.upgrade(url, "0001")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
+                " SELECT 'p' || i, (ARRAY['15m', '1h', '4h'])[1 + i % 3], (i % 7) - 3.0,"
+                " now() - interval '30 days' + i * interval '1 hour' FROM generate_series(1, 60) AS i"
+            )
+            before = conn.execute("SELECT * FROM learning.timeframe_allocation() ORDER BY 1").fetchall()
+        migrate.upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            after = conn.execute("SELECT * FROM learning.timeframe_allocation() ORDER BY 1").fetchall()
+            assert after == before
+            conn.execute(
+                "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
+                " VALUES ('p-next', '4h', 2.0, now())"
+            )
+            assert conn.execute("SELECT n FROM learning.global_roi()").fetchone()[0] == 61
+
+
 # ---------------------------------------------------------------------------------------------
 # A database that already has the bot's tables and rows (../shared/spec/BOT_SHAPES.md).
 

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from conftest import clone_of
 from lowcap_learning import synthetic
 from lowcap_learning.check import run_check
 from lowcap_learning.cli import cli
@@ -156,3 +157,27 @@ def test_check_runs_as_reader(history):
         conn.commit()
         report = run_check(conn)
     assert report.ok, report.divergences
+
+
+def test_check_keeps_its_columns_apart_for_huge_rois(template_db):
+    """A ROI above 1,000 (100,000 %) is wider than the column: every cell still stands apart."""
+    with clone_of(template_db, "check_huge") as url:
+        _check_huge(url)
+
+
+def _check_huge(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at) VALUES"
+            " ('huge-1', '1h', 999999, now() - interval '2 hours'),"
+            " ('huge-2', '15m', 250000, now() - interval '1 hour')"
+        )
+    result = _check(db_url)
+    lines = result.output.splitlines()
+    header = next(line for line in lines if line.startswith("series"))
+    rows = [line for line in lines if line.split()[:1] and line.split()[0] in ("15m", "1h", "4h", "global")]
+    assert len(rows) == 4
+    assert header.split("  ")[0] == "series"
+    for line in rows:
+        assert len(line.split()) == 6, line  # series, n, n (re), roi_short, recomputed, ok
+    assert any(float(line.split()[3]) > 1000 for line in rows)

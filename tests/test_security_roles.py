@@ -89,3 +89,20 @@ def test_commands_of_another_role_are_refused_clearly(data, tmp_path, role, args
     assert result.exit_code == 1, result.output
     assert "permission denied" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_retry_idiom_works_for_the_writer(data):
+    """The README's idempotent retry, `ON CONFLICT (trade_id) DO NOTHING`, as learning_writer: the
+    first insert learns, the retry is a no-op, and the writer still reads no other column."""
+    insert = (
+        "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at, actions) "
+        "VALUES ('retry-1', '1h', 2.5, now() - interval '1 hour', '[]') ON CONFLICT (trade_id) DO NOTHING"
+    )
+    with psycopg.connect(as_role(data, "learning_writer"), autocommit=True) as writer:
+        assert writer.execute(insert).rowcount == 1
+        assert writer.execute(insert).rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            writer.execute("SELECT rpnl_pct FROM public.closed_trades LIMIT 1")
+    with psycopg.connect(data) as conn:
+        learned = conn.execute("SELECT count(*) FROM learning.allocation_history WHERE trade_id = 'retry-1'")
+        assert learned.fetchone()[0] == 1

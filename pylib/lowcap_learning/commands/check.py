@@ -15,6 +15,16 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.9f}" if isinstance(value, float) else str(value)
 
 
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns as wide as their widest cell, two spaces apart: no value runs into the next."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    first, *rest = range(len(header))
+    return [
+        "  ".join([line[first].ljust(widths[first])] + [line[i].rjust(widths[i]) for i in rest]).rstrip()
+        for line in (header, *rows)
+    ]
+
+
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -30,12 +40,14 @@ def register(cli: click.Group) -> None:
                 f"trades={report.trades} history_rows={report.history_rows} "
                 f"steps_replayed={report.steps_replayed} tokens={report.tokens}"
             )
-            click.echo(f"{'series':<8}{'n':>8}{'n (re)':>8}{'roi_short':>14}{'recomputed':>14}  ok")
-            for s in report.series:
-                click.echo(
-                    f"{s.series:<8}{s.n_stored:>8}{s.n_recomputed:>8}{_fmt(s.roi_short_stored):>14}"
-                    f"{_fmt(s.roi_short_recomputed):>14}  {'yes' if s.ok else 'NO'}"
-                )
+            header = ("series", "n", "n (re)", "roi_short", "recomputed", "ok")
+            rows = [
+                (s.series, str(s.n_stored), str(s.n_recomputed), _fmt(s.roi_short_stored),
+                 _fmt(s.roi_short_recomputed), "yes" if s.ok else "NO")
+                for s in report.series
+            ]
+            for line in _table(header, rows):
+                click.echo(line)
             for line in report.warnings:
                 click.echo(f"warning: {line}")
             for line in report.divergences:
