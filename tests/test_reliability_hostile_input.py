@@ -748,6 +748,78 @@ def test_strand_adapter_zero_rpnl_and_sql_trade_id_are_data(strands):
     assert row == (0.0,)
 
 
+@pytest.fixture(scope="module")
+def strand_inserter(strands, db_url):
+    """A LOGIN role that may only INSERT into ad_strands, as a bot's strand writer would be."""
+    name = f"strand_{uuid.uuid4().hex[:8]}"
+    strands.execute(f"CREATE ROLE {name} LOGIN")
+    strands.execute(f"GRANT INSERT ON public.ad_strands TO {name}")
+    with psycopg.connect(psycopg.conninfo.make_conninfo(db_url, user=name), autocommit=True) as c:
+        yield c
+    strands.execute(f"DROP OWNED BY {name}")
+    strands.execute(f"DROP ROLE {name}")
+
+
+@pytest.mark.parametrize(("label", "content"), STRAND_IGNORED, ids=[c[0] for c in STRAND_IGNORED])
+def test_strand_adapter_hostile_strand_from_a_plain_inserter(strands, strand_inserter, label, content):
+    """The same strands from a role that holds nothing of ours: kept, not learned, one WARNING."""
+    _count("ad_strands inserter role")
+    strand_id = f"s-{uuid.uuid4().hex[:10]}"
+    before = snapshot(strands)
+    strand_inserter.execute(INSERT_STRAND, {"id": strand_id, "timeframe": "1h", "content": content})
+    assert changed(before, snapshot(strands)) == {"public.ad_strands", "learning.learning_log"}
+
+
+def test_strand_adapter_learns_from_a_plain_inserter(strands, strand_inserter):
+    _count("ad_strands inserter role")
+    content = _strand(rpnl=3.0)
+    strand_inserter.execute(
+        INSERT_STRAND, {"id": f"s-{uuid.uuid4().hex[:10]}", "timeframe": "15m", "content": json.dumps(content)}
+    )
+    trade_id = content["completed_trades"][-1]["trade_id"]
+    assert strands.execute(
+        "SELECT count(*) FROM learning.allocation_history WHERE trade_id = %(t)s::text", {"t": trade_id}
+    ).fetchone() == (1,)
+
+
+# ------------------------------------------------------------------------------- admin functions
+# (label, call, error fragment or None when the call is accepted as documented)
+ADMIN_CALLS = [
+    ("miner lookback negative", "SELECT learning.mine_tuning_lessons(now(), '-1 day')", "lookback must be positive"),
+    ("miner n_min 0", "SELECT learning.mine_tuning_lessons(now(), '1 day', 0)", "n_min must be a positive"),
+    ("miner n_min negative", "SELECT learning.mine_tuning_lessons(now(), '1 day', -5)", "n_min must be a positive"),
+    ("builder lookback negative", "SELECT learning.build_strength_lessons(now(), '-1 day')", "lookback must be"),
+    ("builder n_min 0", "SELECT learning.build_strength_lessons(now(), '1 day', 0)", "n_min must be a positive"),
+    ("set_tunable NULL key", "SELECT learning.set_tunable(NULL, '1')", "unknown tunable"),
+    ("set_tunable NULL value", "SELECT learning.set_tunable('max_step', NULL)", "must be a number"),
+    ("set_tunable object", "SELECT learning.set_tunable('max_step', '{\"a\": 1}')", "must be a number"),
+    ("set_tunable 1e400", "SELECT learning.set_tunable('max_step', '1e400')", "must be a number"),
+    ("set_tunable SQL-looking key", "SELECT learning.set_tunable('x''; DROP TABLE y; --', '1')", "unknown tunable"),
+    ("set_feature_flag NULL module", "SELECT learning.set_feature_flag(NULL, 'x', true)", "are required"),
+    ("learning row not an object", "UPDATE public.learning_configs SET config_data = '[1]' WHERE module_id = 'learning'",
+     "must be a JSON object"),
+    ("learning row tau 0", "UPDATE public.learning_configs SET config_data = config_data"
+     " || '{\"tau_short_days\": 0}' WHERE module_id = 'learning'", "tau_short_days"),
+]
+
+
+@pytest.mark.parametrize(("label", "call", "fragment"), ADMIN_CALLS, ids=[c[0] for c in ADMIN_CALLS])
+def test_admin_function_hostile_arguments(admin, label, call, fragment):
+    """learning_admin's functions and direct writes: a clear error, every table unchanged."""
+    _count("admin functions")
+    admin.execute(
+        "INSERT INTO public.learning_configs (module_id, config_data) VALUES ('learning', '{}')"
+        " ON CONFLICT (module_id) DO NOTHING"
+    )
+    with psycopg.connect(admin.info.dsn, autocommit=True) as c:
+        c.execute("SET ROLE learning_admin")
+        before = snapshot(admin)
+        with pytest.raises(psycopg.Error) as err:
+            c.execute(call)
+    assert fragment in describe_error(err.value)
+    assert changed(before, snapshot(admin)) == set()
+
+
 def test_zz_report_inputs_tried(capsys):
     """Prints the figure for the README (inputs tried per entry point)."""
     total = sum(TRIED.values())
