@@ -5,10 +5,16 @@ at most once whoever asks; it then takes a session advisory lock on the job so t
 overlap (a manual `run` during a scheduled one), runs the providers (each in its own transaction), and
 closes the row with its counts or its error. Providers are imported lazily: a missing module or function
 fails that job with a clear message and leaves the others running.
+
+Every run is bounded on its session (JOB_BOUNDS, each overridable by an environment variable): a statement
+timeout, a cap on work_mem, a temp-file limit, and a client connection check so that a killed scheduler's
+backend stops within seconds instead of finishing the job for nobody. A connection passed in gets its own
+settings back when the run ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -55,6 +61,25 @@ SELECT id, job, slot_start, as_of, started_at, finished_at, status, counts, erro
 FROM learning.finish_job_run(
     p_id => %(id)s::bigint, p_status => %(status)s::text, p_counts => %(counts)s::jsonb, p_error => %(error)s::text
 )
+"""
+# (setting, environment variable, default). work_mem is a cap: a lower server or role setting stays.
+# temp_file_limit is superuser-only unless granted (GRANT SET ON PARAMETER temp_file_limit TO role);
+# a role that may not set it keeps the server's limit.
+JOB_BOUNDS = (
+    ("statement_timeout", "LOWCAP_LEARNING_JOB_STATEMENT_TIMEOUT", "15min"),
+    ("work_mem", "LOWCAP_LEARNING_JOB_WORK_MEM", "64MB"),
+    ("temp_file_limit", "LOWCAP_LEARNING_JOB_TEMP_FILE_LIMIT", "4GB"),
+    ("client_connection_check_interval", "LOWCAP_LEARNING_JOB_CLIENT_CHECK", "2s"),
+)
+SETTING = "SELECT pg_catalog.current_setting(%(name)s::text)"
+SET_SETTING = "SELECT pg_catalog.set_config(%(name)s::text, %(value)s::text, false)"
+# The lower of the session's work_mem and the cap.
+CAP_WORK_MEM = """
+SELECT pg_catalog.set_config('work_mem', CASE
+    WHEN pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem')) <= pg_catalog.pg_size_bytes(%(value)s::text)
+        THEN pg_catalog.current_setting('work_mem')
+    ELSE %(value)s::text
+END, false)
 """
 # Advisory lock key: (class 'job' of this project, the job's name hashed).
 TRY_LOCK = """
@@ -130,6 +155,29 @@ def job_names(name: str) -> list[str]:
     return [name]
 
 
+def job_bounds() -> list[tuple[str, str, str]]:
+    """(setting, value, environment variable) for a job session, from the environment or the defaults."""
+    return [(name, os.environ.get(env) or default, env) for name, env, default in JOB_BOUNDS]
+
+
+def _apply_bounds(conn: psycopg.Connection, saved: dict[str, str]) -> None:
+    """Set the job bounds on the session, keeping in saved the settings they replace (to restore)."""
+    for name, value, env in job_bounds():
+        previous = conn.execute(SETTING, {"name": name}).fetchone()[0]
+        try:
+            conn.execute(CAP_WORK_MEM if name == "work_mem" else SET_SETTING, {"name": name, "value": value})
+        except psycopg.errors.InsufficientPrivilege:
+            continue  # temp_file_limit for a role not granted it: the server's limit applies
+        except psycopg.Error as err:
+            raise JobUnavailable(f"{env}={value!r} is not a valid {name}: {describe_error(err)}") from None
+        saved[name] = previous
+
+
+def _restore_bounds(conn: psycopg.Connection, saved: dict[str, str]) -> None:
+    for name, value in saved.items():
+        conn.execute(SET_SETTING, {"name": name, "value": value})
+
+
 def _run_providers(conn: psycopg.Connection, job: Job, as_of: datetime | None) -> dict:
     funcs = [(spec, provider(spec)) for spec in job.providers]  # all importable before any runs
     counts: dict = {}
@@ -180,9 +228,11 @@ def _run_on(conn, url: str | None, job: Job, as_of, slot_start, runner) -> JobRu
         return JobRun(None, job.name, slot, as_of)
     locked = conn.execute(TRY_LOCK, {"job": job.name}).fetchone()[0]
     status, counts, error = "succeeded", None, None
+    saved: dict[str, str] = {}
     try:
         if not locked:
             raise JobUnavailable(f"another run of {job.name} is in progress (advisory lock held)")
+        _apply_bounds(conn, saved)
         counts = runner(conn, job, as_of)
     except JobUnavailable as err:
         status, error = "failed", str(err)
@@ -191,8 +241,11 @@ def _run_on(conn, url: str | None, job: Job, as_of, slot_start, runner) -> JobRu
     except Exception as err:  # noqa: BLE001 - a job's failure is recorded, never lost
         status, error = "failed", f"{type(err).__name__}: {err}"
     finally:
-        if locked and not conn.closed:
-            conn.execute(UNLOCK, {"job": job.name})
+        if not conn.closed:
+            with contextlib.suppress(psycopg.OperationalError):  # lost: recorded on a fresh connection below
+                _restore_bounds(conn, saved)
+            if locked and not conn.closed:
+                conn.execute(UNLOCK, {"job": job.name})
     if conn.closed:  # the job lost its connection: record the outcome on a fresh one
         with connect(url, autocommit=True) as fresh:
             return _finish(fresh, run_id, status, counts, error)
