@@ -796,8 +796,8 @@ ADMIN_CALLS = [
     ("set_tunable 1e400", "SELECT learning.set_tunable('max_step', '1e400')", "must be a number"),
     ("set_tunable SQL-looking key", "SELECT learning.set_tunable('x''; DROP TABLE y; --', '1')", "unknown tunable"),
     ("set_feature_flag NULL module", "SELECT learning.set_feature_flag(NULL, 'x', true)", "are required"),
-    ("learning row not an object", "UPDATE public.learning_configs SET config_data = '[1]' WHERE module_id = 'learning'",
-     "must be a JSON object"),
+    ("learning row not an object",
+     "UPDATE public.learning_configs SET config_data = '[1]' WHERE module_id = 'learning'", "must be a JSON object"),
     ("learning row tau 0", "UPDATE public.learning_configs SET config_data = config_data"
      " || '{\"tau_short_days\": 0}' WHERE module_id = 'learning'", "tau_short_days"),
 ]
