@@ -25,6 +25,78 @@ RETURN CASE
     ELSE '{}'::jsonb
 END;
 
+-- learning._mining_dimensions: the dimensions the miners slice p_scope on (those of
+-- learning.scope_dimensions), bounded so that no writer's scope can fail or swamp a mining job:
+-- - a pair whose key or JSON value is over 200 bytes is dropped: with a pattern_key, a slice of
+--   4 such pairs still fits the 2704-byte btree rows of the lessons' and overrides' unique keys;
+-- - a scope left with more than 16 dimensions keeps none, so its row counts in its pattern's {}
+--   slice only: 16 keys make at most 2,517 slices of <= 4 pairs per row (40 keys made 102,091,
+--   60 keys 523,686), and a real scope has a handful (chain, timeframe, buckets, regime).
+-- too_long (pairs dropped) and too_many (dimensions dropped) feed the job's one WARNING. Called
+-- once per distinct scope of the window.
+CREATE OR REPLACE FUNCTION learning._mining_dimensions(p_scope jsonb, p_dims text [] DEFAULT '{}')
+RETURNS TABLE (dims jsonb, too_long integer, too_many integer)
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT
+        CASE
+            WHEN pg_catalog.count(*) FILTER (WHERE d.fits) <= 16
+                THEN coalesce(pg_catalog.jsonb_object_agg(d.key, d.value) FILTER (WHERE d.fits), '{}'::jsonb)
+            ELSE '{}'::jsonb
+        END,
+        pg_catalog.count(*) FILTER (WHERE NOT d.fits)::integer,
+        CASE
+            WHEN pg_catalog.count(*) FILTER (WHERE d.fits) > 16 THEN pg_catalog.count(*) FILTER (WHERE d.fits)::integer
+            ELSE 0
+        END
+    FROM (
+        SELECT
+            e.key,
+            e.value,
+            pg_catalog.octet_length(e.key) <= 200 AND pg_catalog.octet_length(e.value::text) <= 200 AS fits
+        FROM
+            pg_catalog.jsonb_each(
+                CASE WHEN pg_catalog.jsonb_typeof(p_scope) = 'object' THEN p_scope ELSE '{}'::jsonb END
+            ) AS e (key, value)
+        WHERE
+            pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+            AND (coalesce(pg_catalog.cardinality(p_dims), 0) = 0 OR e.key = any(p_dims))
+    ) AS d;
+END;
+
+-- learning._log_unmined_scopes: the one WARNING of a mining job whose window holds scopes
+-- _mining_dimensions bounded: how many rows (trades, episodes), the first ten ids (each cut to 64
+-- characters), and how many pairs / dimensions were dropped.
+CREATE OR REPLACE FUNCTION learning._log_unmined_scopes(
+    p_job text,
+    p_unit text,
+    p_rows bigint,
+    p_first_ids text [],
+    p_too_long bigint,
+    p_too_many bigint
+)
+RETURNS void
+LANGUAGE sql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT learning._log('WARNING', pg_catalog.format(
+        '%s: scope dimensions not mined | %s=%s | ids=%s%s | pairs_over_200_bytes=%s | '
+        || 'dims_of_scopes_over_16=%s | reason=a key or value over 200 bytes is dropped; '
+        || 'a scope with more than 16 dimensions counts in its pattern''s {} slice only',
+        p_job, p_unit, p_rows,
+        (
+            SELECT pg_catalog.string_agg(pg_catalog.left(i.id, 64), ',' ORDER BY i.n)
+            FROM pg_catalog.unnest(p_first_ids[1:10]) WITH ORDINALITY AS i (id, n)
+        ),
+        CASE WHEN p_rows > 10 THEN ',...' ELSE '' END,
+        p_too_long, p_too_many
+    ));
+END;
+
 -- learning._slices_enumeration_limit: how many (cell, slice) rows frequent_slices may enumerate
 -- directly before it falls back to the level-wise extension (setting learning.slices_enumeration_limit,
 -- so a test can force either path; default 20 million rows, a few seconds of aggregation here).

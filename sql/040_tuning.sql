@@ -56,6 +56,12 @@ DECLARE
     n_changed integer;
     n_deactivated integer;
     window_info jsonb;
+    n_too_long bigint;
+    n_too_many bigint;
+    n_unmined bigint;
+    unmined_ids text [];
+    n_unstored bigint;
+    unstored_patterns text;
 BEGIN
     IF n_min IS NULL OR n_min < 1 THEN
         RAISE EXCEPTION 'n_min must be a positive integer, got %', coalesce(n_min::text, 'null')
@@ -72,13 +78,18 @@ BEGIN
     );
 
     DROP TABLE IF EXISTS pg_temp.slice_cells;
-    -- Counted per distinct (pattern_key, scope) first, so scope_dimensions runs once per distinct
-    -- scope, not once per row; frequent_slices adds up cells that share dims.
+    -- Counted per distinct (pattern_key, scope) first, so _mining_dimensions runs once per distinct
+    -- scope, not once per row; frequent_slices adds up cells that share dims. A scope that cannot
+    -- be sliced whole is mined without what it cannot be (its scope kept in unmined_scope, for the
+    -- one WARNING below), and every window is still learned from.
     CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
     SELECT
         g.pattern_key,
-        learning.scope_dimensions(g.scope, dims) AS dims,
-        g.stats
+        m.dims,
+        g.stats,
+        CASE WHEN m.too_long > 0 OR m.too_many > 0 THEN g.scope END AS unmined_scope,
+        m.too_long,
+        m.too_many
     FROM (
         SELECT
             e.pattern_key,
@@ -97,7 +108,26 @@ BEGIN
         WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
             AND e.outcome IN ('success', 'failure', 'neutral')
         GROUP BY e.pattern_key, e.scope
-    ) AS g;
+    ) AS g
+    CROSS JOIN LATERAL learning._mining_dimensions(g.scope, dims) AS m;
+
+    SELECT pg_catalog.sum(c.too_long), pg_catalog.sum(c.too_many)
+    INTO n_too_long, n_too_many
+    FROM pg_temp.slice_cells AS c
+    WHERE c.unmined_scope IS NOT NULL;
+    IF n_too_long IS NOT NULL THEN
+        SELECT pg_catalog.count(*), (pg_catalog.array_agg(x.episode_id ORDER BY x.episode_id COLLATE "C"))[1:10]
+        INTO n_unmined, unmined_ids
+        FROM (
+            SELECT DISTINCT e.episode_id
+            FROM public.pattern_episode_events AS e
+            INNER JOIN pg_temp.slice_cells AS c
+                ON e.pattern_key = c.pattern_key AND e.scope = c.unmined_scope
+            WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
+                AND e.outcome IN ('success', 'failure', 'neutral')
+        ) AS x;
+        PERFORM learning._log_unmined_scopes('TuningMiner', 'episodes', n_unmined, unmined_ids, n_too_long, n_too_many);
+    END IF;
 
     SELECT coalesce(pg_catalog.sum(c.stats[1]), 0)::bigint INTO n_events FROM pg_temp.slice_cells AS c;
     PERFORM learning._log('INFO', pg_catalog.format(
@@ -121,6 +151,25 @@ BEGIN
                 AND l.stats - 'window_start' - 'window_end' - 'lookback_days' = learning._tuning_stats(f.stats)
         ) AS changed
     FROM learning.frequent_slices(n_min, max_dims) AS f;
+    -- A lesson whose key cannot be stored (learning_lessons_scope_key and pm_overrides' keys are
+    -- btree rows of at most 2704 bytes) is left out with one WARNING, not the run's failure.
+    WITH unstored AS (
+        DELETE FROM pg_temp._tm_lessons AS t
+        WHERE pg_catalog.octet_length(t.pattern_key) + pg_catalog.pg_column_size(t.scope_subset) > 2400
+        RETURNING t.pattern_key
+    )
+
+    SELECT
+        pg_catalog.count(*),
+        pg_catalog.string_agg(DISTINCT pg_catalog.left(u.pattern_key, 64), ',')
+    INTO n_unstored, unstored_patterns
+    FROM unstored AS u;
+    IF n_unstored > 0 THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'TuningMiner: lessons not stored | lessons=%s | patterns=%s | reason=pattern_key and scope_subset over 2400 bytes',
+            n_unstored, pg_catalog.left(unstored_patterns, 640)
+        ));
+    END IF;
     SELECT pg_catalog.count(*) INTO n_lessons FROM pg_temp._tm_lessons;
 
     WITH written AS (
@@ -169,15 +218,24 @@ BEGIN
     WHERE t.scope_subset <> '{}'::jsonb
     ORDER BY t.pattern_key, t.scope_subset;
 
+    -- Stale lessons by id: the keys of the active lessons and of this run's grouped together (a key
+    -- of stored lessons only is stale), so no plan can rescan the run's lessons per stored row.
     UPDATE public.learning_lessons AS l
     SET status = 'inactive', updated_at = pg_catalog.now()
     WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.status = 'active'
-        AND NOT EXISTS (
-            SELECT FROM pg_temp._tm_lessons AS t
-            WHERE l.action_category = 'tuning'
-                AND t.pattern_key = l.pattern_key
-                AND t.scope_subset = l.scope_subset
-        );
+        AND l.id = any(ARRAY(
+            SELECT pg_catalog.max(k.id)
+            FROM (
+                SELECT s.id, s.pattern_key, s.action_category, s.scope_subset
+                FROM public.learning_lessons AS s
+                WHERE s.module = 'pm' AND s.lesson_type = 'tuning_rates' AND s.status = 'active'
+                UNION ALL
+                SELECT NULL, t.pattern_key, 'tuning', t.scope_subset
+                FROM pg_temp._tm_lessons AS t
+            ) AS k
+            GROUP BY k.pattern_key, k.action_category, k.scope_subset
+            HAVING pg_catalog.count(k.id) = pg_catalog.count(*)
+        ));
     GET DIAGNOSTICS n_deactivated = ROW_COUNT;
 
     PERFORM learning._log('INFO', pg_catalog.format(

@@ -187,9 +187,16 @@ DECLARE
     v_scale double precision := (tun ->> 'roi_scale')::double precision;
     v_dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
     v_max_scopes CONSTANT integer := 12;
+    v_max_candidates CONSTANT integer := 64;
     v_baseline double precision;
     v_trades bigint;
     v_capped bigint;
+    v_too_long bigint;
+    v_too_many bigint;
+    v_unmined bigint;
+    v_unmined_ids text [];
+    v_unstored bigint;
+    v_unstored_patterns text;
     v_any_multi boolean;
     v_lessons integer;
     v_inserted integer;
@@ -209,13 +216,15 @@ BEGIN
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons, pg_temp._sl_match;
 
-    -- Distinct scopes of the window -> their dimensions (scope_dimensions runs once per distinct
+    -- Distinct scopes of the window -> their dimensions (_mining_dimensions runs once per distinct
     -- scope), and distinct dimension objects numbered so the per-event work is on integers, not
     -- jsonb. Rows without roi are the bot's legacy R/R rows.
     CREATE TEMP TABLE _sl_scopes ON COMMIT DROP AS
     SELECT
         d.scope,
-        learning.scope_dimensions(d.scope, v_dims) AS dims
+        m.dims,
+        m.too_long,
+        m.too_many
     FROM (
         SELECT DISTINCT e.scope
         FROM public.pattern_trade_events AS e
@@ -223,7 +232,30 @@ BEGIN
             e.roi IS NOT NULL
             AND e."timestamp" > v_as_of - v_lookback
             AND e."timestamp" <= v_as_of
-    ) AS d;
+    ) AS d
+    CROSS JOIN LATERAL learning._mining_dimensions(d.scope, v_dims) AS m;
+    -- A scope that cannot be sliced whole is mined without what it cannot be (_mining_dimensions):
+    -- one WARNING naming its trades, and every trade is still learned from.
+    SELECT pg_catalog.sum(s.too_long), pg_catalog.sum(s.too_many)
+    INTO v_too_long, v_too_many
+    FROM pg_temp._sl_scopes AS s
+    WHERE s.too_long > 0 OR s.too_many > 0;
+    IF v_too_long IS NOT NULL THEN
+        SELECT pg_catalog.count(*), (pg_catalog.array_agg(t.trade_id ORDER BY t.trade_id COLLATE "C"))[1:10]
+        INTO v_unmined, v_unmined_ids
+        FROM (
+            SELECT DISTINCT e.trade_id
+            FROM public.pattern_trade_events AS e
+            INNER JOIN pg_temp._sl_scopes AS s ON e.scope = s.scope AND (s.too_long > 0 OR s.too_many > 0)
+            WHERE
+                e.roi IS NOT NULL
+                AND e."timestamp" > v_as_of - v_lookback
+                AND e."timestamp" <= v_as_of
+        ) AS t;
+        PERFORM learning._log_unmined_scopes(
+            'STRENGTH LESSONS', 'trades', v_unmined, v_unmined_ids, v_too_long, v_too_many
+        );
+    END IF;
     CREATE TEMP TABLE _sl_dims ON COMMIT DROP AS
     SELECT
         pg_catalog.row_number() OVER ()::integer AS dims_id,
@@ -307,37 +339,54 @@ BEGIN
     -- Trades of a pattern with several dims: a dims contained in another of the same trade adds
     -- nothing to the trade's union and is dropped (fewer inclusion-exclusion terms).
     -- Their dims are read again (the rows of those pairs only; skipped when there are none).
-    CREATE TEMP TABLE _sl_multi (pattern_key text, trade_id text, dims jsonb) ON COMMIT DROP;
+    -- Containment is judged pair by pair, so a trade takes part with its first v_max_candidates
+    -- dims (in dims order) only: a bounded number of comparisons per trade, whatever it carries.
+    CREATE TEMP TABLE _sl_multi (
+        pattern_key text, trade_id text, dims jsonb, truncated boolean
+    ) ON COMMIT DROP;
     IF v_any_multi THEN
-        INSERT INTO pg_temp._sl_multi (pattern_key, trade_id, dims)
-        SELECT DISTINCT
-            e.pattern_key,
-            e.trade_id,
-            d.dims
-        FROM public.pattern_trade_events AS e
-        INNER JOIN (
-            SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
-        ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
-        INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
-        INNER JOIN pg_temp._sl_dims AS d ON i.dims_id = d.dims_id
-        WHERE
-            e.roi IS NOT NULL
-            AND e."timestamp" > v_as_of - v_lookback
-            AND e."timestamp" <= v_as_of;
+        INSERT INTO pg_temp._sl_multi (pattern_key, trade_id, dims, truncated)
+        SELECT x.pattern_key, x.trade_id, x.dims, x.m > v_max_candidates
+        FROM (
+            SELECT
+                q.pattern_key,
+                q.trade_id,
+                q.dims,
+                pg_catalog.row_number() OVER (PARTITION BY q.pattern_key, q.trade_id ORDER BY q.dims) AS j,
+                pg_catalog.count(*) OVER (PARTITION BY q.pattern_key, q.trade_id) AS m
+            FROM (
+                SELECT DISTINCT
+                    e.pattern_key,
+                    e.trade_id,
+                    d.dims
+                FROM public.pattern_trade_events AS e
+                INNER JOIN (
+                    SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
+                ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
+                INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
+                INNER JOIN pg_temp._sl_dims AS d ON i.dims_id = d.dims_id
+                WHERE
+                    e.roi IS NOT NULL
+                    AND e."timestamp" > v_as_of - v_lookback
+                    AND e."timestamp" <= v_as_of
+            ) AS q
+        ) AS x
+        WHERE x.j <= v_max_candidates;
+        ANALYZE pg_temp._sl_multi (pattern_key, trade_id);
+        DELETE FROM pg_temp._sl_multi AS a
+        WHERE EXISTS (
+            SELECT FROM pg_temp._sl_multi AS b
+            WHERE
+                b.pattern_key = a.pattern_key AND b.trade_id = a.trade_id
+                AND b.dims <> a.dims AND b.dims @> a.dims
+        );
     END IF;
-    DELETE FROM pg_temp._sl_multi AS a
-    WHERE EXISTS (
-        SELECT FROM pg_temp._sl_multi AS b
-        WHERE
-            b.pattern_key = a.pattern_key AND b.trade_id = a.trade_id
-            AND b.dims <> a.dims AND b.dims @> a.dims
-    );
 
     SELECT pg_catalog.count(*) INTO v_capped
     FROM (
         SELECT FROM pg_temp._sl_multi AS p
         GROUP BY p.pattern_key, p.trade_id
-        HAVING pg_catalog.count(*) > v_max_scopes
+        HAVING pg_catalog.count(*) > v_max_scopes OR pg_catalog.bool_or(p.truncated)
     ) AS p;
     IF v_capped > 0 THEN
         PERFORM learning._log('WARNING', pg_catalog.format(
@@ -477,6 +526,25 @@ BEGIN
         s.stats
     FROM learning.frequent_slices(v_n_min, v_max_dims) AS f
     CROSS JOIN LATERAL learning.strength_stats_of(f.stats, v_baseline) AS s;
+    -- A lesson whose key cannot be stored (learning_lessons_scope_key and pm_overrides' keys are
+    -- btree rows of at most 2704 bytes) is left out with one WARNING, not the run's failure.
+    WITH unstored AS (
+        DELETE FROM pg_temp._sl_lessons AS s
+        WHERE pg_catalog.octet_length(s.pattern_key) + pg_catalog.pg_column_size(s.scope_subset) > 2400
+        RETURNING s.pattern_key
+    )
+
+    SELECT
+        pg_catalog.count(*),
+        pg_catalog.string_agg(DISTINCT pg_catalog.left(u.pattern_key, 64), ',')
+    INTO v_unstored, v_unstored_patterns
+    FROM unstored AS u;
+    IF v_unstored > 0 THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'STRENGTH LESSONS: lessons not stored | lessons=%s | patterns=%s | reason=pattern_key and scope_subset over 2400 bytes',
+            v_unstored, pg_catalog.left(v_unstored_patterns, 640)
+        ));
+    END IF;
     SELECT pg_catalog.count(*) INTO v_lessons FROM pg_temp._sl_lessons;
 
     -- The run's lessons are matched once to the stored ones (one hash join on the jsonb key); from
@@ -677,23 +745,34 @@ BEGIN
 
     SELECT pg_catalog.count(*) INTO v_written FROM logged;
 
+    -- The rows to deactivate, by id: the bot's legacy strength rows, a size multiplier per action
+    -- (BOT_SHAPES), which would count the lesson twice next to the steering of A and E; and the
+    -- pm_strength rows without a target, found by grouping the overrides' and the targets' keys
+    -- together (a key of overrides only is stale), so no plan can rescan the targets per row.
     WITH gone AS (
         UPDATE public.pm_overrides AS o
         SET status = 'inactive', last_updated_at = pg_catalog.now()
         WHERE
             o.status IS DISTINCT FROM 'inactive'
-            AND (
-                -- the bot's legacy strength rows: a size multiplier per action (BOT_SHAPES), which
-                -- would count the lesson twice next to the steering of A and E
-                o.action_category IN ('entry', 'add', 'trim', 'exit')
-                OR (
-                    o.action_category = 'pm_strength'
-                    AND NOT EXISTS (
-                        SELECT FROM pg_temp._so_target AS t
-                        WHERE t.pattern_key = o.pattern_key AND t.scope_subset = o.scope_subset
-                    )
-                )
-            )
+            AND o.id = any(ARRAY(
+                SELECT x.id
+                FROM public.pm_overrides AS x
+                WHERE
+                    x.status IS DISTINCT FROM 'inactive'
+                    AND x.action_category IN ('entry', 'add', 'trim', 'exit')
+                UNION ALL
+                SELECT pg_catalog.max(k.id)
+                FROM (
+                    SELECT x.id, x.pattern_key, x.scope_subset
+                    FROM public.pm_overrides AS x
+                    WHERE x.action_category = 'pm_strength' AND x.status IS DISTINCT FROM 'inactive'
+                    UNION ALL
+                    SELECT NULL, t.pattern_key, t.scope_subset
+                    FROM pg_temp._so_target AS t
+                ) AS k
+                GROUP BY k.pattern_key, k.scope_subset
+                HAVING pg_catalog.count(k.id) = pg_catalog.count(*)
+            ))
         RETURNING o.pattern_key, o.action_category, o.scope_subset, o.dira, o.dire, o.n
     ),
 

@@ -146,7 +146,7 @@ TRADE_CASES = [
         FACTS,
     ),
     ("action scope 1 MB", {"actions": _action(scope={"blob": "x" * 1_000_000})}, None, FACTS),
-    ("2000 actions", {"actions": json.dumps([json.loads(_action())[0]] * 2000)}, None, FACTS),
+    ("2000 actions", {"actions": json.dumps([json.loads(_action())[0]] * 2000)}, "actions", None),
     ("action null scope", {"actions": _action(scope=None)}, None, FACTS),
     ("action extra junk fields", {"actions": _action(extra={"a": [1, {"b": None}]}, ts="not a time")}, None, FACTS),
 ]

@@ -63,7 +63,8 @@ def relation_names(conn) -> list[str]:
         )
     }
     for path in SQL_DIR.glob("*.sql"):
-        names |= {m.lower() for m in re.findall(r"CREATE TEMP(?:ORARY)? TABLE (?:IF NOT EXISTS )?(\w+)", path.read_text())}
+        made = re.findall(r"CREATE TEMP(?:ORARY)? TABLE (?:IF NOT EXISTS )?(\w+)", path.read_text())
+        names |= {m.lower() for m in made}
     names |= {"ad_strands", "slice_cells"}
     return sorted(names)
 
@@ -244,7 +245,8 @@ def test_nothing_planted_runs_as_the_owner(attacker_db, attacker, role, as_views
         superuser = conn.execute(
             "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
         ).fetchone()[0]
-    as_someone_else = [w for w in warnings if w.startswith("PLANTED") and not w.startswith(f"PLANTED ran as {attacker} ")]
+    mine = f"PLANTED ran as {attacker} "
+    as_someone_else = [w for w in warnings if w.startswith("PLANTED") and not w.startswith(mine)]
     assert as_someone_else == [], f"planted code ran as another role: {as_someone_else[:5]}"
     assert superuser is False, "the caller made itself a superuser"
     # Our functions never even touched a planted object (the caller's own planting is not counted).
