@@ -311,38 +311,68 @@ CREATE TABLE IF NOT EXISTS learning.tunable_specs (
     kind text NOT NULL,
     min_value double precision,
     max_value double precision,
-    description text NOT NULL,
-    CONSTRAINT tunable_specs_kind_check CHECK (kind IN ('number', 'integer', 'string_array'))
+    description text NOT NULL
 );
+-- A choice tunable names its allowed strings (SPEC 13's allocation_rule and tuning_rule).
+ALTER TABLE learning.tunable_specs ADD COLUMN IF NOT EXISTS choices text [];
+ALTER TABLE learning.tunable_specs DROP CONSTRAINT IF EXISTS tunable_specs_kind_check;
+ALTER TABLE learning.tunable_specs ADD CONSTRAINT tunable_specs_kind_check
+CHECK (kind IN ('number', 'integer', 'string_array', 'choice'));
 
 INSERT INTO learning.tunable_specs (
-    key, default_value, kind, min_value, max_value, description
+    key, default_value, kind, min_value, max_value, description, choices
 )
 VALUES
-('max_step', '0.003', 'number', 0, 1, 'largest allocation move per trade'),
-('min_trades_full', '5', 'integer', 1, 1000000, 'trades per timeframe before the full step'),
-('min_allocation', '0.05', 'number', 0, 0.33, 'floor of a traded timeframe allocation'),
-('tau_short_days', '14', 'number', 0.01, 36500, 'short EWMA time constant (days)'),
-('tau_long_days', '90', 'number', 0.01, 36500, 'long EWMA time constant (days)'),
-('n_min', '33', 'integer', 1, 1000000, 'rows (or trades) a slice needs to make a lesson'),
-('lookback_days', '90', 'number', 0.01, 36500, 'mining window (days)'),
-('max_slice_dims', '4', 'integer', 0, 8, 'most scope dimensions in a slice'),
-('scope_dims', '[]', 'string_array', null, null, 'scope keys mined; empty means every key'),
-('min_gain', '3', 'integer', 1, 1000000, 'fewest events a tuning candidate must gain'),
-('min_ratio', '2.0', 'number', 1, 1000000, 'least gained/lost ratio of a tuning candidate'),
-('max_p_value', '1.0', 'number', 0, 1, 'largest sign-test p-value (1 = off)'),
-('dodge_high', '0.85', 'number', 0, 1, 'dodge rate above which loosening is guarded'),
-('dodge_max_drop', '0.05', 'number', 0, 1, 'largest dodge-rate drop allowed when guarded'),
-('roi_scale', '0.10', 'number', 0.0001, 100, 'ROI scale of the tanh trade weight'),
-('conf_min', '0.40', 'number', 0, 1, 'confidence that makes weaker matches drop out'),
-('steer_base', '0.03', 'number', 0, 1, 'steering strength at zero confidence'),
-('steer_gain', '0.20', 'number', 0, 1, 'steering strength gained per unit of confidence'),
-('steer_max_hard', '0.22', 'number', 0, 1, 'hard cap of the steering strength'),
-('base_bias', '0.0', 'number', -1, 1, 'A nudge per unit of blended edge_raw_roi')
+('max_step', '0.003', 'number', 0, 1, 'largest allocation move per trade', null),
+('min_trades_full', '5', 'integer', 1, 1000000, 'trades per timeframe before the full step', null),
+('min_allocation', '0.05', 'number', 0, 0.33, 'floor of a traded timeframe allocation', null),
+('tau_short_days', '14', 'number', 0.01, 36500, 'short EWMA time constant (days)', null),
+('tau_long_days', '90', 'number', 0.01, 36500, 'long EWMA time constant (days)', null),
+('n_min', '33', 'integer', 1, 1000000, 'rows (or trades) a slice needs to make a lesson', null),
+('lookback_days', '90', 'number', 0.01, 36500, 'mining window (days)', null),
+('max_slice_dims', '4', 'integer', 0, 8, 'most scope dimensions in a slice', null),
+('scope_dims', '[]', 'string_array', null, null, 'scope keys mined; empty means every key', null),
+('min_gain', '3', 'integer', 1, 1000000, 'fewest events a tuning candidate must gain', null),
+('min_ratio', '2.0', 'number', 1, 1000000, 'least gained/lost ratio of a tuning candidate', null),
+('max_p_value', '1.0', 'number', 0, 1, 'largest sign-test p-value (1 = off)', null),
+('dodge_high', '0.85', 'number', 0, 1, 'dodge rate above which loosening is guarded', null),
+('dodge_max_drop', '0.05', 'number', 0, 1, 'largest dodge-rate drop allowed when guarded', null),
+('roi_scale', '0.10', 'number', 0.0001, 100, 'ROI scale of the tanh trade weight', null),
+('conf_min', '0.40', 'number', 0, 1, 'confidence that makes weaker matches drop out', null),
+('steer_base', '0.03', 'number', 0, 1, 'steering strength at zero confidence', null),
+('steer_gain', '0.20', 'number', 0, 1, 'steering strength gained per unit of confidence', null),
+('steer_max_hard', '0.22', 'number', 0, 1, 'hard cap of the steering strength', null),
+('base_bias', '0.0', 'number', -1, 1, 'A nudge per unit of blended edge_raw_roi', null),
+(
+    'max_false_override', '0.05', 'number', 0.000001, 0.5,
+    'family-wise error of one tuning lesson''s candidates under tuning_rule evidence', null
+),
+(
+    'allocation_rule', '"evidence"', 'choice', null, null,
+    'evidence: move only on ROI differences beyond their noise; plan: the plan''s rule exactly',
+    ARRAY['evidence', 'plan']
+),
+(
+    'tuning_rule', '"evidence"', 'choice', null, null,
+    'evidence: each changed lever''s flips must beat the base rates; plan: the plan''s rule exactly',
+    ARRAY['evidence', 'plan']
+)
 ON CONFLICT (key) DO UPDATE
     SET
         default_value = excluded.default_value,
         kind = excluded.kind,
         min_value = excluded.min_value,
         max_value = excluded.max_value,
-        description = excluded.description;
+        description = excluded.description,
+        choices = excluded.choices;
+
+-- ---------------------------------------------------------------------------------------------
+-- learning.pending_redistribution: tokens a redistribution skipped because another transaction
+-- held one of their position rows. The next trade (or learning.redistribute_pending, from the jobs)
+-- redistributes them with the allocation current then, and removes the mark.
+CREATE TABLE IF NOT EXISTS learning.pending_redistribution (
+    token_contract text NOT NULL,
+    token_chain text NOT NULL,
+    marked_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (token_contract, token_chain)
+);

@@ -67,6 +67,14 @@ BEGIN
         END IF;
         RETURN p_value;
     END IF;
+    IF spec.kind = 'choice' THEN
+        IF pg_catalog.jsonb_typeof(p_value) IS DISTINCT FROM 'string' OR NOT (p_value #>> '{}') = ANY(spec.choices) THEN
+            RAISE EXCEPTION 'tunable % must be one of %, got %', p_key,
+                pg_catalog.array_to_string(spec.choices, ', '), coalesce(p_value::text, 'null')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN p_value;
+    END IF;
     IF p_value IS NULL OR pg_catalog.jsonb_typeof(p_value) <> 'number' THEN
         RAISE EXCEPTION 'tunable % must be a number in [%, %], got %',
             p_key, spec.min_value, spec.max_value, coalesce(p_value::text, 'null')

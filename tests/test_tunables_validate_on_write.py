@@ -1,7 +1,8 @@
 """SPEC 10 "validate on write" for direct writes of the learning row, where Python is needed: an
-upgrade over a learning row that is already invalid (validation is on write only, so the upgrade
-must not fail), the downgrade removing the new triggers, and a trade that waits on a direct tau
-change in another session. The single-session cases are in tests/sql/ops/test_tunables_validate_on_write.sql."""
+upgrade over a learning row that is already invalid (refused, naming the key, until the operator
+repairs it: docs/decisions.md "Adopted tunables"), the downgrade removing the new triggers, and a
+trade that waits on a direct tau change in another session. The single-session cases are in
+tests/sql/ops/test_tunables_validate_on_write.sql."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pytest
 
 from conftest import empty_db
 from lowcap_learning import migrate
-from lowcap_learning.db import canonical_sql
 
 BOT_LEARNING_CONFIGS = """
 CREATE TABLE public.learning_configs (
@@ -43,36 +43,32 @@ def test_upgrade_over_an_invalid_learning_row_then_validate_on_write_then_downgr
                 {"row": json.dumps(OLD_LEARNING_ROW)},
             )
 
-        migrate.upgrade(url)  # the invalid row does not make the upgrade fail
+        # The upgrade refuses the row, naming its first bad tunable (key order), and changes nothing.
+        for bad_key, repair in [("steer_gain", {"steer_gain": 0.2}), ("tau_short_days", {"tau_short_days": 14})]:
+            with pytest.raises(Exception, match=f"unusable tunable: tunable {bad_key} must be"):
+                migrate.upgrade(url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                assert conn.execute("SELECT to_regnamespace('learning')").fetchone()[0] is None
+                conn.execute(
+                    "UPDATE public.learning_configs SET config_data = config_data || %(fix)s::jsonb"
+                    " WHERE module_id = 'learning'",
+                    {"fix": json.dumps(repair)},
+                )
+        migrate.upgrade(url)
 
         with psycopg.connect(url, autocommit=True) as conn:
-            assert _learning_row(conn) == OLD_LEARNING_ROW
+            repaired = dict(OLD_LEARNING_ROW, steer_gain=0.2, tau_short_days=14)
+            assert _learning_row(conn) == repaired  # the retired key is kept
             assert conn.execute(OUR_TRIGGERS).fetchone()[0] == (
                 "_100_validate_tunables,_900_tau_recompute_delete,_900_tau_recompute_insert,_900_tau_recompute_update"
             )
-            # Re-running the canonical SQL (a later migration replays files) does not validate the row either.
-            conn.execute(canonical_sql().encode())
-            assert _learning_row(conn) == OLD_LEARNING_ROW
-
-            # The first write names the first bad tunable (key order) with its range...
-            with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
-                conn.execute("SELECT learning.set_tunable('max_step', '0.004')")
-            assert info.value.diag.message_primary == 'tunable steer_gain must be a number in [0, 1], got "abc"'
+            # From now on a direct write is validated.
             with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
                 conn.execute(
-                    "UPDATE public.learning_configs SET config_data = config_data || '{\"steer_gain\": 0.2}'"
+                    "UPDATE public.learning_configs SET config_data = config_data || '{\"tau_short_days\": 0}'"
                     " WHERE module_id = 'learning'"
                 )
             assert info.value.diag.message_primary == "tunable tau_short_days must be a number in [0.01, 36500], got 0"
-            assert _learning_row(conn) == OLD_LEARNING_ROW
-            # ...and a write that repairs every bad tunable is accepted; the retired key is kept.
-            conn.execute(
-                """
-                UPDATE public.learning_configs
-                SET config_data = config_data || '{"steer_gain": 0.2, "tau_short_days": 14}'
-                WHERE module_id = 'learning'
-                """
-            )
             assert conn.execute("SELECT learning.set_tunable('max_step', '0.004')").fetchone()[0] == 0.004
             assert _learning_row(conn) == dict(OLD_LEARNING_ROW, steer_gain=0.2, tau_short_days=14, max_step=0.004)
             conn.execute(

@@ -180,6 +180,8 @@ def _restore_bounds(conn: psycopg.Connection, saved: dict[str, str]) -> None:
 
 def _run_providers(conn: psycopg.Connection, job: Job, as_of: datetime | None) -> dict:
     funcs = [(spec, provider(spec)) for spec in job.providers]  # all importable before any runs
+    # Tokens a trade had to leave as they were (the bot held a position row); one EXISTS when none.
+    conn.execute("SELECT learning.redistribute_pending()")
     counts: dict = {}
     for spec, func in funcs:
         result = func(conn, as_of=as_of) or {}

@@ -27,7 +27,7 @@ SELECT coalesce(
 """
 CONFIG_GET = """
 SELECT s.key, t.value, c.config_data ? s.key AS is_set, s.default_value, s.kind, s.min_value, s.max_value,
-    s.description
+    s.description, s.choices
 FROM learning.tunable_specs AS s
 CROSS JOIN LATERAL pg_catalog.jsonb_each(learning.tunables()) AS t (key, value)
 LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning'
@@ -197,8 +197,13 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
         if as_json:
             click.echo(json.dumps({r[0]: r[1] for r in rows}))
             return
-        for k, value, is_set, default, kind, lo, hi, desc in rows:
-            allowed = "array of strings" if kind == "string_array" else f"{kind} in [{lo:g}, {hi:g}]"
+        for k, value, is_set, default, kind, lo, hi, desc, choices in rows:
+            if kind == "string_array":
+                allowed = "array of strings"
+            elif kind == "choice":
+                allowed = "one of " + ", ".join(choices)
+            else:
+                allowed = f"{kind} in [{lo:g}, {hi:g}]"
             origin = f"set, default {json.dumps(default)}" if is_set else "default"
             click.echo(f"{k:<16}{json.dumps(value):>10}  ({origin}; {allowed}) {desc}")
 
