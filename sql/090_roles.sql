@@ -46,6 +46,9 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON TABLES TO learning_admi
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON SEQUENCES TO learning_admin;
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT ON TABLES TO learning_reader;
 
+-- Revoked first so every table's ACL lists the admin, then the reader, whether the table got its
+-- grants from the default privileges above (created by a later migration) or from here.
+REVOKE ALL ON ALL TABLES IN SCHEMA learning FROM learning_admin, learning_reader;
 GRANT ALL ON ALL TABLES IN SCHEMA learning TO learning_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA learning TO learning_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA learning TO learning_admin;

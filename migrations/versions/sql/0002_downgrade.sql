@@ -127,6 +127,13 @@ BEGIN
     IF pg_catalog.to_regclass('public.closed_trades') IS NOT NULL THEN
         REVOKE SELECT (trade_id) ON public.closed_trades FROM learning_writer;
     END IF;
+    -- Choice tunables (allocation_rule, tuning_rule) and max_false_override are 0002's.
+    DELETE FROM learning.tunable_specs
+    WHERE key IN ('allocation_rule', 'tuning_rule', 'max_false_override') OR kind = 'choice';
+    ALTER TABLE learning.tunable_specs DROP CONSTRAINT IF EXISTS tunable_specs_kind_check;
+    ALTER TABLE learning.tunable_specs DROP COLUMN IF EXISTS choices;
+    ALTER TABLE learning.tunable_specs ADD CONSTRAINT tunable_specs_kind_check
+    CHECK (kind IN ('number', 'integer', 'string_array'));
     -- Triggers of ours that 0001 did not have (on any table, the bot's included).
     FOR r IN
         SELECT t.tgname, t.tgrelid::regclass AS rel

@@ -313,41 +313,71 @@ CREATE TABLE IF NOT EXISTS learning.tunable_specs (
     kind text NOT NULL,
     min_value double precision,
     max_value double precision,
-    description text NOT NULL,
-    CONSTRAINT tunable_specs_kind_check CHECK (kind IN ('number', 'integer', 'string_array'))
+    description text NOT NULL
 );
+-- A choice tunable names its allowed strings (SPEC 13's allocation_rule and tuning_rule).
+ALTER TABLE learning.tunable_specs ADD COLUMN IF NOT EXISTS choices text [];
+ALTER TABLE learning.tunable_specs DROP CONSTRAINT IF EXISTS tunable_specs_kind_check;
+ALTER TABLE learning.tunable_specs ADD CONSTRAINT tunable_specs_kind_check
+CHECK (kind IN ('number', 'integer', 'string_array', 'choice'));
 
 INSERT INTO learning.tunable_specs (
-    key, default_value, kind, min_value, max_value, description
+    key, default_value, kind, min_value, max_value, description, choices
 )
 VALUES
-('max_step', '0.003', 'number', 0, 1, 'largest allocation move per trade'),
-('min_trades_full', '5', 'integer', 1, 1000000, 'trades per timeframe before the full step'),
-('min_allocation', '0.05', 'number', 0, 0.33, 'floor of a traded timeframe allocation'),
-('tau_short_days', '14', 'number', 0.01, 36500, 'short EWMA time constant (days)'),
-('tau_long_days', '90', 'number', 0.01, 36500, 'long EWMA time constant (days)'),
-('n_min', '33', 'integer', 1, 1000000, 'rows (or trades) a slice needs to make a lesson'),
-('lookback_days', '90', 'number', 0.01, 36500, 'mining window (days)'),
-('max_slice_dims', '4', 'integer', 0, 8, 'most scope dimensions in a slice'),
-('scope_dims', '[]', 'string_array', null, null, 'scope keys mined; empty means every key'),
-('min_gain', '3', 'integer', 1, 1000000, 'fewest events a tuning candidate must gain'),
-('min_ratio', '2.0', 'number', 1, 1000000, 'least gained/lost ratio of a tuning candidate'),
-('max_p_value', '1.0', 'number', 0, 1, 'largest sign-test p-value (1 = off)'),
-('dodge_high', '0.85', 'number', 0, 1, 'dodge rate above which loosening is guarded'),
-('dodge_max_drop', '0.05', 'number', 0, 1, 'largest dodge-rate drop allowed when guarded'),
-('roi_scale', '0.10', 'number', 0.0001, 100, 'ROI scale of the tanh trade weight'),
-('conf_min', '0.40', 'number', 0, 1, 'confidence that makes weaker matches drop out'),
-('steer_base', '0.03', 'number', 0, 1, 'steering strength at zero confidence'),
-('steer_gain', '0.20', 'number', 0, 1, 'steering strength gained per unit of confidence'),
-('steer_max_hard', '0.22', 'number', 0, 1, 'hard cap of the steering strength'),
-('base_bias', '0.0', 'number', -1, 1, 'A nudge per unit of blended edge_raw_roi')
+('max_step', '0.003', 'number', 0, 1, 'largest allocation move per trade', null),
+('min_trades_full', '5', 'integer', 1, 1000000, 'trades per timeframe before the full step', null),
+('min_allocation', '0.05', 'number', 0, 0.33, 'floor of a traded timeframe allocation', null),
+('tau_short_days', '14', 'number', 0.01, 36500, 'short EWMA time constant (days)', null),
+('tau_long_days', '90', 'number', 0.01, 36500, 'long EWMA time constant (days)', null),
+('n_min', '33', 'integer', 1, 1000000, 'rows (or trades) a slice needs to make a lesson', null),
+('lookback_days', '90', 'number', 0.01, 36500, 'mining window (days)', null),
+('max_slice_dims', '4', 'integer', 0, 8, 'most scope dimensions in a slice', null),
+('scope_dims', '[]', 'string_array', null, null, 'scope keys mined; empty means every key', null),
+('min_gain', '3', 'integer', 1, 1000000, 'fewest events a tuning candidate must gain', null),
+('min_ratio', '2.0', 'number', 1, 1000000, 'least gained/lost ratio of a tuning candidate', null),
+('max_p_value', '1.0', 'number', 0, 1, 'largest sign-test p-value (1 = off)', null),
+('dodge_high', '0.85', 'number', 0, 1, 'dodge rate above which loosening is guarded', null),
+('dodge_max_drop', '0.05', 'number', 0, 1, 'largest dodge-rate drop allowed when guarded', null),
+('roi_scale', '0.10', 'number', 0.0001, 100, 'ROI scale of the tanh trade weight', null),
+('conf_min', '0.40', 'number', 0, 1, 'confidence that makes weaker matches drop out', null),
+('steer_base', '0.03', 'number', 0, 1, 'steering strength at zero confidence', null),
+('steer_gain', '0.20', 'number', 0, 1, 'steering strength gained per unit of confidence', null),
+('steer_max_hard', '0.22', 'number', 0, 1, 'hard cap of the steering strength', null),
+('base_bias', '0.0', 'number', -1, 1, 'A nudge per unit of blended edge_raw_roi', null),
+(
+    'max_false_override', '0.05', 'number', 0.000001, 0.5,
+    'family-wise error of one tuning lesson''s candidates under tuning_rule evidence', null
+),
+(
+    'allocation_rule', '"evidence"', 'choice', null, null,
+    'evidence: move only on ROI differences beyond their noise; plan: the plan''s rule exactly',
+    ARRAY['evidence', 'plan']
+),
+(
+    'tuning_rule', '"evidence"', 'choice', null, null,
+    'evidence: each changed lever''s flips must beat the base rates; plan: the plan''s rule exactly',
+    ARRAY['evidence', 'plan']
+)
 ON CONFLICT (key) DO UPDATE
     SET
         default_value = excluded.default_value,
         kind = excluded.kind,
         min_value = excluded.min_value,
         max_value = excluded.max_value,
-        description = excluded.description;
+        description = excluded.description,
+        choices = excluded.choices;
+
+-- ---------------------------------------------------------------------------------------------
+-- learning.pending_redistribution: tokens a redistribution skipped because another transaction
+-- held one of their position rows. The next trade (or learning.redistribute_pending, from the jobs)
+-- redistributes them with the allocation current then, and removes the mark.
+CREATE TABLE IF NOT EXISTS learning.pending_redistribution (
+    token_contract text NOT NULL,
+    token_chain text NOT NULL,
+    marked_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (token_contract, token_chain)
+);
 
 -- file: sql/010_config.sql
 -- Configuration: tunables (module learning), feature flags (module pm), the log writer.
@@ -415,6 +445,14 @@ BEGIN
             WHERE pg_catalog.jsonb_typeof(e.v) <> 'string'
         ) THEN
             RAISE EXCEPTION 'tunable % must be a JSON array of strings, got %', p_key, coalesce(p_value::text, 'null')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN p_value;
+    END IF;
+    IF spec.kind = 'choice' THEN
+        IF pg_catalog.jsonb_typeof(p_value) IS DISTINCT FROM 'string' OR NOT (p_value #>> '{}') = ANY(spec.choices) THEN
+            RAISE EXCEPTION 'tunable % must be one of %, got %', p_key,
+                pg_catalog.array_to_string(spec.choices, ', '), coalesce(p_value::text, 'null')
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         RETURN p_value;
@@ -932,52 +970,228 @@ END;
 $$;
 
 -- learning.redistribute_positions: rewrite each token's tracked positions to its total split by
--- the allocation. One set-based UPDATE; rows whose value would not change are not written.
--- Token totals come from one aggregate joined by token (a hash join the UPDATE scans through), not
--- from window sums joined back by id: half the server time at 3,000 positions.
-CREATE OR REPLACE FUNCTION learning.redistribute_positions(p_allocation double precision [])
+-- the allocation (SPEC 4); with p_pending_only, only the tokens marked in pending_redistribution.
+-- Lock first, read after: one statement locks the tracked rows, skipping rows another transaction
+-- holds (NULL totals too: the bot may be filling one in); the next statement reads the totals, so
+-- they are the rows as committed after any concurrent change, never a snapshot from before a wait.
+-- A token with a tracked row this call does not hold (the bot's, or one committed in between) is
+-- left as it is and marked pending: a trade never waits on the bot's position rows, so it cannot
+-- deadlock with it, whatever order the bot locks them in. The rows locked stay tracked, so when the
+-- second statement counts as many tracked rows as were locked it holds them all; only otherwise are
+-- the held ids collected and matched per token (a second pass).
+-- A row whose total_allocation_pct is not a percent in [0, 1e9] (NaN, infinite, negative, absurd)
+-- keeps its token as it is, with one WARNING line naming the rows (at most 10); the sum of a token's
+-- at most three sane rows cannot overflow. A token total below 1e-150 counts as 0 (left as it is) and
+-- a row's share of it below 1e-160 as 0: PostgreSQL raises when a float8 product rounds to 0.
+-- Rows whose value would not change are not written.
+DROP FUNCTION IF EXISTS learning.redistribute_positions(double precision []);
+CREATE OR REPLACE FUNCTION learning.redistribute_positions(
+    p_allocation double precision [],
+    p_pending_only boolean DEFAULT false
+)
 RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    held integer;
+    ids uuid [];
+    complete boolean;
     updated integer;
+    bad_rows integer;
+    bad_list text;
 BEGIN
-    WITH alloc AS (
-        SELECT a.timeframe, a.alloc
-        FROM unnest(learning.tracked_timeframes(), p_allocation) AS a (timeframe, alloc)
-    ),
-
-    token AS (
+    SELECT pg_catalog.count(*) INTO held
+    FROM (
         SELECT
-            p.token_contract,
-            p.token_chain,
-            pg_catalog.sum(p.total_allocation_pct) AS token_total,
-            pg_catalog.sum(a.alloc) AS alloc_sum
         FROM public.lowcap_positions AS p
-        INNER JOIN alloc AS a ON p.timeframe = a.timeframe
         WHERE p.status IN ('watchlist', 'active', 'dormant')
-            AND p.total_allocation_pct IS NOT NULL
-        GROUP BY p.token_contract, p.token_chain
-        HAVING pg_catalog.sum(p.total_allocation_pct) <> 0 AND pg_catalog.sum(a.alloc) <> 0
-    )
+            AND p.timeframe = ANY(learning.tracked_timeframes())
+            AND (NOT p_pending_only OR EXISTS (
+                SELECT FROM learning.pending_redistribution AS m
+                WHERE m.token_contract = p.token_contract AND m.token_chain = p.token_chain
+            ))
+        FOR NO KEY UPDATE OF p SKIP LOCKED
+    ) AS l;
 
-    -- A row holding all of its token's allocation (a token with one tracked row) gets the total
-    -- itself: total * a / a can round to a neighbouring float, and the row would be rewritten.
-    UPDATE public.lowcap_positions AS p
-    SET total_allocation_pct
-        = CASE WHEN a.alloc = t.alloc_sum THEN t.token_total ELSE t.token_total * a.alloc / t.alloc_sum END
-    FROM token AS t, alloc AS a
-    WHERE p.token_contract = t.token_contract AND p.token_chain = t.token_chain
-        AND p.timeframe = a.timeframe
-        AND p.status IN ('watchlist', 'active', 'dormant')
-        AND p.total_allocation_pct IS NOT NULL
-        AND p.total_allocation_pct IS DISTINCT FROM (
-            CASE WHEN a.alloc = t.alloc_sum THEN t.token_total ELSE t.token_total * a.alloc / t.alloc_sum END
+    -- Once, or twice when a row was skipped: then with the ids this call holds, to tell its tokens.
+    LOOP
+        WITH alloc AS (
+            SELECT a.timeframe, a.alloc
+            FROM unnest(learning.tracked_timeframes(), p_allocation) AS a (timeframe, alloc)
+        ),
+
+        -- Every token in scope, from its tracked rows as committed now.
+        summed AS (
+            SELECT
+                p.token_contract,
+                p.token_chain,
+                pg_catalog.count(*) AS n,
+                pg_catalog.bool_and(m.id IS NOT NULL) AS ids_held,
+                pg_catalog.count(*) FILTER (WHERE NOT p.total_allocation_pct BETWEEN 0 AND 1e9) AS bad_rows,
+                pg_catalog.sum(p.total_allocation_pct) FILTER (WHERE p.total_allocation_pct BETWEEN 0 AND 1e9)
+                AS token_total,
+                pg_catalog.sum(a.alloc) FILTER (WHERE p.total_allocation_pct BETWEEN 0 AND 1e9) AS alloc_sum
+            FROM public.lowcap_positions AS p
+            INNER JOIN alloc AS a ON p.timeframe = a.timeframe
+            LEFT JOIN unnest(ids) AS m (id) ON p.id = m.id
+            WHERE p.status IN ('watchlist', 'active', 'dormant')
+                AND (NOT p_pending_only OR EXISTS (
+                    SELECT FROM learning.pending_redistribution AS pr
+                    WHERE pr.token_contract = p.token_contract AND pr.token_chain = p.token_chain
+                ))
+            GROUP BY p.token_contract, p.token_chain
+        ),
+
+        -- Every row locked above is still tracked, so as many rows as locked means this call holds them all.
+        whole AS (
+            SELECT coalesce(pg_catalog.sum(s.n), 0) = held AS all_held FROM summed AS s
+        ),
+
+        token AS (
+            SELECT
+                s.token_contract,
+                s.token_chain,
+                s.bad_rows,
+                s.token_total,
+                s.alloc_sum,
+                w.all_held OR s.ids_held AS held,
+                (w.all_held OR s.ids_held) AND s.bad_rows = 0 AND s.token_total >= 1e-150
+                AND s.alloc_sum > 0 AS ready
+            FROM summed AS s
+            CROSS JOIN whole AS w
+        ),
+
+        -- The same snapshot as summed: a token's rows here are the rows it summed. A row holding all
+        -- of its token's allocation (a token with one tracked row) gets the total itself: total * a / a
+        -- can round to a neighbouring float, and the row would be rewritten.
+        written AS (
+            UPDATE public.lowcap_positions AS p
+            SET total_allocation_pct = CASE
+                WHEN a.alloc = t.alloc_sum THEN t.token_total
+                WHEN a.alloc >= 1e-150 THEN t.token_total * a.alloc / t.alloc_sum
+                WHEN a.alloc / t.alloc_sum >= 1e-160 THEN t.token_total * (a.alloc / t.alloc_sum)
+                ELSE 0
+            END
+            FROM token AS t, alloc AS a
+            WHERE p.token_contract = t.token_contract AND p.token_chain = t.token_chain
+                AND p.timeframe = a.timeframe
+                AND p.status IN ('watchlist', 'active', 'dormant')
+                AND p.total_allocation_pct IS NOT NULL
+                AND t.ready
+                AND p.total_allocation_pct IS DISTINCT FROM (
+                    CASE
+                        WHEN a.alloc = t.alloc_sum THEN t.token_total
+                        WHEN a.alloc >= 1e-150 THEN t.token_total * a.alloc / t.alloc_sum
+                        WHEN a.alloc / t.alloc_sum >= 1e-160 THEN t.token_total * (a.alloc / t.alloc_sum)
+                        ELSE 0
+                    END
+                )
+            RETURNING 1
+        ),
+
+        marked AS (
+            INSERT INTO learning.pending_redistribution (token_contract, token_chain)
+            SELECT t.token_contract, t.token_chain
+            FROM token AS t
+            WHERE NOT t.held AND ids IS NOT NULL
+            ON CONFLICT DO NOTHING
+        ),
+
+        -- Every other mark is done: redistributed now, left for a bad row, or without rows.
+        cleared AS (
+            DELETE FROM learning.pending_redistribution AS pr
+            WHERE NOT EXISTS (
+                SELECT FROM token AS t
+                WHERE t.token_contract = pr.token_contract AND t.token_chain = pr.token_chain AND NOT t.held
+            )
+        )
+
+        SELECT
+            (SELECT w.all_held FROM whole AS w),
+            (SELECT pg_catalog.count(*) FROM written),
+            (SELECT pg_catalog.sum(t.bad_rows) FROM token AS t)
+        INTO complete, updated, bad_rows;
+
+        EXIT WHEN complete OR ids IS NOT NULL;
+        -- Locking again returns the rows this call holds (and any that came free since).
+        ids := ARRAY(
+            SELECT p.id
+            FROM public.lowcap_positions AS p
+            WHERE p.status IN ('watchlist', 'active', 'dormant')
+                AND p.timeframe = ANY(learning.tracked_timeframes())
+                AND (NOT p_pending_only OR EXISTS (
+                    SELECT FROM learning.pending_redistribution AS m
+                    WHERE m.token_contract = p.token_contract AND m.token_chain = p.token_chain
+                ))
+            FOR NO KEY UPDATE OF p SKIP LOCKED
         );
-    GET DIAGNOSTICS updated = ROW_COUNT;
+    END LOOP;
+
+    IF bad_rows > 0 THEN
+        SELECT
+            pg_catalog.count(*),
+            pg_catalog.string_agg(pg_catalog.format(
+                'id=%s token=%s chain=%s timeframe=%s total_allocation_pct=%s',
+                b.id, pg_catalog.to_jsonb(b.token_contract), pg_catalog.to_jsonb(b.token_chain), b.timeframe,
+                b.total_allocation_pct
+            ), ', ' ORDER BY b.rn) FILTER (WHERE b.rn <= 10)
+        INTO bad_rows, bad_list
+        FROM (
+            SELECT
+                p.id, p.token_contract, p.token_chain, p.timeframe, p.total_allocation_pct,
+                pg_catalog.row_number() OVER (ORDER BY p.token_contract, p.token_chain, p.timeframe) AS rn
+            FROM public.lowcap_positions AS p
+            WHERE p.status IN ('watchlist', 'active', 'dormant')
+                AND p.timeframe = ANY(learning.tracked_timeframes())
+                AND NOT p.total_allocation_pct BETWEEN 0 AND 1e9
+        ) AS b;
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'POSITIONS SKIPPED: %s row(s) with total_allocation_pct not a percent in [0, 1e9] keep their '
+            || 'token as it is | %s%s',
+            bad_rows, bad_list, CASE WHEN bad_rows > 10 THEN ', ...' ELSE '' END
+        ));
+    END IF;
     RETURN updated;
+END;
+$$;
+
+-- learning.redistribute_pending: redistribute the tokens a trade had to skip, with the current
+-- allocation, under the decision_maker row lock (the trigger's lock order: that row, then
+-- positions). For the hourly jobs; the next trade does the same. Returns the rows written.
+-- A transaction holding that row longer than lock_timeout (a bot's open transaction that inserted
+-- a trade) makes it return 0, writing nothing: that trade, or the next one, takes the marks.
+CREATE OR REPLACE FUNCTION learning.redistribute_pending()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+    cfg jsonb;
+BEGIN
+    IF NOT EXISTS (SELECT FROM learning.pending_redistribution) THEN
+        RETURN 0;
+    END IF;
+    SELECT c.config_data INTO cfg
+    FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
+    -- No usable allocation: the next trade restores it and redistributes.
+    IF NOT coalesce(learning._allocation_intact(cfg -> 'timeframe_allocation'), false) THEN
+        RETURN 0;
+    END IF;
+    RETURN learning.redistribute_positions(
+        ARRAY(
+            SELECT (cfg -> 'timeframe_allocation' -> x.tf ->> 'current_allocation')::double precision
+            FROM pg_catalog.unnest(learning.tracked_timeframes()) WITH ORDINALITY AS x (tf, ord)
+            ORDER BY x.ord
+        ),
+        true
+    );
+EXCEPTION WHEN lock_not_available THEN
+    RETURN 0;
 END;
 $$;
 
@@ -1315,6 +1529,18 @@ DECLARE
     bad record;
     cfg_tid tid;
 BEGIN
+    -- At most 1,000 actions a trade: each is a strength fact written under the decision_maker lock
+    -- and a scope the builder compares within its trade (100,000 held the lock 3.4 s).
+    SELECT n.trade_id, pg_catalog.jsonb_array_length(n.actions) AS actions INTO bad
+    FROM new_trades AS n
+    WHERE pg_catalog.jsonb_typeof(n.actions) = 'array' AND pg_catalog.jsonb_array_length(n.actions) > 1000
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'closed_trades.actions of trade % has % actions; at most 1000 are allowed',
+            bad.trade_id, bad.actions
+            USING ERRCODE = 'program_limit_exceeded', COLUMN = 'actions', TABLE = 'closed_trades', SCHEMA = 'public';
+    END IF;
+
     -- Actions are validated before anything is learned: a bad element fails the whole INSERT.
     SELECT n.trade_id, e.ord, e.action INTO bad
     FROM new_trades AS n
@@ -1498,6 +1724,9 @@ BEGIN
     -- would have redistributed, and a multi-row INSERT must give the same positions.
     IF alloc_moved THEN
         PERFORM learning.redistribute_positions(alloc);
+    -- Tokens an earlier trade had to skip (the bot held a row) are redistributed by the next one.
+    ELSIF EXISTS (SELECT FROM learning.pending_redistribution) THEN
+        PERFORM learning.redistribute_positions(alloc, true);
     END IF;
 
     -- Strength facts (SPEC section 5): one row per action, with the trade's roi and outcome shape.
@@ -1756,6 +1985,78 @@ RETURN CASE
             '{}'::jsonb
         )
     ELSE '{}'::jsonb
+END;
+
+-- learning._mining_dimensions: the dimensions the miners slice p_scope on (those of
+-- learning.scope_dimensions), bounded so that no writer's scope can fail or swamp a mining job:
+-- - a pair whose key or JSON value is over 200 bytes is dropped: with a pattern_key, a slice of
+--   4 such pairs still fits the 2704-byte btree rows of the lessons' and overrides' unique keys;
+-- - a scope left with more than 16 dimensions keeps none, so its row counts in its pattern's {}
+--   slice only: 16 keys make at most 2,517 slices of <= 4 pairs per row (40 keys made 102,091,
+--   60 keys 523,686), and a real scope has a handful (chain, timeframe, buckets, regime).
+-- too_long (pairs dropped) and too_many (dimensions dropped) feed the job's one WARNING. Called
+-- once per distinct scope of the window.
+CREATE OR REPLACE FUNCTION learning._mining_dimensions(p_scope jsonb, p_dims text [] DEFAULT '{}')
+RETURNS TABLE (dims jsonb, too_long integer, too_many integer)
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT
+        CASE
+            WHEN pg_catalog.count(*) FILTER (WHERE d.fits) <= 16
+                THEN coalesce(pg_catalog.jsonb_object_agg(d.key, d.value) FILTER (WHERE d.fits), '{}'::jsonb)
+            ELSE '{}'::jsonb
+        END,
+        pg_catalog.count(*) FILTER (WHERE NOT d.fits)::integer,
+        CASE
+            WHEN pg_catalog.count(*) FILTER (WHERE d.fits) > 16 THEN pg_catalog.count(*) FILTER (WHERE d.fits)::integer
+            ELSE 0
+        END
+    FROM (
+        SELECT
+            e.key,
+            e.value,
+            pg_catalog.octet_length(e.key) <= 200 AND pg_catalog.octet_length(e.value::text) <= 200 AS fits
+        FROM
+            pg_catalog.jsonb_each(
+                CASE WHEN pg_catalog.jsonb_typeof(p_scope) = 'object' THEN p_scope ELSE '{}'::jsonb END
+            ) AS e (key, value)
+        WHERE
+            pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+            AND (coalesce(pg_catalog.cardinality(p_dims), 0) = 0 OR e.key = any(p_dims))
+    ) AS d;
+END;
+
+-- learning._log_unmined_scopes: the one WARNING of a mining job whose window holds scopes
+-- _mining_dimensions bounded: how many rows (trades, episodes), the first ten ids (each cut to 64
+-- characters), and how many pairs / dimensions were dropped.
+CREATE OR REPLACE FUNCTION learning._log_unmined_scopes(
+    p_job text,
+    p_unit text,
+    p_rows bigint,
+    p_first_ids text [],
+    p_too_long bigint,
+    p_too_many bigint
+)
+RETURNS void
+LANGUAGE sql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT learning._log('WARNING', pg_catalog.format(
+        '%s: scope dimensions not mined | %s=%s | ids=%s%s | pairs_over_200_bytes=%s | '
+        || 'dims_of_scopes_over_16=%s | reason=a key or value over 200 bytes is dropped; '
+        || 'a scope with more than 16 dimensions counts in its pattern''s {} slice only',
+        p_job, p_unit, p_rows,
+        (
+            SELECT pg_catalog.string_agg(pg_catalog.left(i.id, 64), ',' ORDER BY i.n)
+            FROM pg_catalog.unnest(p_first_ids[1:10]) WITH ORDINALITY AS i (id, n)
+        ),
+        CASE WHEN p_rows > 10 THEN ',...' ELSE '' END,
+        p_too_long, p_too_many
+    ));
 END;
 
 -- learning._slices_enumeration_limit: how many (cell, slice) rows frequent_slices may enumerate
@@ -2475,8 +2776,8 @@ $$;
 -- learning.episode_limits: the size limits of an episode window, one place for the trigger, the
 -- outcome setter and the docs. Keys are btree index keys (and log fields): 200 characters, as an
 -- action's pattern_key in closed_trades. A window's samples are summarised in one statement whose
--- time and memory grow with their count and size: 10,000 samples (the bot sends tens, the synthetic
--- history 3) and 8 MiB of factors keep one window to about a second and a few hundred MB at worst.
+-- time and memory grow with their count and size: 10,000 samples (the synthetic history sends 3)
+-- and 8 MiB of factors keep one window to a few seconds and a few hundred MB at worst.
 -- A scope is a handful of dimension values; 64 kB is a hundred times a real one.
 CREATE OR REPLACE FUNCTION learning.episode_limits()
 RETURNS jsonb
@@ -2512,8 +2813,7 @@ DECLARE
     missing text [];
     blocked jsonb;
 BEGIN
-    -- Limits first, cheapest first: lengths and stored sizes cost nothing; the samples are counted
-    -- before anything reads them. The keys are checked before any message quotes episode_id.
+    -- Limits before any work on the value; the keys before any message quotes episode_id.
     IF is_insert OR NEW.pattern_key IS DISTINCT FROM OLD.pattern_key THEN
         size := pg_catalog.length(NEW.pattern_key);
         IF size > (lim ->> 'pattern_key_chars')::integer THEN
@@ -2749,6 +3049,12 @@ DECLARE
     n_changed integer;
     n_deactivated integer;
     window_info jsonb;
+    n_too_long bigint;
+    n_too_many bigint;
+    n_unmined bigint;
+    unmined_ids text [];
+    n_unstored bigint;
+    unstored_patterns text;
 BEGIN
     IF n_min IS NULL OR n_min < 1 THEN
         RAISE EXCEPTION 'n_min must be a positive integer, got %', coalesce(n_min::text, 'null')
@@ -2765,13 +3071,18 @@ BEGIN
     );
 
     DROP TABLE IF EXISTS pg_temp.slice_cells;
-    -- Counted per distinct (pattern_key, scope) first, so scope_dimensions runs once per distinct
-    -- scope, not once per row; frequent_slices adds up cells that share dims.
+    -- Counted per distinct (pattern_key, scope) first, so _mining_dimensions runs once per distinct
+    -- scope, not once per row; frequent_slices adds up cells that share dims. A scope that cannot
+    -- be sliced whole is mined without what it cannot be (its scope kept in unmined_scope, for the
+    -- one WARNING below), and every window is still learned from.
     CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
     SELECT
         g.pattern_key,
-        learning.scope_dimensions(g.scope, dims) AS dims,
-        g.stats
+        m.dims,
+        g.stats,
+        CASE WHEN m.too_long > 0 OR m.too_many > 0 THEN g.scope END AS unmined_scope,
+        m.too_long,
+        m.too_many
     FROM (
         SELECT
             e.pattern_key,
@@ -2790,7 +3101,26 @@ BEGIN
         WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
             AND e.outcome IN ('success', 'failure', 'neutral')
         GROUP BY e.pattern_key, e.scope
-    ) AS g;
+    ) AS g
+    CROSS JOIN LATERAL learning._mining_dimensions(g.scope, dims) AS m;
+
+    SELECT pg_catalog.sum(c.too_long), pg_catalog.sum(c.too_many)
+    INTO n_too_long, n_too_many
+    FROM pg_temp.slice_cells AS c
+    WHERE c.unmined_scope IS NOT NULL;
+    IF n_too_long IS NOT NULL THEN
+        SELECT pg_catalog.count(*), (pg_catalog.array_agg(x.episode_id ORDER BY x.episode_id COLLATE "C"))[1:10]
+        INTO n_unmined, unmined_ids
+        FROM (
+            SELECT DISTINCT e.episode_id
+            FROM public.pattern_episode_events AS e
+            INNER JOIN pg_temp.slice_cells AS c
+                ON e.pattern_key = c.pattern_key AND e.scope = c.unmined_scope
+            WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
+                AND e.outcome IN ('success', 'failure', 'neutral')
+        ) AS x;
+        PERFORM learning._log_unmined_scopes('TuningMiner', 'episodes', n_unmined, unmined_ids, n_too_long, n_too_many);
+    END IF;
 
     SELECT coalesce(pg_catalog.sum(c.stats[1]), 0)::bigint INTO n_events FROM pg_temp.slice_cells AS c;
     PERFORM learning._log('INFO', pg_catalog.format(
@@ -2814,6 +3144,25 @@ BEGIN
                 AND l.stats - 'window_start' - 'window_end' - 'lookback_days' = learning._tuning_stats(f.stats)
         ) AS changed
     FROM learning.frequent_slices(n_min, max_dims) AS f;
+    -- A lesson whose key cannot be stored (learning_lessons_scope_key and pm_overrides' keys are
+    -- btree rows of at most 2704 bytes) is left out with one WARNING, not the run's failure.
+    WITH unstored AS (
+        DELETE FROM pg_temp._tm_lessons AS t
+        WHERE pg_catalog.octet_length(t.pattern_key) + pg_catalog.pg_column_size(t.scope_subset) > 2400
+        RETURNING t.pattern_key
+    )
+
+    SELECT
+        pg_catalog.count(*),
+        pg_catalog.string_agg(DISTINCT pg_catalog.left(u.pattern_key, 64), ',')
+    INTO n_unstored, unstored_patterns
+    FROM unstored AS u;
+    IF n_unstored > 0 THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'TuningMiner: lessons not stored | lessons=%s | patterns=%s | reason=pattern_key and scope_subset over 2400 bytes',
+            n_unstored, pg_catalog.left(unstored_patterns, 640)
+        ));
+    END IF;
     SELECT pg_catalog.count(*) INTO n_lessons FROM pg_temp._tm_lessons;
 
     WITH written AS (
@@ -2862,15 +3211,24 @@ BEGIN
     WHERE t.scope_subset <> '{}'::jsonb
     ORDER BY t.pattern_key, t.scope_subset;
 
+    -- Stale lessons by id: the keys of the active lessons and of this run's grouped together (a key
+    -- of stored lessons only is stale), so no plan can rescan the run's lessons per stored row.
     UPDATE public.learning_lessons AS l
     SET status = 'inactive', updated_at = pg_catalog.now()
     WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.status = 'active'
-        AND NOT EXISTS (
-            SELECT FROM pg_temp._tm_lessons AS t
-            WHERE l.action_category = 'tuning'
-                AND t.pattern_key = l.pattern_key
-                AND t.scope_subset = l.scope_subset
-        );
+        AND l.id = any(ARRAY(
+            SELECT pg_catalog.max(k.id)
+            FROM (
+                SELECT s.id, s.pattern_key, s.action_category, s.scope_subset
+                FROM public.learning_lessons AS s
+                WHERE s.module = 'pm' AND s.lesson_type = 'tuning_rates' AND s.status = 'active'
+                UNION ALL
+                SELECT NULL, t.pattern_key, 'tuning', t.scope_subset
+                FROM pg_temp._tm_lessons AS t
+            ) AS k
+            GROUP BY k.pattern_key, k.action_category, k.scope_subset
+            HAVING pg_catalog.count(k.id) = pg_catalog.count(*)
+        ));
     GET DIAGNOSTICS n_deactivated = ROW_COUNT;
 
     PERFORM learning._log('INFO', pg_catalog.format(
@@ -3096,9 +3454,16 @@ DECLARE
     v_scale double precision := (tun ->> 'roi_scale')::double precision;
     v_dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
     v_max_scopes CONSTANT integer := 12;
+    v_max_candidates CONSTANT integer := 64;
     v_baseline double precision;
     v_trades bigint;
     v_capped bigint;
+    v_too_long bigint;
+    v_too_many bigint;
+    v_unmined bigint;
+    v_unmined_ids text [];
+    v_unstored bigint;
+    v_unstored_patterns text;
     v_any_multi boolean;
     v_lessons integer;
     v_inserted integer;
@@ -3118,13 +3483,15 @@ BEGIN
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
         pg_temp._sl_lessons, pg_temp._sl_match;
 
-    -- Distinct scopes of the window -> their dimensions (scope_dimensions runs once per distinct
+    -- Distinct scopes of the window -> their dimensions (_mining_dimensions runs once per distinct
     -- scope), and distinct dimension objects numbered so the per-event work is on integers, not
     -- jsonb. Rows without roi are the bot's legacy R/R rows.
     CREATE TEMP TABLE _sl_scopes ON COMMIT DROP AS
     SELECT
         d.scope,
-        learning.scope_dimensions(d.scope, v_dims) AS dims
+        m.dims,
+        m.too_long,
+        m.too_many
     FROM (
         SELECT DISTINCT e.scope
         FROM public.pattern_trade_events AS e
@@ -3132,7 +3499,30 @@ BEGIN
             e.roi IS NOT NULL
             AND e."timestamp" > v_as_of - v_lookback
             AND e."timestamp" <= v_as_of
-    ) AS d;
+    ) AS d
+    CROSS JOIN LATERAL learning._mining_dimensions(d.scope, v_dims) AS m;
+    -- A scope that cannot be sliced whole is mined without what it cannot be (_mining_dimensions):
+    -- one WARNING naming its trades, and every trade is still learned from.
+    SELECT pg_catalog.sum(s.too_long), pg_catalog.sum(s.too_many)
+    INTO v_too_long, v_too_many
+    FROM pg_temp._sl_scopes AS s
+    WHERE s.too_long > 0 OR s.too_many > 0;
+    IF v_too_long IS NOT NULL THEN
+        SELECT pg_catalog.count(*), (pg_catalog.array_agg(t.trade_id ORDER BY t.trade_id COLLATE "C"))[1:10]
+        INTO v_unmined, v_unmined_ids
+        FROM (
+            SELECT DISTINCT e.trade_id
+            FROM public.pattern_trade_events AS e
+            INNER JOIN pg_temp._sl_scopes AS s ON e.scope = s.scope AND (s.too_long > 0 OR s.too_many > 0)
+            WHERE
+                e.roi IS NOT NULL
+                AND e."timestamp" > v_as_of - v_lookback
+                AND e."timestamp" <= v_as_of
+        ) AS t;
+        PERFORM learning._log_unmined_scopes(
+            'STRENGTH LESSONS', 'trades', v_unmined, v_unmined_ids, v_too_long, v_too_many
+        );
+    END IF;
     CREATE TEMP TABLE _sl_dims ON COMMIT DROP AS
     SELECT
         pg_catalog.row_number() OVER ()::integer AS dims_id,
@@ -3216,37 +3606,54 @@ BEGIN
     -- Trades of a pattern with several dims: a dims contained in another of the same trade adds
     -- nothing to the trade's union and is dropped (fewer inclusion-exclusion terms).
     -- Their dims are read again (the rows of those pairs only; skipped when there are none).
-    CREATE TEMP TABLE _sl_multi (pattern_key text, trade_id text, dims jsonb) ON COMMIT DROP;
+    -- Containment is judged pair by pair, so a trade takes part with its first v_max_candidates
+    -- dims (in dims order) only: a bounded number of comparisons per trade, whatever it carries.
+    CREATE TEMP TABLE _sl_multi (
+        pattern_key text, trade_id text, dims jsonb, truncated boolean
+    ) ON COMMIT DROP;
     IF v_any_multi THEN
-        INSERT INTO pg_temp._sl_multi (pattern_key, trade_id, dims)
-        SELECT DISTINCT
-            e.pattern_key,
-            e.trade_id,
-            d.dims
-        FROM public.pattern_trade_events AS e
-        INNER JOIN (
-            SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
-        ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
-        INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
-        INNER JOIN pg_temp._sl_dims AS d ON i.dims_id = d.dims_id
-        WHERE
-            e.roi IS NOT NULL
-            AND e."timestamp" > v_as_of - v_lookback
-            AND e."timestamp" <= v_as_of;
+        INSERT INTO pg_temp._sl_multi (pattern_key, trade_id, dims, truncated)
+        SELECT x.pattern_key, x.trade_id, x.dims, x.m > v_max_candidates
+        FROM (
+            SELECT
+                q.pattern_key,
+                q.trade_id,
+                q.dims,
+                pg_catalog.row_number() OVER (PARTITION BY q.pattern_key, q.trade_id ORDER BY q.dims) AS j,
+                pg_catalog.count(*) OVER (PARTITION BY q.pattern_key, q.trade_id) AS m
+            FROM (
+                SELECT DISTINCT
+                    e.pattern_key,
+                    e.trade_id,
+                    d.dims
+                FROM public.pattern_trade_events AS e
+                INNER JOIN (
+                    SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
+                ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
+                INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
+                INNER JOIN pg_temp._sl_dims AS d ON i.dims_id = d.dims_id
+                WHERE
+                    e.roi IS NOT NULL
+                    AND e."timestamp" > v_as_of - v_lookback
+                    AND e."timestamp" <= v_as_of
+            ) AS q
+        ) AS x
+        WHERE x.j <= v_max_candidates;
+        ANALYZE pg_temp._sl_multi (pattern_key, trade_id);
+        DELETE FROM pg_temp._sl_multi AS a
+        WHERE EXISTS (
+            SELECT FROM pg_temp._sl_multi AS b
+            WHERE
+                b.pattern_key = a.pattern_key AND b.trade_id = a.trade_id
+                AND b.dims <> a.dims AND b.dims @> a.dims
+        );
     END IF;
-    DELETE FROM pg_temp._sl_multi AS a
-    WHERE EXISTS (
-        SELECT FROM pg_temp._sl_multi AS b
-        WHERE
-            b.pattern_key = a.pattern_key AND b.trade_id = a.trade_id
-            AND b.dims <> a.dims AND b.dims @> a.dims
-    );
 
     SELECT pg_catalog.count(*) INTO v_capped
     FROM (
         SELECT FROM pg_temp._sl_multi AS p
         GROUP BY p.pattern_key, p.trade_id
-        HAVING pg_catalog.count(*) > v_max_scopes
+        HAVING pg_catalog.count(*) > v_max_scopes OR pg_catalog.bool_or(p.truncated)
     ) AS p;
     IF v_capped > 0 THEN
         PERFORM learning._log('WARNING', pg_catalog.format(
@@ -3386,6 +3793,25 @@ BEGIN
         s.stats
     FROM learning.frequent_slices(v_n_min, v_max_dims) AS f
     CROSS JOIN LATERAL learning.strength_stats_of(f.stats, v_baseline) AS s;
+    -- A lesson whose key cannot be stored (learning_lessons_scope_key and pm_overrides' keys are
+    -- btree rows of at most 2704 bytes) is left out with one WARNING, not the run's failure.
+    WITH unstored AS (
+        DELETE FROM pg_temp._sl_lessons AS s
+        WHERE pg_catalog.octet_length(s.pattern_key) + pg_catalog.pg_column_size(s.scope_subset) > 2400
+        RETURNING s.pattern_key
+    )
+
+    SELECT
+        pg_catalog.count(*),
+        pg_catalog.string_agg(DISTINCT pg_catalog.left(u.pattern_key, 64), ',')
+    INTO v_unstored, v_unstored_patterns
+    FROM unstored AS u;
+    IF v_unstored > 0 THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'STRENGTH LESSONS: lessons not stored | lessons=%s | patterns=%s | reason=pattern_key and scope_subset over 2400 bytes',
+            v_unstored, pg_catalog.left(v_unstored_patterns, 640)
+        ));
+    END IF;
     SELECT pg_catalog.count(*) INTO v_lessons FROM pg_temp._sl_lessons;
 
     -- The run's lessons are matched once to the stored ones (one hash join on the jsonb key); from
@@ -3586,23 +4012,34 @@ BEGIN
 
     SELECT pg_catalog.count(*) INTO v_written FROM logged;
 
+    -- The rows to deactivate, by id: the bot's legacy strength rows, a size multiplier per action
+    -- (BOT_SHAPES), which would count the lesson twice next to the steering of A and E; and the
+    -- pm_strength rows without a target, found by grouping the overrides' and the targets' keys
+    -- together (a key of overrides only is stale), so no plan can rescan the targets per row.
     WITH gone AS (
         UPDATE public.pm_overrides AS o
         SET status = 'inactive', last_updated_at = pg_catalog.now()
         WHERE
             o.status IS DISTINCT FROM 'inactive'
-            AND (
-                -- the bot's legacy strength rows: a size multiplier per action (BOT_SHAPES), which
-                -- would count the lesson twice next to the steering of A and E
-                o.action_category IN ('entry', 'add', 'trim', 'exit')
-                OR (
-                    o.action_category = 'pm_strength'
-                    AND NOT EXISTS (
-                        SELECT FROM pg_temp._so_target AS t
-                        WHERE t.pattern_key = o.pattern_key AND t.scope_subset = o.scope_subset
-                    )
-                )
-            )
+            AND o.id = any(ARRAY(
+                SELECT x.id
+                FROM public.pm_overrides AS x
+                WHERE
+                    x.status IS DISTINCT FROM 'inactive'
+                    AND x.action_category IN ('entry', 'add', 'trim', 'exit')
+                UNION ALL
+                SELECT pg_catalog.max(k.id)
+                FROM (
+                    SELECT x.id, x.pattern_key, x.scope_subset
+                    FROM public.pm_overrides AS x
+                    WHERE x.action_category = 'pm_strength' AND x.status IS DISTINCT FROM 'inactive'
+                    UNION ALL
+                    SELECT NULL, t.pattern_key, t.scope_subset
+                    FROM pg_temp._so_target AS t
+                ) AS k
+                GROUP BY k.pattern_key, k.scope_subset
+                HAVING pg_catalog.count(k.id) = pg_catalog.count(*)
+            ))
         RETURNING o.pattern_key, o.action_category, o.scope_subset, o.dira, o.dire, o.n
     ),
 
@@ -4095,6 +4532,9 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON TABLES TO learning_admi
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON SEQUENCES TO learning_admin;
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT ON TABLES TO learning_reader;
 
+-- Revoked first so every table's ACL lists the admin, then the reader, whether the table got its
+-- grants from the default privileges above (created by a later migration) or from here.
+REVOKE ALL ON ALL TABLES IN SCHEMA learning FROM learning_admin, learning_reader;
 GRANT ALL ON ALL TABLES IN SCHEMA learning TO learning_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA learning TO learning_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA learning TO learning_admin;
