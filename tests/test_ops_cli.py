@@ -73,7 +73,7 @@ def test_config_set_refuses_bad_value_with_the_range(invoke, conn):
     assert "refused: tunable max_step must be a number in [0, 1], got 5" in bad.output
     unknown = invoke("config", "set", "nope", "1")
     assert unknown.exit_code == 1
-    assert 'unknown tunable "nope"' in unknown.output and "known: base_bias" in unknown.output
+    assert 'unknown tunable "nope"' in unknown.output and "known: allocation_rule, base_bias" in unknown.output
     not_int = invoke("config", "set", "n_min", "2.5")
     assert not_int.exit_code == 1 and "an integer in [1, 1000000]" in not_int.output
     assert conn.execute("SELECT learning.tunables() -> 'max_step'").fetchone()[0] == 0.003
