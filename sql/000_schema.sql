@@ -334,7 +334,7 @@ VALUES
 ('scope_dims', '[]', 'string_array', null, null, 'scope keys mined; empty means every key', null),
 ('min_gain', '3', 'integer', 1, 1000000, 'fewest events a tuning candidate must gain', null),
 ('min_ratio', '2.0', 'number', 1, 1000000, 'least gained/lost ratio of a tuning candidate', null),
-('max_p_value', '1.0', 'number', 0, 1, 'largest sign-test p-value (1 = off)', null),
+('max_p_value', '1.0', 'number', 0, 1, 'largest sign-test p-value under tuning_rule plan (1 = off; evidence ignores it)', null),
 ('dodge_high', '0.85', 'number', 0, 1, 'dodge rate above which loosening is guarded', null),
 ('dodge_max_drop', '0.05', 'number', 0, 1, 'largest dodge-rate drop allowed when guarded', null),
 ('roi_scale', '0.10', 'number', 0.0001, 100, 'ROI scale of the tanh trade weight', null),

@@ -40,6 +40,9 @@ def reset(conn) -> None:
         "TRUNCATE public.pattern_episode_events, public.learning_lessons, public.pm_overrides, learning.learning_log"
     )
     conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
+    # These tests pin SPEC 7 as written: the plan rule (tests/test_tuning_evidence.py covers evidence).
+    conn.execute("SELECT learning.set_tunable('tuning_rule', '\"plan\"')")
+    conn.execute("TRUNCATE learning.learning_log")
 
 
 def insert(conn, rows) -> None:

@@ -166,8 +166,10 @@ def event(draw, consistent_bias: bool = True):
     return ev
 
 
+# These oracles pin SPEC 7 as written: the plan rule (the evidence rule has its own tests).
 tunables_st = st.builds(
     Tunables,
+    tuning_rule=st.just("plan"),
     min_gain=st.integers(1, 4),
     min_ratio=st.sampled_from([1.0, 1.5, 2.0, 3.0]),
     max_p_value=st.sampled_from([1.0, 0.5, 0.2]),
@@ -240,7 +242,7 @@ TS_MINUS_10 = (0, 2, 2)
 
 
 def test_six_gained_two_lost_is_accepted_at_3x():
-    r = simulate(to_arrays(ts_case(6, 2)), Tunables())
+    r = simulate(to_arrays(ts_case(6, 2)), Tunables(tuning_rule="plan"))
     c = find(r, TS_MINUS_10)
     assert (c.gained, c.lost, c.ratio) == (6, 2, 3.0)
     assert c.eligible and r.best is not None and r.best.grid == TS_MINUS_10
@@ -248,7 +250,7 @@ def test_six_gained_two_lost_is_accepted_at_3x():
 
 
 def test_four_gained_three_lost_is_refused():
-    r = simulate(to_arrays(ts_case(4, 3)), Tunables())
+    r = simulate(to_arrays(ts_case(4, 3)), Tunables(tuning_rule="plan"))
     c = find(r, TS_MINUS_10)
     assert (c.gained, c.lost) == (4, 3) and fmt_ratio(c.ratio) == "1.33"
     assert not c.eligible and "min_ratio" in c.reason
@@ -256,34 +258,35 @@ def test_four_gained_three_lost_is_refused():
 
 
 def test_gain_below_min_gain_is_refused_even_at_infinite_ratio():
-    r = simulate(to_arrays(ts_case(2, 0)), Tunables(min_gain=3))
+    r = simulate(to_arrays(ts_case(2, 0)), Tunables(tuning_rule="plan", min_gain=3))
     c = find(r, TS_MINUS_10)
     assert (c.gained, c.lost, c.ratio) == (2, 0, None)
     assert not c.eligible and "min_gain" in c.reason
     assert r.best is None
-    assert simulate(to_arrays(ts_case(3, 0)), Tunables(min_gain=3)).best.grid == TS_MINUS_10
+    assert simulate(to_arrays(ts_case(3, 0)), Tunables(tuning_rule="plan", min_gain=3)).best.grid == TS_MINUS_10
 
 
 def test_dodge_guard_refuses_a_loosening_that_drops_a_high_dodge_rate():
     # 4 successes + 2 reachable failures + 14 unreachable failures: DR = 16/20 = 0.80 < 0.85: not armed.
-    unguarded = simulate(to_arrays(ts_case(4, 2, dodgers=14)), Tunables())
+    unguarded = simulate(to_arrays(ts_case(4, 2, dodgers=14)), Tunables(tuning_rule="plan"))
     assert unguarded.dodge_rate == pytest.approx(0.8)
     assert find(unguarded, TS_MINUS_10).eligible
     # 4 successes + 2 reachable failures + 34 unreachable: DR = 36/40 = 0.90; adding 2 failures
     # drops it by exactly 0.05 (allowed); adding 3 of 40 (0.075) is refused.
-    ok = simulate(to_arrays(ts_case(4, 2, dodgers=34)), Tunables())
+    ok = simulate(to_arrays(ts_case(4, 2, dodgers=34)), Tunables(tuning_rule="plan"))
     assert ok.dodge_rate == pytest.approx(0.9) and find(ok, TS_MINUS_10).eligible
-    guarded = simulate(to_arrays(ts_case(6, 3, dodgers=31)), Tunables())
+    guarded = simulate(to_arrays(ts_case(6, 3, dodgers=31)), Tunables(tuning_rule="plan"))
     c = find(guarded, TS_MINUS_10)
     assert (c.gained, c.lost) == (6, 3) and guarded.dodge_rate == pytest.approx(34 / 40)
     assert not c.eligible and c.reason.startswith("dodge guard")
     # The same counts with the guard disarmed are eligible.
-    assert find(simulate(to_arrays(ts_case(6, 3, dodgers=31)), Tunables(dodge_high=0.9)), TS_MINUS_10).eligible
+    disarmed = Tunables(tuning_rule="plan", dodge_high=0.9)
+    assert find(simulate(to_arrays(ts_case(6, 3, dodgers=31)), disarmed), TS_MINUS_10).eligible
 
 
 def test_pruning_reports_skipped_candidates():
     # Missed events fail only the ts gate: halo (+0.1, +0.2) and slope (-0.001, -0.002) loosenings are skipped.
-    r = simulate(to_arrays(ts_case(6, 2)), Tunables())
+    r = simulate(to_arrays(ts_case(6, 2)), Tunables(tuning_rule="plan"))
     assert r.loosening_tested == {"ts": True, "halo": False, "slope": False}
     # Candidates without halo in {3, 4} and slope in {0, 1}: 5 * 3 * 3 - 1 = 44 tested.
     assert (r.tested, r.skipped) == (44, 80)
@@ -292,17 +295,17 @@ def test_pruning_reports_skipped_candidates():
 
 def test_tie_breaks_fewer_levers_then_fewer_steps_then_smallest_tuple():
     # One miss at ts 0.56: ts-0.1 alone and ts-0.1 with any tightening elsewhere tie on counts.
-    r = simulate(to_arrays(ts_case(3, 0)), Tunables())
+    r = simulate(to_arrays(ts_case(3, 0)), Tunables(tuning_rule="plan"))
     assert r.best.grid == TS_MINUS_10 and r.best.label == "ts-0.1"
     # Three misses at 0.58 (caught by ts-0.05 and ts-0.1): fewer steps wins.
     events = [ev(False, True, ts=0.58) for _ in range(3)]
-    assert simulate(to_arrays(events), Tunables()).best.label == "ts-0.05"
+    assert simulate(to_arrays(events), Tunables(tuning_rule="plan")).best.label == "ts-0.05"
 
 
 def test_inconsistent_events_never_flip():
     # Recorded as acted but failing the base ts gate: counted as inconsistent, never a flip.
     events = [ev(True, True, ts=0.5)] * 5 + ts_case(3, 0)
-    r = simulate(to_arrays(events), Tunables())
+    r = simulate(to_arrays(events), Tunables(tuning_rule="plan"))
     assert r.n_inconsistent == 5
     assert all(c.wins_lost == 0 for c in r.candidates)
 

@@ -298,8 +298,8 @@ def _tuning_table(rows) -> list[str]:
     for pattern, scope, category, multiplier, params, n in rows:
         entry = by_slice.setdefault((pattern, json.dumps(scope, sort_keys=True)), {"n": n, "params": params})
         entry[category] = (multiplier, (params or {}).get("delta"))
-    lines = ["| pattern | scope | ts_min x | halo_max x | slope_min + | ratio | gained / lost | n |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| pattern | scope | ts_min x | halo_max x | slope_min + | ratio | gained / lost | evidence | n |",
+             "|---|---|---|---|---|---|---|---|---|"]
     largest = sorted(by_slice.items(), key=lambda kv: (-(kv[1]["n"] or 0), kv[0]))[:15]
     for (pattern, scope), e in largest:
         p = e["params"] or {}
@@ -313,9 +313,33 @@ def _tuning_table(rows) -> list[str]:
         lines.append(
             f"| {pattern} | `{scope}` | {lever('tuning_ts_min')} | {lever('tuning_halo')} | "
             f"{'-' if slope is None else f'{slope:+g}'} | {ratio} | {p.get('gained', '-')} / {p.get('lost', '-')} "
-            f"| {e['n']} |"
+            f"| {_evidence_cell(p)} | {e['n']} |"
         )
-    return [*lines, "", f"{len(by_slice)} slices with an active tuning override in all."]
+    return [*lines, "", f"{len(by_slice)} slices with an active tuning override in all.", "",
+            "Evidence (tuning_rule evidence): per changed lever, the events it alone admits (loosening) or removes "
+            "(tightening), their success rate against the acted events at base (loosening) or the acted events "
+            "kept (tightening), and the one-sided Fisher exact p; every lever must have p <= alpha = "
+            "max_false_override / tested candidates. Under tuning_rule plan the sign test's p is shown."]
+
+
+def _evidence_cell(p: dict) -> str:
+    """Per lever: flips at rate vs reference rate, p; then the threshold (or the plan's sign test)."""
+    ev = p.get("evidence")
+    if not isinstance(ev, dict) or p.get("rule") != "evidence":
+        pv = p.get("p_value")
+        return "-" if pv is None else f"plan: sign test p={pv:.3g}"
+
+    def rate(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    parts = []
+    for lever, e in ev.items():
+        what, ref = ("admits", "acted") if e.get("direction") == "loosen" else ("removes", "kept")
+        parts.append(f"{lever} {what} {e.get('flipped')} at {rate(e.get('rate'))} vs {ref} "
+                     f"{rate(e.get('reference_rate'))}, p={e.get('p_value', 1.0):.2g}")
+    threshold = p.get("threshold")
+    tail = "" if threshold is None else f"; p <= alpha {threshold:.2g} ({p.get('alpha', 0):g}/{p.get('tested')})"
+    return "; ".join(parts) + tail
 
 
 def _runtime_examples(conn, strength, tuning, notes) -> list[str]:

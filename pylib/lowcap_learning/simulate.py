@@ -3,7 +3,17 @@
 `simulate` is a pure function of numpy arrays (no database): every event is judged under the base
 thresholds and under each of the 124 lever combinations at once (events x 5 values per lever, then
 one boolean tensor events x 125), flips are counted both ways, candidates are filtered (min_gain,
-min_ratio, sign-test p-value, dodge guard) and ranked with SPEC's deterministic tie-breaks.
+min_ratio, dodge guard, then the rule's own test) and ranked with SPEC's deterministic tie-breaks.
+
+Two rules (tunable `tuning_rule`, SPEC 13):
+- `plan`: SPEC 7 exactly, with the sign test of gained vs lost at `max_p_value`.
+- `evidence` (default): the sign test is retired; each changed lever's own flips must beat the base
+  rates by a one-sided Fisher exact test. A loosening lever's admitted events (skipped events passing
+  the candidate but not the candidate with that lever back at base) must succeed more often than the
+  acted events at base; a tightening lever's removed events (acted events passing the candidate with
+  that lever at base but not the candidate) must succeed less often than the acted events the candidate
+  keeps. Every changed lever must pass at max_false_override / tested (Bonferroni over the lesson's
+  tested candidates; a candidate needs all its levers, an intersection-union test, so no further split).
 `materialize_tuning` runs it for every active tuning lesson and writes the winner of each slice
 as a unit (tuning_ts_min, tuning_halo, tuning_slope_min) to pm_overrides, idempotently.
 """
@@ -15,10 +25,11 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property, lru_cache
 
 import numpy as np
+from scipy.stats import hypergeom
 
 LEVERS = ("ts", "halo", "slope")
 STEPS: dict[str, tuple[float, ...]] = {
@@ -45,6 +56,12 @@ class Tunables:
     max_p_value: float = 1.0
     dodge_high: float = 0.85
     dodge_max_drop: float = 0.05
+    tuning_rule: str = "evidence"
+    max_false_override: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.tuning_rule not in ("evidence", "plan"):
+            raise ValueError(f"tuning_rule must be 'evidence' or 'plan', not {self.tuning_rule!r}")
 
     @classmethod
     def from_json(cls, tun: dict) -> Tunables:
@@ -91,6 +108,57 @@ class EventArrays:
 
 
 @dataclass(frozen=True)
+class LeverEvidence:
+    """One changed lever's own flips against its reference (SPEC 13, tuning_rule evidence).
+
+    loosen: flipped = the skipped events this lever alone admits, reference = the acted events at base;
+    tighten: flipped = the acted events this lever alone removes, reference = the acted events kept.
+    p_value: one-sided Fisher exact (hypergeometric) test that flipped succeed more (loosen) or less
+    (tighten) often than the reference.
+    """
+
+    lever: str
+    direction: str
+    flipped: int
+    flipped_success: int
+    reference: int
+    reference_success: int
+    p_value: float
+
+    @property
+    def rate(self) -> float | None:
+        return self.flipped_success / self.flipped if self.flipped else None
+
+    @property
+    def reference_rate(self) -> float | None:
+        return self.reference_success / self.reference if self.reference else None
+
+    def text(self) -> str:
+        what, ref = ("admits", "acted at base") if self.direction == "loosen" else ("removes", "kept")
+        return (
+            f"{self.lever} {what} {self.flipped} succeeding {_rate_text(self.rate)} vs {ref} "
+            f"{_rate_text(self.reference_rate)} of {self.reference} (p={self.p_value:.3g})"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "lever": self.lever,
+            "direction": self.direction,
+            "flipped": self.flipped,
+            "flipped_success": self.flipped_success,
+            "rate": self.rate,
+            "reference": self.reference,
+            "reference_success": self.reference_success,
+            "reference_rate": self.reference_rate,
+            "p_value": self.p_value,
+        }
+
+
+def _rate_text(r: float | None) -> str:
+    return "-" if r is None else f"{r:.3f}"
+
+
+@dataclass(frozen=True)
 class Candidate:
     grid: tuple[int, int, int]
     misses_caught: int
@@ -100,6 +168,12 @@ class Candidate:
     dodge_rate_sim: float | None
     eligible: bool
     reason: str | None
+    rule: str = "plan"
+    evidence: tuple[LeverEvidence, ...] = ()
+    evidence_p: float | None = None  # the largest p of the changed levers (evidence rule)
+    threshold: float | None = None  # max_false_override / tested (evidence rule)
+    alpha: float | None = None
+    tested: int | None = None
 
     @property
     def deltas(self) -> tuple[float, float, float]:
@@ -124,7 +198,17 @@ class Candidate:
 
     @property
     def p_value(self) -> float:
+        """The rule's p-value: the evidence figure (largest lever p) or the plan's sign test."""
+        if self.rule == "evidence" and self.evidence_p is not None:
+            return self.evidence_p
         return sign_test_p_value(self.gained, self.lost)
+
+    def evidence_text(self) -> str:
+        """evidence p=… <= alpha=… (max_false_override / tested), or '' under the plan rule."""
+        if self.rule != "evidence" or self.evidence_p is None:
+            return ""
+        op = "<=" if self.evidence_p <= self.threshold else ">"
+        return f"p={self.evidence_p:.3g} {op} alpha={self.threshold:.3g} ({self.alpha:g}/{self.tested} tested)"
 
     @property
     def nonzero_levers(self) -> int:
@@ -163,6 +247,12 @@ class Candidate:
             "dodge_rate_sim": self.dodge_rate_sim,
             "eligible": self.eligible,
             "reason": self.reason,
+            "rule": self.rule,
+            **(
+                {"evidence": [e.as_dict() for e in self.evidence], "threshold": self.threshold}
+                if self.rule == "evidence"
+                else {}
+            ),
         }
 
 
@@ -185,24 +275,64 @@ class SimulationResult:
     wins_lost: np.ndarray
     failures_avoided: np.ndarray
     eligible: np.ndarray
+    # Evidence rule (None under plan): per candidate x lever (ts, halo, slope) the lever's own flips and
+    # their reference, the Fisher test's arguments, and per candidate its largest lever p (NaN = not
+    # computed: the plan's guards refused it first; candidate() computes it on demand).
+    evidence_counts: np.ndarray | None = None  # (124, 3, 4): flipped, flipped_success, reference, ref_success
+    evidence_p: np.ndarray | None = None
+    threshold: float | None = None
+
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def lever_evidence(self, idx: int) -> tuple[LeverEvidence, ...]:
+        if self.evidence_counts is None:
+            return ()
+        cols = np.flatnonzero(_DIR[idx] != 0)
+        c = self.evidence_counts[idx, cols]
+        p = _lever_p_values(c[:, 0], c[:, 1], c[:, 2], c[:, 3], _DIR[idx, cols])
+        return tuple(
+            LeverEvidence(
+                LEVERS[col], "loosen" if _DIR[idx, col] > 0 else "tighten", *(int(x) for x in c[k]), float(p[k])
+            )
+            for k, col in enumerate(cols)
+        )
 
     def candidate(self, idx: int) -> Candidate:
+        if idx not in self._cache:
+            self._cache[idx] = self._candidate(idx)
+        return self._cache[idx]
+
+    def _candidate(self, idx: int) -> Candidate:
         g = int(self.misses_caught[idx] + self.failures_avoided[idx])
         fa = int(self.failures_added[idx])
         lo = fa + int(self.wins_lost[idx])
         t = self.tunables
         dodge_sim = (self.n_skipped_failures - fa) / self.n_skipped if self.n_skipped else None
         min_gain = max(int(t.min_gain), 1)
+        evidence_rule = t.tuning_rule == "evidence"
+        levers = self.lever_evidence(idx) if evidence_rule else ()
+        ev_p = max((e.p_value for e in levers), default=1.0) if evidence_rule else None
+        dodged = (
+            self.dodge_rate is not None
+            and self.dodge_rate >= t.dodge_high
+            and fa / self.n_skipped > t.dodge_max_drop
+        )
         if g < min_gain:
             reason = f"gained {g} < min_gain {min_gain}"
         elif lo > 0 and g / lo < t.min_ratio:
             reason = f"ratio {fmt_ratio(g / lo)}x < min_ratio {fmt_ratio(t.min_ratio)}x"
-        elif t.max_p_value < 1.0 and sign_test_p_value(g, lo) > t.max_p_value:
+        elif not evidence_rule and t.max_p_value < 1.0 and sign_test_p_value(g, lo) > t.max_p_value:
             reason = f"p_value {sign_test_p_value(g, lo):.4g} > max_p_value {t.max_p_value:g}"
-        elif not self.eligible[idx]:
+        elif dodged:
             reason = (
                 f"dodge guard: dodge rate {self.dodge_rate:.3f} would drop to {dodge_sim:.3f} "
                 f"(by more than {t.dodge_max_drop:g})"
+            )
+        elif evidence_rule and ev_p > self.threshold:
+            worst = max(levers, key=lambda e: e.p_value)
+            reason = (
+                f"evidence p={ev_p:.3g} > alpha={self.threshold:.3g} ({t.max_false_override:g}/{self.tested} "
+                f"tested): {worst.text()}"
             )
         else:
             reason = None
@@ -215,6 +345,12 @@ class SimulationResult:
             dodge_rate_sim=dodge_sim,
             eligible=reason is None,
             reason=reason,
+            rule=t.tuning_rule,
+            evidence=levers,
+            evidence_p=ev_p,
+            threshold=self.threshold,
+            alpha=t.max_false_override if evidence_rule else None,
+            tested=self.tested,
         )
 
     @property
@@ -297,6 +433,38 @@ _GRID = np.array(GRID)
 _COLS = np.array([i * 25 + j * 5 + k for i, j, k in GRID])
 _NONZERO = np.count_nonzero(_GRID != MIDDLE, axis=1)
 _STEPS = np.abs(_GRID - MIDDLE).sum(axis=1)
+# Per candidate and lever: +1 loosening, -1 tightening, 0 unchanged; and the combination (0..124,
+# i*25 + j*5 + k) of the candidate with that lever put back at base.
+_DIR = np.zeros((N_CANDIDATES, 3), dtype=np.int8)
+for _col, _lever in enumerate(LEVERS):
+    _changed = _GRID[:, _col] != MIDDLE
+    _loose = np.isin(_GRID[:, _col], LOOSENING[_lever])
+    _DIR[:, _col] = np.where(_loose, 1, np.where(_changed, -1, 0))
+_WEIGHT = np.array([25, 5, 1])
+_DROP = _COLS[:, None] - (_GRID - MIDDLE) * _WEIGHT[None, :]
+
+
+def hypergeom_upper_tail(y, good, draws, total) -> np.ndarray:
+    """P(Y >= y) for Y ~ Hypergeometric(total, good, draws), elementwise and exact; 1 where y <= 0."""
+    y, good, draws, total = np.broadcast_arrays(*(np.asarray(a, dtype=np.int64) for a in (y, good, draws, total)))
+    out = np.ones(y.shape, dtype=np.float64)
+    need = (y > 0) & (draws > 0)
+    if need.any():
+        out[need] = hypergeom.sf(y[need] - 1, total[need], good[need], draws[need])
+    return np.clip(out, 0.0, 1.0)
+
+
+def _lever_p_values(flip_n, flip_s, ref_n, ref_s, direction) -> np.ndarray:
+    """One-sided Fisher exact p of each lever's flips vs its reference (arrays of one shape).
+
+    Loosening: the successes among the admitted are large (P(X >= admitted successes)); tightening:
+    the failures among the removed are large (P(Y >= removed failures)), the same upper tail.
+    """
+    loosen = direction > 0
+    flip_f, ref_f = flip_n - flip_s, ref_n - ref_s
+    y = np.where(loosen, flip_s, flip_f)
+    good = np.where(loosen, flip_s + ref_s, flip_f + ref_f)
+    return hypergeom_upper_tail(y, good, flip_n, flip_n + ref_n)
 
 
 def _bit_words(mask: np.ndarray) -> np.ndarray:
@@ -311,13 +479,18 @@ def group_pass_counts(groups: np.ndarray, ts_pass, halo_pass, slope_pass) -> np.
     """counts[g, c] = events of group g (groups x events booleans) passing all three gates under
     candidate c (_GRID order), each event set a row of 64-bit words: the 125 lever combinations are
     ANDs of the three gates' bit sets, and a count is a popcount (exact; ~7x a float matrix product)."""
+    return _combo_pass_counts(groups, ts_pass, halo_pass, slope_pass)[:, _COLS]
+
+
+def _combo_pass_counts(groups: np.ndarray, ts_pass, halo_pass, slope_pass) -> np.ndarray:
+    """counts[g, i*25 + j*5 + k]: group g's events passing (ts i, halo j, slope k), base included (62)."""
     ts_bits, halo_bits, slope_bits = _bit_words(ts_pass.T), _bit_words(halo_pass.T), _bit_words(slope_pass.T)
     # 5 x 5 x 5 x words -> 125 x words; row i*25 + j*5 + k is (ts i, halo j, slope k), row 62 the base.
     combos = (ts_bits[:, None, None, :] & halo_bits[None, :, None, :] & slope_bits[None, None, :, :]).reshape(
         125, -1
     )
     per_group = combos[None, :, :] & _bit_words(groups)[:, None, :]
-    return np.bitwise_count(per_group).sum(axis=2, dtype=np.int64)[:, _COLS]
+    return np.bitwise_count(per_group).sum(axis=2, dtype=np.int64)
 
 
 def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = True) -> SimulationResult:  # noqa: B008
@@ -331,12 +504,14 @@ def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = Tru
     dodged = ~acted & consistent & ~success
     won = acted & consistent & success
     false_pos = acted & consistent & ~success
-    # Per candidate, the passing events of each of the four groups.
-    counts = group_pass_counts(np.stack([missed, dodged, won, false_pos]), ts_pass, halo_pass, slope_pass)
+    # Per lever combination (base included), the passing events of each of the four groups.
+    combo = _combo_pass_counts(np.stack([missed, dodged, won, false_pos]), ts_pass, halo_pass, slope_pass)
+    counts = combo[:, _COLS]
+    n_won, n_false_pos = int(np.count_nonzero(won)), int(np.count_nonzero(false_pos))
     misses_caught = counts[0]
     failures_added = counts[1]
-    wins_lost = int(np.count_nonzero(won)) - counts[2]
-    failures_avoided = int(np.count_nonzero(false_pos)) - counts[3]
+    wins_lost = n_won - counts[2]
+    failures_avoided = n_false_pos - counts[3]
 
     # Pruning: a lever's loosening values are tested only if some missed event fails its gate at base
     # (the judgement that fills blocked_by). Loosening an unblocked lever can only add failures.
@@ -360,18 +535,47 @@ def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = Tru
     eligible = tested_mask & (gained >= max(int(tunables.min_gain), 1))
     with np.errstate(divide="ignore", invalid="ignore"):
         eligible &= (lost == 0) | (gained / np.where(lost == 0, 1, lost) >= tunables.min_ratio)
-    if tunables.max_p_value < 1.0:
+    evidence_rule = tunables.tuning_rule == "evidence"
+    if not evidence_rule and tunables.max_p_value < 1.0:
         for idx in np.flatnonzero(eligible):
             if sign_test_p_value(int(gained[idx]), int(lost[idx])) > tunables.max_p_value:
                 eligible[idx] = False
     if dodge_rate is not None and dodge_rate >= tunables.dodge_high:
         eligible &= failures_added / n_skipped <= tunables.dodge_max_drop
+    tested = int(np.count_nonzero(tested_mask))
+
+    evidence_counts = evidence_p = threshold = None
+    if evidence_rule:
+        # A lever's own flips are set differences of pass counts: loosening only adds passing events
+        # and tightening only removes them, so (candidate) - (candidate with the lever at base) counts
+        # exactly the events that lever admits, and the reverse the acted events it removes.
+        here = combo[:, _COLS][:, :, None]  # groups x 124 x 1
+        without = combo[:, _DROP]  # groups x 124 x 3
+        loosen = _DIR > 0
+        flip_s = np.where(loosen, here[0] - without[0], without[2] - here[2])
+        flip_f = np.where(loosen, here[1] - without[1], without[3] - here[3])
+        ref_s = np.where(loosen, n_won, here[2])
+        ref_f = np.where(loosen, n_false_pos, here[3])
+        changed = _DIR != 0
+        zero = np.zeros_like(flip_s)
+        evidence_counts = np.stack(
+            [np.where(changed, flip_s + flip_f, zero), np.where(changed, flip_s, zero),
+             np.where(changed, ref_s + ref_f, zero), np.where(changed, ref_s, zero)],
+            axis=-1,
+        )
+        threshold = tunables.max_false_override / tested if tested else 0.0
+        evidence_p = np.full(N_CANDIDATES, np.nan)
+        need = np.flatnonzero(eligible)
+        if need.size:
+            sel = evidence_counts[need]
+            p = _lever_p_values(sel[..., 0], sel[..., 1], sel[..., 2], sel[..., 3], _DIR[need])
+            evidence_p[need] = np.where(changed[need], p, 0.0).max(axis=1)
+            eligible[need] &= evidence_p[need] <= threshold
 
     smoothed = (gained + 1) / (lost + 1)
     # lexsort: the last key is the primary one.
     order = np.lexsort((_GRID[:, 2], _GRID[:, 1], _GRID[:, 0], _STEPS, _NONZERO, -gained, -smoothed))
     order = order[tested_mask[order]]
-    tested = int(np.count_nonzero(tested_mask))
     return SimulationResult(
         n_events=len(ev),
         n_inconsistent=int(np.count_nonzero(~consistent)),
@@ -388,6 +592,9 @@ def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = Tru
         wins_lost=wins_lost,
         failures_avoided=failures_avoided,
         eligible=eligible,
+        evidence_counts=evidence_counts,
+        evidence_p=evidence_p,
+        threshold=threshold,
     )
 
 
@@ -619,6 +826,18 @@ def tuning_params(result: SimulationResult, best: Candidate, lever: str, lesson:
         "dodge_rate": result.dodge_rate,
         "dodge_rate_sim": best.dodge_rate_sim,
         "lesson_id": lesson.id,
+        "rule": best.rule,
+        **(evidence_params(best) if best.rule == "evidence" else {}),
+    }
+
+
+def evidence_params(c: Candidate) -> dict:
+    """The evidence behind a candidate: per changed lever its flips, their rate, the reference rate and
+    p; the candidate's p (the largest) against alpha = max_false_override / tested."""
+    return {
+        "evidence": {e.lever: e.as_dict() for e in c.evidence},
+        "alpha": c.alpha,
+        "threshold": c.threshold,
     }
 
 
@@ -668,11 +887,14 @@ def simulation_line(lesson: Lesson, result: SimulationResult) -> str:
     if best is None:
         return head + f"best=none | events={result.n_events}"
     c = best.counts()
-    return head + (
+    line = head + (
         f"best={best.label} ratio={best.ratio_text()} (gained={c['gained']} misses_caught={c['misses_caught']} "
         f"failures_avoided={c['failures_avoided']} lost={c['lost']} failures_added={c['failures_added']} "
         f"wins_lost={c['wins_lost']})"
     )
+    if best.rule == "evidence":
+        line += f" | evidence={best.evidence_text()}; " + "; ".join(e.text() for e in best.evidence)
+    return line
 
 
 def no_override_line(lesson: Lesson, result: SimulationResult) -> str:
@@ -683,6 +905,8 @@ def no_override_line(lesson: Lesson, result: SimulationResult) -> str:
     if result.order.size:
         top = result.candidate(int(result.order[0]))
         line += f" | top={top.label} ratio={top.ratio_text()} gained={top.gained} lost={top.lost}"
+        if top.rule == "evidence":
+            line += f" | evidence={top.evidence_text()}"
     return line
 
 

@@ -429,3 +429,120 @@ def insert_closed_trades(conn, rows: Sequence[dict]) -> int:
 def insert_episode_events(conn, rows: Sequence[dict]) -> int:
     """Insert pattern_episode_events rows (one statement); returns the row count."""
     return _insert(conn, INSERT_EPISODE_EVENTS, rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# tuning scenarios (SPEC 13): seeded slices of episode windows with a known truth
+
+# The null cells: windows per slice x base success rate, SCENARIO_REPEATS slices each (24 per seed).
+NULL_WINDOWS = (100, 250, 500, 1000)
+NULL_BASE_RATES = (0.1, 0.3, 0.5)
+SCENARIO_REPEATS = 2
+# Planted slices: windows per slice, PLANTED_REPEATS slices each (8 per seed and signal).
+PLANTED_WINDOWS = (100, 250, 500, 1000)
+PLANTED_REPEATS = 2
+# loosen-ts: skipped windows whose only failing gate is ts, within the largest loosening (ts_min x 0.90),
+# succeed 80 %, every other window 15 %. tighten-ts: acted windows within the largest tightening
+# (ts_min x 1.10) succeed 5 %, every other window 30 %.
+LOOSEN_NEAR, LOOSEN_BASE = 0.80, 0.15
+TIGHTEN_NEAR, TIGHTEN_BASE = 0.05, 0.30
+TUNING_SCENARIOS = ("null", "loosen_ts", "tighten_ts")
+
+
+def _window_samples(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """One decision sample per window: ts, halo distance, ema60 and ema144 slopes around the gates."""
+    ts = np.clip(rng.normal(0.62, 0.08, size=n), 0.0, 1.0)
+    halo = np.abs(rng.normal(0.8, 0.35, size=n))
+    e60 = rng.normal(0.0008, 0.002, size=n)
+    e144 = rng.normal(0.0004, 0.0015, size=n)
+    return ts, halo, e60, e144
+
+
+def scenario_slice(
+    scenario: str,
+    n: int,
+    seed: int,
+    slice_no: int,
+    base: float | None = None,
+    pattern_key: str | None = None,
+    end: datetime = _DEFAULT_START + timedelta(days=60),
+    span_days: float = 30.0,
+) -> list[dict]:
+    """The n windows of one slice of a tuning scenario (one pattern_key, scope {}), ending before `end`.
+
+    Every window is its own episode with its outcome, one decision sample and the base thresholds
+    (0.60 / 1.0 / 0.0); decision = acted exactly when the base gates pass. null: success with
+    probability `base` (default 0.3) whatever the gates; loosen_ts / tighten_ts: see LOOSEN_* / TIGHTEN_*
+    (`base` replaces the rate of the other windows).
+    """
+    if scenario not in TUNING_SCENARIOS:
+        raise ValueError(f"scenario must be one of {TUNING_SCENARIOS}, not {scenario!r}")
+    rng = _rng(seed, 100_000 + slice_no)
+    ts, halo, e60, e144 = _window_samples(rng, n)
+    ts_ok = ts >= TS_MIN
+    halo_ok = halo <= HALO_MAX
+    slope_ok = (e60 > SLOPE_MIN) | (e144 >= SLOPE_MIN)
+    acted = ts_ok & halo_ok & slope_ok
+    if scenario == "null":
+        p = np.full(n, 0.3 if base is None else base)
+    elif scenario == "loosen_ts":
+        near = ~ts_ok & (ts >= TS_MIN * 0.90) & halo_ok & slope_ok
+        p = np.where(near, LOOSEN_NEAR, LOOSEN_BASE if base is None else base)
+    else:
+        near = acted & (ts < TS_MIN * 1.10)
+        p = np.where(near, TIGHTEN_NEAR, TIGHTEN_BASE if base is None else base)
+    success = rng.random(n) < p
+    at = np.sort(rng.uniform(0.0, span_days * 86400, size=n))
+    start = end - timedelta(days=span_days)
+    key = pattern_key or f"eval.{scenario}.{slice_no}"
+    return [
+        {
+            "scope": {},
+            "pattern_key": key,
+            "episode_id": f"{key}.{seed}.{i}",
+            "trade_id": None,
+            "decision": "acted" if acted[i] else "skipped",
+            "outcome": "success" if success[i] else "failure",
+            "factors": {
+                "ts_min": TS_MIN,
+                "halo_max": HALO_MAX,
+                "slope_min": SLOPE_MIN,
+                "samples": [
+                    {
+                        "ts_score": round(float(ts[i]), 6),
+                        "halo_distance": round(float(halo[i]), 6),
+                        "ema60_slope": round(float(e60[i]), 7),
+                        "ema144_slope": round(float(e144[i]), 7),
+                    }
+                ],
+            },
+            "timestamp": _iso(start + timedelta(seconds=float(at[i]))),
+        }
+        for i in range(n)
+    ]
+
+
+def tuning_scenario(
+    seed: int,
+    end: datetime = _DEFAULT_START + timedelta(days=60),
+    null_windows: Sequence[int] = NULL_WINDOWS,
+    null_base_rates: Sequence[float] = NULL_BASE_RATES,
+    repeats: int = SCENARIO_REPEATS,
+    planted_windows: Sequence[int] = PLANTED_WINDOWS,
+    planted_repeats: int = PLANTED_REPEATS,
+) -> tuple[list[dict], dict[str, dict]]:
+    """Every slice of one seed: null cells (windows x base rate x repeats) and planted loosen-ts and
+    tighten-ts slices. Returns (rows, truth) with truth[pattern_key] = {scenario, windows, base}."""
+    rows: list[dict] = []
+    truth: dict[str, dict] = {}
+    plan = [("null", w, b) for w in null_windows for b in null_base_rates for _ in range(repeats)]
+    plan += [(s, w, None) for s in ("loosen_ts", "tighten_ts") for w in planted_windows for _ in range(planted_repeats)]
+    for slice_no, (scenario, windows, base) in enumerate(plan):
+        key = f"eval.{scenario}.w{windows}.{slice_no}"
+        rows += scenario_slice(scenario, windows, seed, slice_no, base=base, pattern_key=key, end=end)
+        truth[key] = {
+            "scenario": scenario,
+            "windows": windows,
+            "base": base if base is not None else (LOOSEN_BASE if scenario == "loosen_ts" else TIGHTEN_BASE),
+        }
+    return rows, truth

@@ -110,10 +110,17 @@ def explain_data(conn, pattern_key: str, scope: dict, top: int = 5) -> dict:
         why = f"nothing applied: {result.no_override_reason}"
     else:
         runner_up = next((c for c in result.candidates if c.eligible and c.grid != best.grid), None)
+        if best.rule == "evidence":
+            test = (
+                f"evidence {best.evidence_text()} ("
+                + "; ".join(e.text() for e in best.evidence)
+                + ")"
+            )
+        else:
+            test = f"p={best.p_value:.4g} <= {tunables.max_p_value:g}"
         why = (
             f"{best.label} won: gained {best.gained} >= min_gain {max(tunables.min_gain, 1)}, ratio "
-            f"{best.ratio_text()} >= {simulate.fmt_ratio(tunables.min_ratio)}x, p={best.p_value:.4g} <= "
-            f"{tunables.max_p_value:g}, dodge guard "
+            f"{best.ratio_text()} >= {simulate.fmt_ratio(tunables.min_ratio)}x, {test}, dodge guard "
             + ("passed" if result.dodge_rate is not None and result.dodge_rate >= tunables.dodge_high else "not armed")
             + (
                 f"; it beats the next eligible {runner_up.label} on {_decider(best, runner_up)}"
@@ -127,6 +134,9 @@ def explain_data(conn, pattern_key: str, scope: dict, top: int = 5) -> dict:
         "note": note,
         "lesson": {"id": lesson.id, "status": status, "n": lesson.n, "stats": lesson.stats},
         "simulation": {
+            "rule": tunables.tuning_rule,
+            "alpha": tunables.max_false_override if tunables.tuning_rule == "evidence" else None,
+            "threshold": result.threshold,
             "events": result.n_events,
             "inconsistent": result.n_inconsistent,
             "tested": result.tested,
@@ -155,6 +165,13 @@ def render(data: dict) -> list[str]:
         f"  simulation: events={sim['events']} inconsistent={sim['inconsistent']} tested={sim['tested']} "
         f"skipped={sim['skipped']} | loosening tested: "
         + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in sim["loosening_tested"].items()),
+        f"  rule: tuning_rule={sim.get('rule', 'plan')}"
+        + (
+            f" | each changed lever's own flips must beat the base rates, p <= alpha = max_false_override "
+            f"{sim['alpha']:g} / tested {sim['tested']} = {sim['threshold']:.3g}"
+            if sim.get("rule") == "evidence" and sim.get("threshold") is not None
+            else " | sign test of gained vs lost at max_p_value"
+        ),
         f"  top {len(data['top'])} candidates (smoothed ratio, then gained, fewer levers, fewer steps):",
         f"    {'candidate':<26}{'gained':>7}{'caught':>7}{'avoid':>7}{'lost':>6}{'added':>7}{'w.lost':>7}"
         f"{'ratio':>8}{'smooth':>8}{'p':>9}  verdict",
@@ -167,6 +184,13 @@ def render(data: dict) -> list[str]:
             f"{c['failures_added']:>7}{c['wins_lost']:>7}{ratio:>8}{c['smoothed_ratio']:>8.3f}{c['p_value']:>9.3g}"
             f"  {verdict}"
         )
+        for e in c.get("evidence") or []:
+            what, ref = ("admits", "acted at base") if e["direction"] == "loosen" else ("removes", "kept")
+            lines.append(
+                f"        evidence {e['lever']:<5} {what} {e['flipped']} succeeding {_rate(e['rate'])} vs {ref} "
+                f"{_rate(e['reference_rate'])} of {e['reference']}: p={e['p_value']:.3g} "
+                f"({'<=' if e['p_value'] <= c['threshold'] else '>'} alpha {c['threshold']:.3g})"
+            )
     lines.append(f"  why: {data['why']}")
     if data["overrides"]:
         lines.append("  overrides of this slice now:")
