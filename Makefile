@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/postg
 DEMO_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/lowcap_learning_demo)
 BENCH_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/postgres)
 
-.PHONY: help deps postgres lint freeze test demo bench clean
+.PHONY: help deps constraints postgres test-extensions lint freeze test demo bench clean
 
 help:
 	@echo "make demo   - set up .venv and PostgreSQL, run the whole system on synthetic history"
@@ -16,25 +16,34 @@ help:
 	@echo "make bench  - performance figures (writes BENCHMARKS.md)"
 	@echo "make freeze - freeze sql/ into the alembic migration"
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml gives compatible ranges; constraints.txt pins the exact versions tests and the demo use.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 deps: $(VENV)/.installed
 
-# PostgreSQL running, with pgTAP and plpgsql_check from Debian packages.
+# Re-pin constraints.txt to what .venv holds now (after a deliberate upgrade of a dependency).
+constraints: deps
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --all --exclude-editable | grep -iv '^pip=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+# PostgreSQL running (all the demo needs).
 postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $(PG_VERSION) main start
+	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
+	  echo "PostgreSQL did not start" >&2; exit 1
+
+# The test-only extensions, pgTAP and plpgsql_check, from Debian packages.
+test-extensions:
 	@if [ ! -f /usr/share/postgresql/$(PG_VERSION)/extension/pgtap.control ] || \
 	    [ ! -f /usr/share/postgresql/$(PG_VERSION)/extension/plpgsql_check.control ]; then \
 	  echo "installing postgresql-$(PG_VERSION)-pgtap and plpgsql-check"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    postgresql-$(PG_VERSION)-pgtap postgresql-$(PG_VERSION)-plpgsql-check) >/dev/null; \
 	fi
-	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $(PG_VERSION) main start
-	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
-	  echo "PostgreSQL did not start" >&2; exit 1
 
 lint: deps
 	$(VENV)/bin/sqlfluff lint sql migrations/versions/sql
@@ -44,7 +53,7 @@ lint: deps
 freeze: deps
 	$(PY) scripts/freeze_migration.py
 
-test: deps postgres lint
+test: deps test-extensions postgres lint
 	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest tests -q
 
 demo: deps postgres

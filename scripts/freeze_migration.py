@@ -12,11 +12,13 @@ import hashlib
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pylib"))
+from lowcap_learning.db import MIGRATIONS_DIR, canonical_sql
 
-from lowcap_learning.db import MIGRATIONS_DIR, canonical_sql  # noqa: E402
-
-FROZEN_DIR = MIGRATIONS_DIR / "versions" / "sql"
+CHECKOUT = Path(__file__).resolve().parents[1]
+if Path(str(MIGRATIONS_DIR)).resolve() != CHECKOUT / "migrations":
+    # sql/ and migrations/ are read through the installed package: it must be this checkout, editable.
+    sys.exit(f"lowcap_learning is installed from {MIGRATIONS_DIR}, not from this checkout: run `make deps`")
+FROZEN_DIR = CHECKOUT / "migrations" / "versions" / "sql"
 HEADER = "-- FROZEN by scripts/freeze_migration.py from sql/MANIFEST: do not edit; edit sql/ and re-freeze.\n"
 
 # Released upgrade scripts: name -> sha256 of the file as it shipped.
@@ -52,4 +54,4 @@ if __name__ == "__main__":
         print("released migrations unchanged; head migration matches sql/")
     else:
         (FROZEN_DIR / HEAD).write_text(frozen_text())
-        print(f"wrote {(FROZEN_DIR / HEAD).relative_to(MIGRATIONS_DIR.parent)}")
+        print(f"wrote {(FROZEN_DIR / HEAD).relative_to(CHECKOUT)}")

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,8 +17,9 @@ from psycopg import sql
 
 from conftest import empty_db
 from lowcap_learning import migrate
-from lowcap_learning.db import ROOT, canonical_sql
+from lowcap_learning.db import MIGRATIONS_DIR, canonical_sql
 
+CHECKOUT = Path(__file__).resolve().parents[1]
 VERSION_TABLE = "public.lowcap_learning_alembic_version"
 
 
@@ -50,7 +52,7 @@ def build_from_sql(url: str) -> None:
 
 def test_frozen_migration_equals_sql():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "freeze_migration.py"), "--check"], capture_output=True, text=True
+        [sys.executable, str(CHECKOUT / "scripts" / "freeze_migration.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -87,7 +89,7 @@ def test_upgrade_equals_sql_and_round_trips():
         assert_same_schema(expected, schema_dump(alembic_url), "downgrade base -> upgrade head")
 
 
-FROZEN_0001 = ROOT / "migrations" / "versions" / "sql" / "0001_upgrade.sql"
+FROZEN_0001 = MIGRATIONS_DIR / "versions" / "sql" / "0001_upgrade.sql"
 
 
 def test_downgrade_to_0001_restores_0001_and_upgrades_again():

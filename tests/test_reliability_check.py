@@ -185,13 +185,12 @@ def _check_huge(db_url: str) -> None:
 
 def test_check_reports_absurd_positions_without_overflowing(template_db):
     """Two 1e308 rows on a token would overflow a plain sum: check reports them and runs on."""
-    with clone_of(template_db, "check_absurd") as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO public.lowcap_positions (token_contract, token_chain, timeframe, status,"
-                " total_allocation_pct) VALUES ('0xbig', 'base', '15m', 'active', 1e308),"
-                " ('0xbig', 'base', '1h', 'active', 1e308), ('0xok', 'base', '1h', 'active', 5)"
-            )
-            report = run_check(conn)
+    with clone_of(template_db, "check_absurd") as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO public.lowcap_positions (token_contract, token_chain, timeframe, status,"
+            " total_allocation_pct) VALUES ('0xbig', 'base', '15m', 'active', 1e308),"
+            " ('0xbig', 'base', '1h', 'active', 1e308), ('0xok', 'base', '1h', 'active', 5)"
+        )
+        report = run_check(conn)
     assert not report.ok
     assert sum("0xbig" in d for d in report.divergences) == 2

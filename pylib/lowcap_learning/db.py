@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import psycopg
 from psycopg import sql
 
 DEFAULT_URL = "postgresql:///lowcap_learning"
-ROOT = Path(__file__).resolve().parents[2]
-SQL_DIR = ROOT / "sql"
-MIGRATIONS_DIR = ROOT / "migrations"
+# Package data: the repository's sql/ and migrations/, mapped into the package at build time, so they
+# are found the same way in a checkout (editable install) and in an installed wheel.
+SQL_DIR: Traversable = resources.files("lowcap_learning.sql")
+MIGRATIONS_DIR: Traversable = resources.files("lowcap_learning.migrations")
 
 
 def database_url(url: str | None = None) -> str:
@@ -22,7 +24,7 @@ def database_url(url: str | None = None) -> str:
 
 
 def connect(url: str | None = None, *, autocommit: bool = False, **kwargs) -> psycopg.Connection:
-    return psycopg.connect(database_url(url), autocommit=autocommit, **kwargs)
+    return psycopg.connect(database_url(url), autocommit=autocommit, **{"prepare_threshold": None, **kwargs})
 
 
 @contextmanager
@@ -31,19 +33,19 @@ def connection(url: str | None = None, *, autocommit: bool = False) -> Iterator[
         yield conn
 
 
-def sql_files() -> list[Path]:
+def sql_files() -> list[Traversable]:
     """The canonical SQL files in load order (sql/MANIFEST)."""
     names = [
         line.strip()
-        for line in (SQL_DIR / "MANIFEST").read_text().splitlines()
+        for line in SQL_DIR.joinpath("MANIFEST").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    return [SQL_DIR / name for name in names]
+    return [SQL_DIR.joinpath(name) for name in names]
 
 
 def canonical_sql() -> str:
     """All canonical SQL as one script, in load order."""
-    return "\n".join(f"-- file: sql/{p.name}\n{p.read_text()}" for p in sql_files())
+    return "\n".join(f"-- file: sql/{p.name}\n{p.read_text(encoding='utf-8')}" for p in sql_files())
 
 
 def run_script(conn: psycopg.Connection, script: str) -> None:
@@ -51,17 +53,29 @@ def run_script(conn: psycopg.Connection, script: str) -> None:
     conn.execute(script.encode())
 
 
-def ensure_database(url: str | None = None) -> bool:
-    """Create the URL's database if it does not exist; returns True when it was created."""
+def _admin_target(url: str | None) -> tuple[str, str]:
+    """(a connection string to the server's postgres database, the URL's database name)."""
     info = psycopg.conninfo.conninfo_to_dict(database_url(url))
     dbname = info.get("dbname") or os.environ.get("PGDATABASE") or os.environ.get("USER", "postgres")
-    admin = dict(info, dbname="postgres")
-    with psycopg.connect(psycopg.conninfo.make_conninfo(**admin), autocommit=True) as conn:
+    return psycopg.conninfo.make_conninfo(**dict(info, dbname="postgres")), dbname
+
+
+def ensure_database(url: str | None = None) -> bool:
+    """Create the URL's database if it does not exist; returns True when it was created."""
+    admin, dbname = _admin_target(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": dbname})
         if exists.fetchone():
             return False
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         return True
+
+
+def drop_database(url: str | None = None) -> None:
+    """Drop the URL's database if it exists (for undoing a database this process just created)."""
+    admin, dbname = _admin_target(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
 
 
 # Constraint names -> what the user should do. Messages raised by our own functions are already

@@ -1,0 +1,1 @@
+"""Alembic's script directory, shipped as the package data `lowcap_learning.migrations`."""

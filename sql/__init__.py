@@ -1,0 +1,1 @@
+"""The canonical SQL (MANIFEST gives the load order), shipped as the package data `lowcap_learning.sql`."""
