@@ -8,12 +8,13 @@ TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/postg
 DEMO_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/lowcap_learning_demo)
 BENCH_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/postgres)
 
-.PHONY: help deps constraints postgres test-extensions lint freeze test demo bench clean
+.PHONY: help deps constraints postgres test-extensions lint freeze test demo bench evaluate clean
 
 help:
 	@echo "make demo   - set up .venv and PostgreSQL, run the whole system on synthetic history"
 	@echo "make test   - install what tests need, lint, run every test (pgTAP + pytest)"
 	@echo "make bench  - performance figures (writes BENCHMARKS.md)"
+	@echo "make evaluate - learning quality on seeded null and planted-signal scenarios (writes EVALUATION.md)"
 	@echo "make freeze - freeze sql/ into the alembic migration"
 
 # pyproject.toml gives compatible ranges; constraints.txt pins the exact versions tests and the demo use.
@@ -36,13 +37,15 @@ postgres:
 	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
 	  echo "PostgreSQL did not start" >&2; exit 1
 
-# The test-only extensions, pgTAP and plpgsql_check, from Debian packages.
+# What only the tests need, from Debian packages: pgTAP and plpgsql_check, and PgBouncer (the
+# transaction-pooler tests start their own on a free port).
 test-extensions:
 	@if [ ! -f /usr/share/postgresql/$(PG_VERSION)/extension/pgtap.control ] || \
-	    [ ! -f /usr/share/postgresql/$(PG_VERSION)/extension/plpgsql_check.control ]; then \
-	  echo "installing postgresql-$(PG_VERSION)-pgtap and plpgsql-check"; \
+	    [ ! -f /usr/share/postgresql/$(PG_VERSION)/extension/plpgsql_check.control ] || \
+	    [ ! -x /usr/sbin/pgbouncer ]; then \
+	  echo "installing postgresql-$(PG_VERSION)-pgtap, plpgsql-check and pgbouncer"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    postgresql-$(PG_VERSION)-pgtap postgresql-$(PG_VERSION)-plpgsql-check) >/dev/null; \
+	    postgresql-$(PG_VERSION)-pgtap postgresql-$(PG_VERSION)-plpgsql-check pgbouncer) >/dev/null; \
 	fi
 
 lint: deps
@@ -61,6 +64,9 @@ demo: deps postgres
 
 bench: deps postgres
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) scripts/bench.py
+
+evaluate: deps postgres
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) scripts/evaluate.py
 
 clean:
 	rm -rf $(VENV) demo-output logs .pytest_cache .hypothesis

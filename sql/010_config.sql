@@ -100,6 +100,37 @@ BEGIN
 END;
 $$;
 
+-- learning._validate_tunables_row: the rules between tunables, on a whole learning row (a missing key
+-- means its default). Checked after each key passed learning._validate_tunable, by the row's trigger
+-- (so set_tunable, unset_tunable and direct writes alike) and by the migration for an adopted row.
+CREATE OR REPLACE FUNCTION learning._validate_tunables_row(p_config jsonb)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    eff jsonb;
+BEGIN
+    SELECT pg_catalog.jsonb_object_agg(s.key, coalesce(p_config -> s.key, s.default_value))
+    INTO eff
+    FROM learning.tunable_specs AS s
+    WHERE s.key IN ('tau_short_days', 'tau_long_days', 'min_allocation');
+    IF (eff ->> 'tau_short_days')::numeric >= (eff ->> 'tau_long_days')::numeric THEN
+        RAISE EXCEPTION 'tunable tau_short_days must be below tau_long_days, got tau_short_days % and tau_long_days %',
+            eff -> 'tau_short_days', eff -> 'tau_long_days'
+            USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'to move both, set tau_long_days first when raising them and tau_short_days first when lowering';
+    END IF;
+    -- Three tracked timeframes (15m, 1h, 4h): their floors must fit in the whole.
+    IF (eff ->> 'min_allocation')::numeric * 3 > 1 THEN
+        RAISE EXCEPTION 'tunable min_allocation times the 3 tracked timeframes must be at most 1, got %',
+            eff -> 'min_allocation'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
 -- learning.set_tunable: validate and store one tunable. The learning row is locked so two writers
 -- never lose each other's keys. A tau change recomputes the EWMA state through the row's AFTER
 -- trigger (below), as any direct write of the row does: once, not here as well.
@@ -129,6 +160,43 @@ BEGIN
         'CONFIG SET: key=%s | old=%s | new=%s', p_key, coalesce(old_value::text, 'default'), p_value
     ));
     RETURN p_value;
+END;
+$$;
+
+-- learning.unset_tunable: remove a stored tunable so its default applies again; returns the value now
+-- in effect. Unknown keys are refused as set_tunable refuses them; removing a key that is not set
+-- changes nothing. The row's triggers validate the result (cross-field rules) and recompute tau.
+CREATE OR REPLACE FUNCTION learning.unset_tunable(p_key text)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_value jsonb;
+BEGIN
+    IF NOT EXISTS (SELECT FROM learning.tunable_specs WHERE key = p_key) THEN
+        RAISE EXCEPTION 'unknown tunable "%"', p_key
+            USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'known: ' || (
+                    SELECT pg_catalog.string_agg(key, ', ' ORDER BY key)
+                    FROM learning.tunable_specs
+                );
+    END IF;
+    SELECT config_data -> p_key INTO old_value
+    FROM public.learning_configs WHERE module_id = 'learning' FOR UPDATE;
+    IF old_value IS NOT NULL THEN
+        UPDATE public.learning_configs
+        SET config_data = config_data - p_key,
+            updated_at = pg_catalog.now(),
+            updated_by = 'lowcap-learning'
+        WHERE module_id = 'learning';
+        PERFORM learning._log('INFO', pg_catalog.format(
+            'CONFIG UNSET: key=%s | old=%s | new=default', p_key, old_value
+        ));
+    END IF;
+    RETURN (SELECT default_value FROM learning.tunable_specs WHERE key = p_key);
 END;
 $$;
 
@@ -170,6 +238,7 @@ BEGIN
     LOOP
         PERFORM learning._validate_tunable(kv.key, kv.value);
     END LOOP;
+    PERFORM learning._validate_tunables_row(NEW.config_data);
     RETURN NEW;
 END;
 $$;
@@ -267,6 +336,15 @@ BEGIN
                     );
         END;
     END LOOP;
+    BEGIN
+        PERFORM learning._validate_tunables_row(c.config_data)
+        FROM public.learning_configs AS c
+        WHERE c.module_id = 'learning' AND pg_catalog.jsonb_typeof(c.config_data) = 'object';
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'the existing learning row of learning_configs holds unusable tunables: %', sqlerrm
+            USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'fix or remove the keys first (a removed key takes its default)';
+    END;
 END
 $adopted_tunables$;
 

@@ -15,6 +15,31 @@ BEGIN ATOMIC
     END;
 END;
 
+-- learning._strand_pattern_key: the bot's long pattern key (`module=pm|pattern_key=uptrend.S3.trim`)
+-- in the closed_trades form (`pm.uptrend.S3.trim`), which the runtime and the S3 rule (a key
+-- containing `.S3.`) read. A key without `pattern_key=` is kept as it is; without `module=`, the inner
+-- key alone is used.
+CREATE OR REPLACE FUNCTION learning._strand_pattern_key(p_key text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT
+        CASE
+            WHEN inner_key IS NULL OR inner_key = '' THEN p_key
+            WHEN module_name IS NULL OR module_name = '' OR pg_catalog.starts_with(inner_key, module_name || '.')
+                THEN inner_key
+            ELSE module_name || '.' || inner_key
+        END
+    FROM (
+        SELECT
+            pg_catalog.substring(p_key, '(?:^|\|)pattern_key=([^|]*)') AS inner_key,
+            pg_catalog.substring(p_key, '(?:^|\|)module=([^|]*)') AS module_name
+    ) AS k;
+END;
+
 -- learning.trg_ad_strands_closed_trade: one position_closed strand -> one closed_trades row (once).
 -- Read in a sub-block: a strand it cannot read is logged (WARNING, id, reason); the bot's INSERT stands.
 CREATE OR REPLACE FUNCTION learning.trg_ad_strands_closed_trade()
@@ -77,7 +102,7 @@ BEGIN
         -- Actions in the closed_trades shape; elements without pattern_key/action_category are dropped.
         SELECT
             coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                'pattern_key', a.e ->> 'pattern_key',
+                'pattern_key', learning._strand_pattern_key(a.e ->> 'pattern_key'),
                 'action_category', a.e ->> 'action_category',
                 'scope', CASE WHEN pg_catalog.jsonb_typeof(a.e -> 'scope') = 'object' THEN a.e -> 'scope' END,
                 'decision_type', a.e ->> 'decision_type',
@@ -118,7 +143,9 @@ BEGIN
                 SELECT FROM pg_catalog.jsonb_array_elements(actions) AS x (e)
                 WHERE pg_catalog.lower(x.e ->> 'decision_type') = 'trim'
             ),
-            CASE WHEN summary ? 'time_to_s3' THEN pg_catalog.jsonb_typeof(summary -> 'time_to_s3') <> 'null' END
+            -- A time_to_s3 says S3 was reached; a null or missing one says nothing (the bot clears the
+            -- S3 start before it closes), so reached_s3 stays unknown and the S3 pattern-key rule decides.
+            CASE WHEN pg_catalog.jsonb_typeof(summary -> 'time_to_s3') = 'number' THEN true END
         )
         ON CONFLICT (trade_id) DO NOTHING;
         GET DIAGNOSTICS inserted = ROW_COUNT;

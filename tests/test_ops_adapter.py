@@ -111,7 +111,8 @@ def test_zero_rpnl_is_real_and_no_s3_no_trim(strands):
     content["completed_trades"][-1]["actions"] = content["completed_trades"][-1]["actions"][:1]
     insert(strands, "strand-zero", content, tf="4h")
     [row] = closed(strands)
-    assert row[0] == "t-zero" and row[5] == 0.0 and row[8] is False and row[9] is False
+    # A null time_to_s3 says nothing: reached_s3 stays unknown (NULL) and the S3 pattern-key rule decides.
+    assert row[0] == "t-zero" and row[5] == 0.0 and row[8] is False and row[9] is None
 
 
 def test_fallbacks_row_trade_id_and_content_ts(strands):

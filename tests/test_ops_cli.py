@@ -98,7 +98,7 @@ def test_run_with_a_slot_runs_it_once(invoke, conn):
     assert first.exit_code == (1 if any(r["status"] == "failed" for r in runs) else 0)
     second = invoke("run", "tuning-miner", "--slot", slot)
     assert second.exit_code == 0
-    assert second.output == "tuning-miner: skipped (slot 2025-01-15T10:00:00+00:00 already claimed)\n"
+    assert second.output == "tuning-miner: skipped (slot 2025-01-15T10:00:00Z already claimed)\n"
     assert conn.execute("SELECT count(*) FROM learning.job_runs").fetchone()[0] == 3
     status = invoke("status")
     assert status.exit_code == 0
@@ -143,6 +143,7 @@ def test_explain_allocation(invoke, conn):
 def test_plot_allocation_writes_a_png(invoke, conn, tmp_path):
     insert_trades(conn, 30)
     out = tmp_path / "plots" / "alloc.png"
+    out.parent.mkdir()  # a missing directory is refused (tests/test_cli_no_surprises.py)
     res = invoke("plot", "allocation", "--out", str(out))
     assert res.exit_code == 0 and res.output == f"wrote {out} (30 steps)\n"
     data = out.read_bytes()

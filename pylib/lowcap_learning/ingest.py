@@ -45,6 +45,10 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS r (
     rpnl_pct text, closed_at text, actions jsonb, did_trim text, reached_s3 text
 )
 """
+# --skip-existing: rows whose trade_id is recorded are left out (the writer may read that one column).
+SKIP_EXISTING = """
+WHERE NOT EXISTS (SELECT FROM public.closed_trades AS c WHERE c.trade_id = r.trade_id)
+"""
 
 
 class IngestError(Exception):
@@ -53,12 +57,15 @@ class IngestError(Exception):
     def __init__(self, line: int, message: str):
         super().__init__(f"line {line}: {message}")
         self.line = line
+        self.committed = 0  # rows committed by earlier batches of this run
+        self.committed_batches = 0
 
 
 @dataclass
 class IngestResult:
     inserted: int
     batches: int
+    skipped: int = 0
 
 
 def _clean(value):
@@ -105,16 +112,20 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
             raise IngestError(0, f"unsupported file type {suffix!r}: use .csv or .jsonl")
 
 
-def _insert(conn: psycopg.Connection, rows: list[dict]) -> None:
-    conn.execute(INSERT_TRADES, {"rows": json.dumps(rows)})
+def _insert(conn: psycopg.Connection, rows: list[dict], skip_existing: bool = False) -> int:
+    """Insert rows; returns how many were inserted (fewer than given only when skipping existing)."""
+    query = INSERT_TRADES + SKIP_EXISTING if skip_existing else INSERT_TRADES
+    return conn.execute(query, {"rows": json.dumps(rows)}).rowcount
 
 
-def _locate_failure(conn: psycopg.Connection, batch: list[tuple[int, dict]]) -> IngestError:
+def _locate_failure(
+    conn: psycopg.Connection, batch: list[tuple[int, dict]], skip_existing: bool = False
+) -> IngestError:
     """Re-run a failed batch row by row (inside the caller's transaction) to find the bad line."""
     for line, row in batch:
         try:
             with conn.transaction():
-                _insert(conn, [row])
+                _insert(conn, [row], skip_existing)
         except psycopg.Error as err:
             return IngestError(line, describe_error(err))
     return IngestError(batch[-1][0], "the batch failed as a whole (duplicate trade_id inside the file?)")
@@ -125,25 +136,33 @@ def ingest_file(
     path: Path,
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    skip_existing: bool = False,
 ) -> IngestResult:
     """Insert every row of path. One transaction per file, or one per batch_size rows.
 
-    A closed_at without a time zone is read as UTC, whatever the session's TimeZone is.
+    A closed_at without a time zone is read as UTC, whatever the session's TimeZone is. With
+    skip_existing, rows whose trade_id is already in closed_trades are skipped and counted. An
+    IngestError carries how many rows earlier batches committed.
     """
     rows = list(read_rows(path))
     size = batch_size or max(len(rows), 1)
-    inserted = batches = 0
+    inserted = batches = skipped = 0
     for start in range(0, len(rows), size):
         batch = rows[start : start + size]
-        with conn.transaction():
-            conn.execute("SET LOCAL TIME ZONE 'UTC'")
-            try:
-                with conn.transaction():
-                    _insert(conn, [row for _, row in batch])
-            except psycopg.Error:
-                raise _locate_failure(conn, batch) from None
-        inserted += len(batch)
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL TIME ZONE 'UTC'")
+                try:
+                    with conn.transaction():
+                        count = _insert(conn, [row for _, row in batch], skip_existing)
+                except psycopg.Error:
+                    raise _locate_failure(conn, batch, skip_existing) from None
+        except IngestError as err:
+            err.committed, err.committed_batches = inserted, batches
+            raise
+        inserted += count
+        skipped += len(batch) - count
         batches += 1
         if progress:
             progress(len(batch))
-    return IngestResult(inserted=inserted, batches=batches)
+    return IngestResult(inserted=inserted, batches=batches, skipped=skipped)

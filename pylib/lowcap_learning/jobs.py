@@ -82,6 +82,12 @@ SELECT pg_catalog.set_config('work_mem', CASE
 END, false)
 """
 # Advisory lock key: (class 'job' of this project, the job's name hashed).
+TRY_XACT_LOCK = """
+SELECT pg_catalog.pg_try_advisory_xact_lock(
+    pg_catalog.hashtext('lowcap_learning.job'), pg_catalog.hashtext(%(job)s::text)
+)
+"""
+SET_LOCAL = "SELECT pg_catalog.set_config(%(name)s::text, %(value)s::text, true)"
 TRY_LOCK = """
 SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('lowcap_learning.job'), pg_catalog.hashtext(%(job)s::text))
 """
@@ -100,6 +106,10 @@ FROM learning.job_runs ORDER BY started_at DESC, id DESC LIMIT %(limit)s::intege
 
 class JobUnavailable(RuntimeError):
     """A job's provider module or function is not installed."""
+
+
+class JobRefused(RuntimeError):
+    """A guard refused what the job did; its work is rolled back (single-transaction runs)."""
 
 
 @dataclass
@@ -173,6 +183,21 @@ def _apply_bounds(conn: psycopg.Connection, saved: dict[str, str]) -> None:
         saved[name] = previous
 
 
+def _apply_local_bounds(conn: psycopg.Connection) -> None:
+    """The job bounds for the current transaction only (nothing stays on a pooled server session)."""
+    for name, value, env in job_bounds():
+        try:
+            with conn.transaction():  # a savepoint: a refused setting leaves the run's transaction usable
+                if name == "work_mem":
+                    conn.execute(CAP_WORK_MEM.replace(", false)", ", true)"), {"value": value})
+                else:
+                    conn.execute(SET_LOCAL, {"name": name, "value": value})
+        except psycopg.errors.InsufficientPrivilege:
+            continue
+        except psycopg.Error as err:
+            raise JobUnavailable(f"{env}={value!r} is not a valid {name}: {describe_error(err)}") from None
+
+
 def _restore_bounds(conn: psycopg.Connection, saved: dict[str, str]) -> None:
     for name, value in saved.items():
         conn.execute(SET_SETTING, {"name": name, "value": value})
@@ -200,21 +225,62 @@ def run_job(
     *,
     registry: dict[str, Job] | None = None,
     runner: Callable[[psycopg.Connection, Job, datetime | None], dict] | None = None,
+    single_transaction: bool = False,
 ) -> JobRun:
     """Run one job once for slot_start (default: now, i.e. an ad-hoc run) and record it.
 
     Returns the JobRun; status 'skipped' when the slot was already claimed by someone else. A failing
     job is recorded as failed (its own work rolled back) and does not raise. A connection passed in is
     switched to autocommit (the claim must be visible at once; providers open their own transactions).
+
+    single_transaction runs the providers in one transaction holding a transaction-level advisory lock,
+    with the bounds set for that transaction only: nothing is left on the server session (safe behind a
+    transaction pooler), and a runner that raises JobRefused after the work rolls all of it back.
     """
     registry = registry or JOBS
     if name not in registry:
         raise ValueError(f"unknown job {name!r}: known jobs are {', '.join(registry)}")
     job = registry[name]
+    run_on = _run_in_transaction if single_transaction else _run_on
     if isinstance(conn_or_url, psycopg.Connection):
-        return _run_on(conn_or_url, None, job, as_of, slot_start, runner or _run_providers)
+        return run_on(conn_or_url, None, job, as_of, slot_start, runner or _run_providers)
     with connect(conn_or_url, autocommit=True) as conn:
-        return _run_on(conn, conn_or_url, job, as_of, slot_start, runner or _run_providers)
+        return run_on(conn, conn_or_url, job, as_of, slot_start, runner or _run_providers)
+
+
+def _claim(conn, job: Job, as_of, slot_start) -> tuple[int | None, datetime]:
+    if not conn.autocommit:
+        conn.commit()
+        conn.autocommit = True
+    slot = slot_start or datetime.now(UTC)
+    run_id = conn.execute(
+        CLAIM, {"job": job.name, "slot": slot, "as_of": as_of, "host": socket.gethostname(), "pid": os.getpid()}
+    ).fetchone()[0]
+    return run_id, slot
+
+
+def _run_in_transaction(conn, url: str | None, job: Job, as_of, slot_start, runner) -> JobRun:
+    url = url or conn.info.dsn
+    run_id, slot = _claim(conn, job, as_of, slot_start)
+    if run_id is None:
+        return JobRun(None, job.name, slot, as_of)
+    status, counts, error = "succeeded", None, None
+    try:
+        with conn.transaction():
+            if not conn.execute(TRY_XACT_LOCK, {"job": job.name}).fetchone()[0]:
+                raise JobUnavailable(f"another run of {job.name} is in progress (advisory lock held)")
+            _apply_local_bounds(conn)
+            counts = runner(conn, job, as_of)
+    except (JobUnavailable, JobRefused) as err:
+        status, error = "failed", str(err)
+    except psycopg.Error as err:
+        status, error = "failed", describe_error(err)
+    except Exception as err:  # noqa: BLE001 - a job's failure is recorded, never lost
+        status, error = "failed", f"{type(err).__name__}: {err}"
+    if conn.closed:
+        with connect(url, autocommit=True) as fresh:
+            return _finish(fresh, run_id, status, counts, error)
+    return _finish(conn, run_id, status, counts, error)
 
 
 def _run_on(conn, url: str | None, job: Job, as_of, slot_start, runner) -> JobRun:

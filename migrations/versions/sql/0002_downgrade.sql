@@ -127,6 +127,19 @@ BEGIN
     IF pg_catalog.to_regclass('public.closed_trades') IS NOT NULL THEN
         REVOKE SELECT (trade_id) ON public.closed_trades FROM learning_writer;
     END IF;
+    -- Row-level security is 0002's: its policy goes, and RLS is disabled again on the tables it
+    -- enabled it on (ours); the bot's tables were never touched. Privileges revoked from Supabase's
+    -- anon and authenticated are not given back.
+    FOR r IN
+        SELECT c.oid::regclass AS rel
+        FROM pg_catalog.pg_class AS c
+        LEFT JOIN learning.adopted_tables AS a ON a.table_name = c.relname
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+            AND (NOT a.existed_before OR c.relname = 'lowcap_learning_alembic_version')
+    LOOP
+        EXECUTE pg_catalog.format('DROP POLICY IF EXISTS lowcap_learning_roles ON %s', r.rel);
+        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', r.rel);
+    END LOOP;
     -- Choice tunables (allocation_rule, tuning_rule) and max_false_override are 0002's.
     DELETE FROM learning.tunable_specs
     WHERE key IN ('allocation_rule', 'tuning_rule', 'max_false_override') OR kind = 'choice';

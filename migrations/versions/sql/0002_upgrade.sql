@@ -336,7 +336,7 @@ VALUES
 ('scope_dims', '[]', 'string_array', null, null, 'scope keys mined; empty means every key', null),
 ('min_gain', '3', 'integer', 1, 1000000, 'fewest events a tuning candidate must gain', null),
 ('min_ratio', '2.0', 'number', 1, 1000000, 'least gained/lost ratio of a tuning candidate', null),
-('max_p_value', '1.0', 'number', 0, 1, 'largest sign-test p-value (1 = off)', null),
+('max_p_value', '1.0', 'number', 0, 1, 'largest sign-test p-value under tuning_rule plan (1 = off; evidence ignores it)', null),
 ('dodge_high', '0.85', 'number', 0, 1, 'dodge rate above which loosening is guarded', null),
 ('dodge_max_drop', '0.05', 'number', 0, 1, 'largest dodge-rate drop allowed when guarded', null),
 ('roi_scale', '0.10', 'number', 0.0001, 100, 'ROI scale of the tanh trade weight', null),
@@ -482,6 +482,37 @@ BEGIN
 END;
 $$;
 
+-- learning._validate_tunables_row: the rules between tunables, on a whole learning row (a missing key
+-- means its default). Checked after each key passed learning._validate_tunable, by the row's trigger
+-- (so set_tunable, unset_tunable and direct writes alike) and by the migration for an adopted row.
+CREATE OR REPLACE FUNCTION learning._validate_tunables_row(p_config jsonb)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    eff jsonb;
+BEGIN
+    SELECT pg_catalog.jsonb_object_agg(s.key, coalesce(p_config -> s.key, s.default_value))
+    INTO eff
+    FROM learning.tunable_specs AS s
+    WHERE s.key IN ('tau_short_days', 'tau_long_days', 'min_allocation');
+    IF (eff ->> 'tau_short_days')::numeric >= (eff ->> 'tau_long_days')::numeric THEN
+        RAISE EXCEPTION 'tunable tau_short_days must be below tau_long_days, got tau_short_days % and tau_long_days %',
+            eff -> 'tau_short_days', eff -> 'tau_long_days'
+            USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'to move both, set tau_long_days first when raising them and tau_short_days first when lowering';
+    END IF;
+    -- Three tracked timeframes (15m, 1h, 4h): their floors must fit in the whole.
+    IF (eff ->> 'min_allocation')::numeric * 3 > 1 THEN
+        RAISE EXCEPTION 'tunable min_allocation times the 3 tracked timeframes must be at most 1, got %',
+            eff -> 'min_allocation'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
 -- learning.set_tunable: validate and store one tunable. The learning row is locked so two writers
 -- never lose each other's keys. A tau change recomputes the EWMA state through the row's AFTER
 -- trigger (below), as any direct write of the row does: once, not here as well.
@@ -511,6 +542,43 @@ BEGIN
         'CONFIG SET: key=%s | old=%s | new=%s', p_key, coalesce(old_value::text, 'default'), p_value
     ));
     RETURN p_value;
+END;
+$$;
+
+-- learning.unset_tunable: remove a stored tunable so its default applies again; returns the value now
+-- in effect. Unknown keys are refused as set_tunable refuses them; removing a key that is not set
+-- changes nothing. The row's triggers validate the result (cross-field rules) and recompute tau.
+CREATE OR REPLACE FUNCTION learning.unset_tunable(p_key text)
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_value jsonb;
+BEGIN
+    IF NOT EXISTS (SELECT FROM learning.tunable_specs WHERE key = p_key) THEN
+        RAISE EXCEPTION 'unknown tunable "%"', p_key
+            USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'known: ' || (
+                    SELECT pg_catalog.string_agg(key, ', ' ORDER BY key)
+                    FROM learning.tunable_specs
+                );
+    END IF;
+    SELECT config_data -> p_key INTO old_value
+    FROM public.learning_configs WHERE module_id = 'learning' FOR UPDATE;
+    IF old_value IS NOT NULL THEN
+        UPDATE public.learning_configs
+        SET config_data = config_data - p_key,
+            updated_at = pg_catalog.now(),
+            updated_by = 'lowcap-learning'
+        WHERE module_id = 'learning';
+        PERFORM learning._log('INFO', pg_catalog.format(
+            'CONFIG UNSET: key=%s | old=%s | new=default', p_key, old_value
+        ));
+    END IF;
+    RETURN (SELECT default_value FROM learning.tunable_specs WHERE key = p_key);
 END;
 $$;
 
@@ -552,6 +620,7 @@ BEGIN
     LOOP
         PERFORM learning._validate_tunable(kv.key, kv.value);
     END LOOP;
+    PERFORM learning._validate_tunables_row(NEW.config_data);
     RETURN NEW;
 END;
 $$;
@@ -649,6 +718,15 @@ BEGIN
                     );
         END;
     END LOOP;
+    BEGIN
+        PERFORM learning._validate_tunables_row(c.config_data)
+        FROM public.learning_configs AS c
+        WHERE c.module_id = 'learning' AND pg_catalog.jsonb_typeof(c.config_data) = 'object';
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'the existing learning row of learning_configs holds unusable tunables: %', sqlerrm
+            USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'fix or remove the keys first (a removed key takes its default)';
+    END;
 END
 $adopted_tunables$;
 
@@ -4312,6 +4390,31 @@ BEGIN ATOMIC
     END;
 END;
 
+-- learning._strand_pattern_key: the bot's long pattern key (`module=pm|pattern_key=uptrend.S3.trim`)
+-- in the closed_trades form (`pm.uptrend.S3.trim`), which the runtime and the S3 rule (a key
+-- containing `.S3.`) read. A key without `pattern_key=` is kept as it is; without `module=`, the inner
+-- key alone is used.
+CREATE OR REPLACE FUNCTION learning._strand_pattern_key(p_key text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT
+        CASE
+            WHEN inner_key IS NULL OR inner_key = '' THEN p_key
+            WHEN module_name IS NULL OR module_name = '' OR pg_catalog.starts_with(inner_key, module_name || '.')
+                THEN inner_key
+            ELSE module_name || '.' || inner_key
+        END
+    FROM (
+        SELECT
+            pg_catalog.substring(p_key, '(?:^|\|)pattern_key=([^|]*)') AS inner_key,
+            pg_catalog.substring(p_key, '(?:^|\|)module=([^|]*)') AS module_name
+    ) AS k;
+END;
+
 -- learning.trg_ad_strands_closed_trade: one position_closed strand -> one closed_trades row (once).
 -- Read in a sub-block: a strand it cannot read is logged (WARNING, id, reason); the bot's INSERT stands.
 CREATE OR REPLACE FUNCTION learning.trg_ad_strands_closed_trade()
@@ -4374,7 +4477,7 @@ BEGIN
         -- Actions in the closed_trades shape; elements without pattern_key/action_category are dropped.
         SELECT
             coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                'pattern_key', a.e ->> 'pattern_key',
+                'pattern_key', learning._strand_pattern_key(a.e ->> 'pattern_key'),
                 'action_category', a.e ->> 'action_category',
                 'scope', CASE WHEN pg_catalog.jsonb_typeof(a.e -> 'scope') = 'object' THEN a.e -> 'scope' END,
                 'decision_type', a.e ->> 'decision_type',
@@ -4415,7 +4518,9 @@ BEGIN
                 SELECT FROM pg_catalog.jsonb_array_elements(actions) AS x (e)
                 WHERE pg_catalog.lower(x.e ->> 'decision_type') = 'trim'
             ),
-            CASE WHEN summary ? 'time_to_s3' THEN pg_catalog.jsonb_typeof(summary -> 'time_to_s3') <> 'null' END
+            -- A time_to_s3 says S3 was reached; a null or missing one says nothing (the bot clears the
+            -- S3 start before it closes), so reached_s3 stays unknown and the S3 pattern-key rule decides.
+            CASE WHEN pg_catalog.jsonb_typeof(summary -> 'time_to_s3') = 'number' THEN true END
         )
         ON CONFLICT (trade_id) DO NOTHING;
         GET DIAGNOSTICS inserted = ROW_COUNT;
@@ -4636,3 +4741,65 @@ BEGIN
     END LOOP;
 END
 $functions$;
+
+-- file: sql/095_rls.sql
+-- Row-level security on the public tables this project created (Supabase exposes schema public over
+-- its HTTP API and grants anon and authenticated everything on new tables there by default).
+-- Tables the bot already had (learning.adopted_tables.existed_before) are left as the bot keeps
+-- them: their RLS and grants are the bot's to decide. Alembic's version table is ours too.
+--
+-- A table with RLS and no policy admits only its owner (and roles with BYPASSRLS, such as Supabase's
+-- service_role). Our SECURITY DEFINER triggers and functions run as the owner, so they are unaffected;
+-- our roles, which read or write the tables directly, get one permissive policy that admits every row,
+-- so their table privileges (sql/090_roles.sql) alone decide what they may do. anon and authenticated
+-- get no policy and lose the privileges Supabase's default privileges gave them.
+DO $rls$
+DECLARE
+    t record;
+    seq text;
+    to_roles text;
+    web_roles text;
+BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r.rolname), ', ' ORDER BY r.rolname)
+    INTO to_roles
+    FROM pg_catalog.pg_roles AS r
+    WHERE r.rolname IN ('learning_writer', 'learning_reader', 'learning_admin', 'service_role');
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r.rolname), ', ' ORDER BY r.rolname)
+    INTO web_roles
+    FROM pg_catalog.pg_roles AS r
+    WHERE r.rolname IN ('anon', 'authenticated');
+    FOR t IN
+        SELECT a.table_name AS name, true AS with_policy
+        FROM learning.adopted_tables AS a
+        WHERE NOT a.existed_before AND pg_catalog.to_regclass('public.' || a.table_name) IS NOT NULL
+        UNION ALL
+        SELECT 'lowcap_learning_alembic_version', false
+        WHERE pg_catalog.to_regclass('public.lowcap_learning_alembic_version') IS NOT NULL
+        ORDER BY name
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE public.%I ENABLE ROW LEVEL SECURITY', t.name);
+        EXECUTE pg_catalog.format('DROP POLICY IF EXISTS lowcap_learning_roles ON public.%I', t.name);
+        IF t.with_policy THEN
+            EXECUTE pg_catalog.format(
+                'CREATE POLICY lowcap_learning_roles ON public.%I AS PERMISSIVE FOR ALL TO %s '
+                'USING (true) WITH CHECK (true)',
+                t.name, to_roles
+            );
+        END IF;
+        IF web_roles IS NOT NULL THEN
+            EXECUTE pg_catalog.format('REVOKE ALL ON public.%I FROM %s', t.name, web_roles);
+            seq := NULL;
+            IF EXISTS (
+                SELECT FROM pg_catalog.pg_attribute AS a
+                WHERE a.attrelid = pg_catalog.to_regclass('public.' || t.name)
+                    AND a.attname = 'id' AND NOT a.attisdropped
+            ) THEN
+                seq := pg_catalog.pg_get_serial_sequence(pg_catalog.format('public.%I', t.name), 'id');
+            END IF;
+            IF seq IS NOT NULL THEN
+                EXECUTE pg_catalog.format('REVOKE ALL ON SEQUENCE %s FROM %s', seq, web_roles);
+            END IF;
+        END IF;
+    END LOOP;
+END
+$rls$;

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from lowcap_learning import db
+from lowcap_learning import db, output
 from lowcap_learning.check import run_check
 
 
@@ -34,7 +33,7 @@ def register(cli: click.Group) -> None:
         with db.connection(obj["url"]) as conn:
             report = run_check(conn)
         if as_json:
-            click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+            click.echo(output.dumps(report.as_dict(), indent=2))
         else:
             click.echo(
                 f"trades={report.trades} history_rows={report.history_rows} "

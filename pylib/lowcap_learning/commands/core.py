@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from lowcap_learning import db
+from lowcap_learning import db, output
 from lowcap_learning.ingest import IngestError, ingest_file, read_rows
 
 STATUS_ALLOCATION = """
@@ -55,9 +55,12 @@ def register(cli: click.Group) -> None:
         """Create or adopt the learning schema (alembic upgrade head)."""
         from lowcap_learning import migrate as migrations  # alembic is slow to import: only here
 
-        if create_db and db.ensure_database(obj["url"]):
+        try:
+            created = migrations.migrate(obj["url"], create_db=create_db)
+        except migrations.MigrateError as err:
+            raise click.ClickException(str(err)) from None
+        if created:
             click.echo("created database")
-        migrations.upgrade(obj["url"])
         click.echo("migrated to head")
 
     @cli.command()
@@ -68,7 +71,7 @@ def register(cli: click.Group) -> None:
         with db.connection(obj["url"]) as conn:
             data = status_data(conn)
         if as_json:
-            click.echo(json.dumps(data, default=str, indent=2))
+            click.echo(output.dumps(data, indent=2))
             return
         click.echo(f"{'timeframe':<10}{'allocation':>12}{'roi_short':>12}{'roi_long':>12}{'n':>7}  updated_at")
         for row in data["allocation"]:
@@ -97,9 +100,28 @@ def register(cli: click.Group) -> None:
         default=None,
         help="Commit every N rows (default: one transaction per file).",
     )
+    @click.option(
+        "--skip-existing", is_flag=True,
+        help="Skip rows whose trade_id is already recorded (to resume an ingest that stopped), and count them.",
+    )
     @click.pass_obj
-    def ingest(obj, file: Path, batch_size: int | None) -> None:
-        """Insert closed trades from a CSV or JSONL file (through the learning trigger)."""
+    def ingest(obj, file: Path, batch_size: int | None, skip_existing: bool) -> None:
+        """Insert closed trades from a CSV or JSONL file (through the learning trigger).
+
+        \b
+        Columns (CSV header / JSONL keys; others are refused):
+          trade_id        text, required, unique (a closed trade counts once)
+          timeframe       required: one of 1m, 15m, 1h, 4h, 1d
+          rpnl_pct        required, realised PnL in PERCENT (4.2 = +4.2%), finite, in [-100, 1000000]
+          closed_at       required, ISO-8601 timestamp (no offset = UTC), at most 1 day ahead
+          actions         JSON array of {pattern_key, action_category, scope, decision_type,
+                          state, ts}; default []
+          position_id, token_contract, token_chain   text, optional
+          did_trim, reached_s3   true/false, optional (derived from actions when empty)
+        \b
+        A bad row is reported by line; its batch is written not at all. Batches before it stay
+        committed: re-run with --skip-existing to resume.
+        """
         try:
             total = sum(1 for _ in read_rows(file))
             with (
@@ -108,7 +130,16 @@ def register(cli: click.Group) -> None:
                     length=total, label=f"ingesting {file.name}", file=sys.stderr
                 ) as bar,
             ):
-                result = ingest_file(conn, file, batch_size, progress=bar.update)
+                result = ingest_file(conn, file, batch_size, progress=bar.update, skip_existing=skip_existing)
         except IngestError as err:
-            raise click.ClickException(f"{file.name}: {err} (nothing from this batch was written)") from None
-        click.echo(f"ingested {result.inserted} trades in {result.batches} transaction(s)")
+            committed = (
+                f"{err.committed} row(s) in {err.committed_batches} earlier batch(es) were committed; "
+                "re-run with --skip-existing to resume"
+                if err.committed
+                else "nothing was committed"
+            )
+            raise click.ClickException(
+                f"{file.name}: {err} (nothing from this batch was written; {committed})"
+            ) from None
+        skipped = f", skipped {result.skipped} already recorded" if skip_existing else ""
+        click.echo(f"ingested {result.inserted} trades in {result.batches} transaction(s){skipped}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import signal
 import sys
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from pathlib import Path
 import click
 import psycopg
 
-from lowcap_learning import db
+from lowcap_learning import db, output
 
 FLAG_GET = "SELECT learning.feature_flag(%(module)s::text, %(flag)s::text)"
 FLAG_SET = "SELECT learning.set_feature_flag(%(module)s::text, %(flag)s::text, %(value)s::boolean)"
@@ -35,7 +36,40 @@ WHERE t.key = s.key AND (%(key)s::text IS NULL OR s.key = %(key)s::text)
 ORDER BY s.key
 """
 CONFIG_SET = "SELECT learning.set_tunable(%(key)s::text, %(value)s::jsonb)"
+CONFIG_UNSET = "SELECT learning.unset_tunable(%(key)s::text)"
 ADAPTER_INSTALL = "SELECT learning.install_ad_strands_adapter()"
+
+# Flags the bot reads from learning_configs module pm (feature_flags); anything else needs --new.
+KNOWN_FLAGS = {
+    "pm": {
+        "ae_v2_enabled": "the PM computes A (aggressiveness) and E (exit eagerness) with the v2 method "
+        "(flag-derived A/E, which the strength overrides steer) instead of the legacy compute_levers(); "
+        "default false",
+        "learning_overrides_enabled": "the PM applies the pm_strength overrides (A/E steering) at runtime; "
+        "default false",
+        "tuning_overrides_enabled": "the PM applies the tuning_* execution overrides (ts_min, halo, slope) "
+        "at runtime; default false",
+    },
+}
+FLAG_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+# Active lessons per (module, lesson_type) and active overrides per kind: a job run that would take a
+# group from some to none is refused unless forced (see _guarded_runner).
+ACTIVE_GROUPS = """
+SELECT 'lessons ' || l.module || '/' || l.lesson_type, pg_catalog.count(*)
+FROM public.learning_lessons AS l WHERE l.status = 'active' GROUP BY 1
+UNION ALL
+SELECT 'overrides ' || CASE WHEN o.action_category LIKE 'tuning\\_%%' THEN 'tuning_*' ELSE o.action_category END,
+    pg_catalog.count(*)
+FROM public.pm_overrides AS o WHERE o.status = 'active' GROUP BY 1
+"""
+DATA_WINDOW = """
+SELECT
+    coalesce(%(as_of)s::timestamptz, pg_catalog.now()),
+    (learning.tunables() ->> 'lookback_days')::double precision,
+    (SELECT pg_catalog.max(t.closed_at) FROM public.closed_trades AS t),
+    (SELECT pg_catalog.max(e."timestamp") FROM public.pattern_episode_events AS e)
+"""
 
 
 def _parse_ts(value: str | None) -> datetime | None:
@@ -48,8 +82,31 @@ def _parse_ts(value: str | None) -> datetime | None:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def _json_default(value):
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+def _guarded_runner(force: bool):
+    """The job's providers, refused (and rolled back) when they would deactivate every active lesson
+    or override of a group that had some: the usual cause is --as-of defaulting to now while the data
+    is older than the lookback."""
+    from lowcap_learning import jobs as jobs_module
+
+    def runner(conn, job, as_of):
+        before = dict(conn.execute(ACTIVE_GROUPS).fetchall())
+        counts = jobs_module._run_providers(conn, job, as_of)
+        if force:
+            return counts
+        after = dict(conn.execute(ACTIVE_GROUPS).fetchall())
+        gone = [f"all {n} active {group}" for group, n in sorted(before.items()) if n and not after.get(group)]
+        if gone:
+            at, lookback, trade, episode = conn.execute(DATA_WINDOW, {"as_of": as_of}).fetchone()
+            raise jobs_module.JobRefused(
+                f"refused: this run would deactivate {' and '.join(gone)}; nothing was changed. It ran as of "
+                f"{output.iso(at)} with lookback_days {lookback:g}; the newest trade closed at "
+                f"{output.iso(trade) if trade else 'never'}, the newest episode at "
+                f"{output.iso(episode) if episode else 'never'}. Pass --as-of <time of the data> or, "
+                "if this is what you want, --force"
+            )
+        return counts
+
+    return runner
 
 
 def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operator's commands
@@ -58,7 +115,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
 
     from lowcap_learning import jobs as jobs_module
 
-    def _run(obj, name: str, as_of: str | None, slot: str | None, as_json: bool) -> None:
+    def _run(obj, name: str, as_of: str | None, slot: str | None, as_json: bool, force: bool = False) -> None:
         as_of_ts = _parse_ts(as_of)
         if slot == "current":
             from lowcap_learning.scheduler import hour_slot
@@ -69,18 +126,21 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
         results = []
         with db.connection(obj["url"], autocommit=True) as conn:
             for job in jobs_module.job_names(name):
-                results.append(jobs_module.run_job(conn, job, as_of=as_of_ts, slot_start=slot_ts))
+                results.append(jobs_module.run_job(
+                    conn, job, as_of=as_of_ts, slot_start=slot_ts, runner=_guarded_runner(force),
+                    single_transaction=True,
+                ))
         if as_json:
-            click.echo(json.dumps([r.as_dict() for r in results], default=_json_default, indent=2))
+            click.echo(output.dumps([r.as_dict() for r in results], indent=2))
         else:
             for r in results:
                 if r.status == "skipped":
-                    click.echo(f"{r.job}: skipped (slot {r.slot_start.isoformat()} already claimed)")
+                    click.echo(f"{r.job}: skipped (slot {output.iso(r.slot_start)} already claimed)")
                 elif r.status == "succeeded":
                     took = (r.finished_at - r.started_at).total_seconds()
                     click.echo(f"{r.job}: succeeded in {took:.2f}s {json.dumps(r.counts, default=str)}")
                 else:
-                    click.echo(f"{r.job}: failed: {r.error}", err=True)
+                    click.echo(f"error: {r.job} failed: {r.error}", err=True)
         if any(r.status == "failed" for r in results):
             sys.exit(1)
 
@@ -92,11 +152,15 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
             help="Claim this hour slot (ISO or 'current', for cron); default: an ad-hoc run that always runs.",
         ),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        click.option(
+            "--force", is_flag=True,
+            help="Run even if it deactivates every active lesson or override of a kind (refused otherwise).",
+        ),
     ]
 
     def _make_run_command(name: str, help_text: str) -> None:
-        def command(obj, as_of, slot, as_json):
-            _run(obj, name, as_of, slot, as_json)
+        def command(obj, as_of, slot, as_json, force):
+            _run(obj, name, as_of, slot, as_json, force)
 
         command.__doc__ = help_text
         for opt in reversed(run_options):
@@ -114,8 +178,13 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
     @click.pass_obj
     def scheduler(obj, names, log_file, export_logs) -> None:
         """Run the hourly jobs (:08 lesson-builder, :09 tuning-miner, :10 materializer) until stopped."""
+        from lowcap_learning.pooler import refuse_transaction_pooler
         from lowcap_learning.scheduler import HourlyScheduler
 
+        try:
+            refuse_transaction_pooler(obj["url"], "scheduler", "session advisory locks and session settings per job")
+        except RuntimeError as err:
+            raise click.ClickException(str(err)) from None
         sched = HourlyScheduler(obj["url"], list(names) or None, export_logs=export_logs, log_file=log_file)
         aps = sched.build()
 
@@ -143,21 +212,54 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
             now = conn.execute(FLAG_GET, {"module": module, "flag": flag}).fetchone()[0]
         click.echo(f"{module}.feature_flags.{flag} = {str(now).lower()}")
 
+    def _check_flag(obj, flag: str, module: str, new: bool) -> None:
+        if not flag or not module:
+            raise click.ClickException("refused: module and flag are required (not empty)")
+        if not FLAG_NAME.match(flag):
+            raise click.ClickException(
+                f"refused: flag name {flag!r} must be lower-case letters, digits and _ (starting with a letter)"
+            )
+        if flag in KNOWN_FLAGS.get(module, {}) or new:
+            return
+        with db.connection(obj["url"]) as conn:
+            present = conn.execute(FLAGS_SHOW, {"module": module}).fetchone()[0]
+        if flag not in present:
+            known = ", ".join(sorted(set(KNOWN_FLAGS.get(module, {})) | set(present))) or "none"
+            raise click.ClickException(
+                f"refused: unknown flag {module}.{flag} (known: {known}; see `lowcap-learning flags list`); "
+                "pass --new to create it"
+            )
+
     @flags.command("enable")
     @click.argument("flag")
     @click.option("--module", default="pm", show_default=True)
+    @click.option("--new", is_flag=True, help="Create a flag that is neither known nor already set.")
     @click.pass_obj
-    def flags_enable(obj, flag, module) -> None:
-        """Set a flag to true (e.g. ae_v2_enabled)."""
+    def flags_enable(obj, flag, module, new) -> None:
+        """Set a flag to true (e.g. ae_v2_enabled); see `flags list`."""
+        _check_flag(obj, flag, module, new)
         _set_flag(obj, flag, module, True)
 
     @flags.command("disable")
     @click.argument("flag")
     @click.option("--module", default="pm", show_default=True)
+    @click.option("--new", is_flag=True, help="Create a flag that is neither known nor already set.")
     @click.pass_obj
-    def flags_disable(obj, flag, module) -> None:
+    def flags_disable(obj, flag, module, new) -> None:
         """Set a flag to false."""
+        _check_flag(obj, flag, module, new)
         _set_flag(obj, flag, module, False)
+
+    @flags.command("list")
+    @click.option("--json", "as_json", is_flag=True)
+    def flags_list(as_json) -> None:
+        """The known flags: what each switches in the bot (no database needed)."""
+        if as_json:
+            click.echo(output.dumps(KNOWN_FLAGS, indent=2))
+            return
+        for module, known in sorted(KNOWN_FLAGS.items()):
+            for flag, text in sorted(known.items()):
+                click.echo(f"{module}.feature_flags.{flag}: {text}")
 
     @flags.command("show")
     @click.argument("flag", required=False)
@@ -172,7 +274,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
             else:
                 data = conn.execute(FLAGS_SHOW, {"module": module}).fetchone()[0]
         if as_json:
-            click.echo(json.dumps(data))
+            click.echo(output.dumps(data))
             return
         if not data:
             click.echo(f"{module}: no feature flags set (every flag is false)")
@@ -195,7 +297,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
         if key and not rows:
             raise click.ClickException(f"unknown tunable {key!r}: see `lowcap-learning config get`")
         if as_json:
-            click.echo(json.dumps({r[0]: r[1] for r in rows}))
+            click.echo(output.dumps({r[0]: r[1] for r in rows}))
             return
         for k, value, is_set, default, kind, lo, hi, desc, choices in rows:
             if kind == "string_array":
@@ -232,6 +334,19 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
                 raise click.ClickException(f"refused: {err.diag.message_primary}{hint}") from None
         click.echo(f"{key} = {json.dumps(stored)}")
 
+    @config.command("unset")
+    @click.argument("key")
+    @click.pass_obj
+    def config_unset(obj, key) -> None:
+        """Remove a stored tunable: its default applies again."""
+        with db.connection(obj["url"], autocommit=True) as conn:
+            try:
+                value = conn.execute(CONFIG_UNSET, {"key": key}).fetchone()[0]
+            except psycopg.errors.InvalidParameterValue as err:
+                hint = f" ({err.diag.message_hint})" if err.diag.message_hint else ""
+                raise click.ClickException(f"refused: {err.diag.message_primary}{hint}") from None
+        click.echo(f"{key} = {json.dumps(value)} (default)")
+
     # ------------------------------------------------------------------ logs
     @cli.group("logs")
     def logs_group() -> None:
@@ -255,7 +370,12 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
     def logs_follow(obj, log_file, poll) -> None:
         """Export on start, then on every NOTIFY learning_log, until stopped (SIGTERM/Ctrl-C)."""
         from lowcap_learning import logs
+        from lowcap_learning.pooler import refuse_transaction_pooler
 
+        try:
+            refuse_transaction_pooler(obj["url"], "logs follow", "LISTEN learning_log")
+        except RuntimeError as err:
+            raise click.ClickException(str(err)) from None
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
         click.echo(f"following learning_log into {logs.log_path(log_file)}")
@@ -275,7 +395,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
             timeframes = explain.tracked_timeframes(conn)
             steps = explain.last_steps(conn, last)
         if as_json:
-            click.echo(json.dumps([s.as_dict(timeframes) for s in steps], indent=2))
+            click.echo(output.dumps([s.as_dict(timeframes) for s in steps], indent=2))
             return
         if not steps:
             click.echo("no closed trades yet: the allocation is the starting one")
@@ -293,6 +413,10 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for the operat
         """Allocation per timeframe over time, trades marked."""
         from lowcap_learning.plot import plot_allocation as draw
 
+        if out.suffix.lower() != ".png":
+            raise click.ClickException(f"refused: --out {out} must end in .png (the plot is written as PNG)")
+        if not out.resolve().parent.is_dir():
+            raise click.ClickException(f"refused: directory {out.parent} does not exist (create it first)")
         with db.connection(obj["url"]) as conn:
             steps = draw(conn, out)
         click.echo(f"wrote {out} ({steps} steps)")

@@ -6,9 +6,19 @@ import json
 
 import click
 
-from lowcap_learning import db, runtime
+from lowcap_learning import db, output, runtime
 
 TUNABLES = "SELECT learning.tunables()"
+# A pattern is known to strength learning once it has a pm_strength lesson or override (any status).
+KNOWN_PATTERN = """
+SELECT EXISTS (
+    SELECT FROM public.learning_lessons AS l
+    WHERE l.pattern_key = %(pattern_key)s::text AND l.lesson_type = 'pm_strength'
+) OR EXISTS (
+    SELECT FROM public.pm_overrides AS o
+    WHERE o.pattern_key = %(pattern_key)s::text AND o.action_category = 'pm_strength'
+)
+"""
 
 
 def _scope(text: str) -> dict:
@@ -108,8 +118,13 @@ def register(cli: click.Group) -> None:
                 data = explain_data(conn, pattern_key, scope, a, e)
             except ValueError as err:  # the runtime's input rule (pattern_key, scope values)
                 raise click.BadParameter(str(err)) from None
+            if not conn.execute(KNOWN_PATTERN, {"pattern_key": pattern_key}).fetchone()[0]:
+                raise click.ClickException(
+                    f"unknown pattern {pattern_key!r}: no pm_strength lesson or override has this pattern_key "
+                    "(keys look like pm.uptrend.S1.entry)"
+                )
         if as_json:
-            click.echo(json.dumps(data, default=str, indent=2, sort_keys=True))
+            click.echo(output.dumps(data, indent=2, sort_keys=True))
             return
         for line in render(data):
             click.echo(line)

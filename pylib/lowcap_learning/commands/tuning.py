@@ -6,7 +6,7 @@ import json
 
 import click
 
-from lowcap_learning import db, simulate
+from lowcap_learning import db, output, simulate
 
 LESSON_BY_SCOPE = """
 SELECT
@@ -238,7 +238,7 @@ def register(cli: click.Group) -> None:
         with db.connection(obj["url"]) as conn:
             data = explain_data(conn, pattern_key, scope, top)
         if as_json:
-            click.echo(json.dumps(data, indent=2, default=str))
+            click.echo(output.dumps(data, indent=2))
             return
         for line in render(data):
             click.echo(line)
