@@ -133,7 +133,7 @@ def test_a_populated_0001_database_upgrades_and_keeps_learning():
 
 
 # ---------------------------------------------------------------------------------------------
-# A database that already has the bot's tables and rows (../shared/spec/BOT_SHAPES.md).
+# A database that already has the bot's tables and rows (the shapes the bot writes: docs/decisions.md).
 
 BOT_SCHEMA = """
 CREATE TABLE public.learning_configs (

@@ -135,9 +135,14 @@ def test_installed_wheel_migrates_reports_and_runs_the_demo_from_elsewhere(wheel
         status = run([cli, "status", "--json"], cwd=elsewhere, env=dict(env, DATABASE_URL=url))
         assert '"timeframe": "1h"' in status.stdout and '"n": 1' in status.stdout
 
-        help_text = run([cli, "--help"], cwd=elsewhere, env=env).stdout
-        if "backtest" in help_text.split("Commands:", 1)[-1]:
-            run([cli, "backtest"], cwd=elsewhere, env=dict(env, DATABASE_URL=url))
+        trades = elsewhere / "trades.csv"
+        trades.write_text(
+            "trade_id,timeframe,rpnl_pct,closed_at\n"
+            + "".join(f"b{i},{('15m', '1h', '4h')[i % 3]},{(i % 7) - 3},2026-01-01T{i:02d}:00:00Z\n" for i in range(20))
+        )
+        replayed = run([cli, "backtest", str(trades), "--json"], cwd=elsewhere, env=dict(env, DATABASE_URL=url))
+        assert '"capital_weighted_roi"' in replayed.stdout
+        trades.unlink()
 
         demo = run(
             [cli, "demo", "--small", "--out", str(elsewhere / "demo-output")],

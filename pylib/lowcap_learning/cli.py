@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "ops",  # run, scheduler, flags, config, logs, explain allocation, plot, demo, check
     "check",  # check (recompute and compare the learning state)
     "doctor",  # doctor (what the operator must still do: RLS, roles, pooler, adapter)
+    "backtest",  # backtest (replay a trade file in a scratch database)
 ]
 
 MIGRATE_FIRST = "the learning schema is missing or older than this package: run `lowcap-learning migrate` first"
