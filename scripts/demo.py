@@ -2,7 +2,8 @@
 
 Usage: DATABASE_URL=postgresql://... python scripts/demo.py [--small] [--out DIR] [--seed N]
 The demo database is the URL's database if its name contains "demo", else lowcap_learning_demo on the
-same server; it is dropped and recreated.
+same server; it is dropped and recreated. stdout carries the seeded figures only; progress goes to stderr
+(a line per phase, and a bar while replaying on a terminal, else a line per job round).
 """
 
 import argparse

@@ -5,14 +5,16 @@ time): that day's closed trades (one INSERT, through the allocation trigger), th
 (through the capture trigger), the outcomes of the episodes that ended that day (set_episode_outcome),
 then the hourly jobs with as_of = the simulated slot. It prints the allocation path and the per-token totals
 check, and writes demo-output/report.md and demo-output/allocation.png. stdout carries only seeded figures
-(the same on every run); timings go to stderr. Parts whose provider (another module) is missing are
-skipped with a note, so the demo always runs.
+(the same on every run); progress and timings go to stderr: a line per phase and, while replaying, a bar
+redrawn in place on a terminal or a line per job round elsewhere (pipes, CI logs). Parts whose provider
+(another module) is missing are skipped with a note, so the demo always runs.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -126,6 +128,55 @@ def _available(spec: str) -> str | None:
     return None
 
 
+class Progress:
+    """Progress on stderr, so stdout keeps only the seeded figures. A line per phase; the replay shows a
+    bar redrawn in place when stderr is a terminal, else one line per job round (and the last day)."""
+
+    BAR = 20
+
+    def __init__(self, t0: float | None = None) -> None:
+        self.t0 = time.monotonic() if t0 is None else t0
+        self._bar_open = False
+
+    @staticmethod
+    def _stream():
+        return sys.stderr  # looked up at each write, so a redirected or captured stderr sees it
+
+    def _tty(self) -> bool:
+        isatty = getattr(self._stream(), "isatty", None)
+        return bool(isatty and isatty())
+
+    def _stamp(self) -> str:
+        return f"[{time.monotonic() - self.t0:5.1f}s]"
+
+    def end_bar(self) -> None:
+        if self._bar_open:
+            print(file=self._stream(), flush=True)
+            self._bar_open = False
+
+    def phase(self, text: str) -> None:
+        self.end_bar()
+        print(f"{self._stamp()} {text}", file=self._stream(), flush=True)
+
+    def replay(
+        self, *, day: int, days: int, trades: tuple[int, int], windows: tuple[int, int], job_runs: int,
+        line: bool, doing: str = "",
+    ) -> None:
+        """Where the replay is; line: also write it as a line when stderr is not a terminal."""
+        if self._tty():  # one short line, clipped to the terminal: a wrapped line could not be redrawn
+            filled = round(self.BAR * trades[0] / trades[1]) if trades[1] else self.BAR
+            bar = "#" * filled + "." * (self.BAR - filled)
+            text = f"{self._stamp()} [{bar}] {trades[0]:,}/{trades[1]:,} trades, day {day}/{days}"
+            text += f", {doing}" if doing else ""
+            width = shutil.get_terminal_size((80, 24)).columns - 1
+            self._stream().write(f"\r\x1b[K{text[:width]}")
+            self._stream().flush()
+            self._bar_open = True
+        elif line:
+            print(f"{self._stamp()} replayed {trades[0]:,} / {trades[1]:,} trades, {windows[0]:,} / {windows[1]:,} "
+                  f"episode windows (day {day}/{days}, {job_runs} job runs)", file=self._stream(), flush=True)
+
+
 class Report:
     def __init__(self) -> None:
         self.stdout: list[str] = []
@@ -147,6 +198,7 @@ def main(
     template: str | None = None,
 ) -> Report:
     t0 = time.monotonic()
+    progress = Progress(t0)
     size = SMALL if small else FULL
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,10 +206,12 @@ def main(
     dbname = conninfo.conninfo_to_dict(demo_url)["dbname"]
     rep = Report()
     rep.both(f"lowcap-learning demo ({'small' if small else 'full'}, seed {seed}): database {dbname}")
+    progress.phase(f"recreating database {dbname}")
     recreate_database(demo_url, template)
     if template is None:
+        progress.phase("migrating (alembic upgrade head)")
         migrate.upgrade(demo_url)
-    print(f"[{time.monotonic() - t0:5.1f}s] migrated", file=sys.stderr)
+    progress.phase("migrated; generating the synthetic history")
 
     positions = synthetic.positions(size.tokens, seed=seed)
     trades = synthetic.closed_trades(size.trades, seed=seed, start=START, span_days=size.days, tokens=positions)
@@ -185,18 +239,23 @@ def main(
     runnable = list(registry)
 
     with psycopg.connect(demo_url, autocommit=True) as conn:
+        progress.phase(f"seeding {len(positions)} positions")
         synthetic.insert_positions(conn, positions)
         totals_before = {(r[0], r[1]): r[2] for r in conn.execute(TOKEN_TOTALS).fetchall()}
         has_outcome = conn.execute(HAS_FUNCTION, {"sig": "learning.set_episode_outcome(text, text)"}).fetchone()[0]
         if not has_outcome:
             notes.append("episode outcomes inserted with the windows: learning.set_episode_outcome is missing")
             pending = events
-        job_runs = 0
+        job_runs = trades_done = windows_done = 0
+        progress.phase(f"replaying {size.days} simulated days: {len(trades):,} trades, {len(events):,} episode "
+                       f"windows, jobs every {size.job_every_days} day(s)")
         for day in range(size.days):
             lo, hi = START + timedelta(days=day), START + timedelta(days=day + 1)
+            day_trades = [t for t in trades if lo <= _ts(t["closed_at"]) < hi]
+            day_windows = [e for e in pending if lo <= _ts(e["timestamp"]) < hi]
             with conn.transaction():
-                synthetic.insert_closed_trades(conn, [t for t in trades if lo <= _ts(t["closed_at"]) < hi])
-                synthetic.insert_episode_events(conn, [e for e in pending if lo <= _ts(e["timestamp"]) < hi])
+                synthetic.insert_closed_trades(conn, day_trades)
+                synthetic.insert_episode_events(conn, day_windows)
                 if has_outcome:
                     ended = [
                         {"episode_id": ep, "outcome": outcome_of[ep]}
@@ -204,14 +263,22 @@ def main(
                         if lo <= at < hi
                     ]
                     conn.execute(SET_OUTCOMES, {"rows": json.dumps(ended)})
-            if (day + 1) % size.job_every_days == 0 or day + 1 == size.days:
+            trades_done += len(day_trades)
+            windows_done += len(day_windows)
+            jobs_due = (day + 1) % size.job_every_days == 0 or day + 1 == size.days
+            where = {"day": day + 1, "days": size.days, "trades": (trades_done, len(trades)),
+                     "windows": (windows_done, len(events))}
+            progress.replay(**where, job_runs=job_runs, line=False, doing="running jobs" if jobs_due else "")
+            if jobs_due:
                 for name in runnable:
                     as_of = hi + timedelta(minutes=jobs_module.JOBS[name].minute)
                     run = jobs_module.run_job(conn, name, as_of=as_of, slot_start=hi, registry=registry)
                     job_runs += 1
                     if run.status == "failed":
                         notes.append(f"job {name} at {as_of:%Y-%m-%d %H:%M} failed: {run.error}")
-        print(f"[{time.monotonic() - t0:5.1f}s] replayed {size.days} days, {job_runs} job runs", file=sys.stderr)
+                progress.replay(**where, job_runs=job_runs, line=True)
+        progress.phase(f"replayed {size.days} days, {job_runs} job runs")
+        progress.phase("reading overrides, runtime examples and the learning log")
 
         history = conn.execute(HISTORY).fetchall()
         totals_after = {(r[0], r[1]): r[2] for r in conn.execute(TOKEN_TOTALS).fetchall()}
@@ -223,6 +290,7 @@ def main(
         exported = logs.export(conn, out / "learning_system.log")
         from lowcap_learning.plot import plot_allocation
 
+        progress.phase(f"plotting {out / 'allocation.png'}")
         plot_allocation(conn, out / "allocation.png", title=f"Demo allocation ({len(history)} trades, seed {seed})")
 
     # ---------------------------------------------------------------- stdout + report
@@ -287,7 +355,7 @@ def main(
         rep.section("Notes")
         md += [f"- {n}" for n in notes]
     (out / "report.md").write_text("\n".join(md).lstrip() + "\n")
-    print(f"[{time.monotonic() - t0:5.1f}s] wrote {out / 'report.md'} and {out / 'allocation.png'}", file=sys.stderr)
+    progress.phase(f"wrote {out / 'report.md'} and {out / 'allocation.png'}")
     return rep
 
 
