@@ -1061,7 +1061,8 @@ $$;
 -- keeps its token as it is, with one WARNING line naming the rows (at most 10); the sum of a token's
 -- at most three sane rows cannot overflow. A token total below 1e-150 counts as 0 (left as it is) and
 -- a row's share of it below 1e-160 as 0: PostgreSQL raises when a float8 product rounds to 0.
--- Rows whose value would not change are not written.
+-- Rows whose value would not change are not written. One generic plan serves every call
+-- (BENCHMARKS.md, "redistribution").
 DROP FUNCTION IF EXISTS learning.redistribute_positions(double precision []);
 CREATE OR REPLACE FUNCTION learning.redistribute_positions(
     p_allocation double precision [],
@@ -1071,6 +1072,7 @@ RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     held integer;
