@@ -816,15 +816,18 @@ DECLARE
     bad record;
     cfg_tid tid;
 BEGIN
-    -- At most 1,000 actions a trade: each is a strength fact written under the decision_maker lock
-    -- and a scope the builder compares within its trade (100,000 held the lock 3.4 s).
-    SELECT n.trade_id, pg_catalog.jsonb_array_length(n.actions) AS actions INTO bad
+    -- At most 1,000 actions and 1 MiB of JSON text a trade: each action is a strength fact written
+    -- under the decision_maker lock and a scope the builder compares within its trade (100,000
+    -- actions held the lock 3.4 s). The text, not the stored size: a value may arrive compressed.
+    SELECT n.trade_id, pg_catalog.jsonb_array_length(n.actions) AS actions,
+        pg_catalog.octet_length(n.actions::text) AS bytes INTO bad
     FROM new_trades AS n
-    WHERE pg_catalog.jsonb_typeof(n.actions) = 'array' AND pg_catalog.jsonb_array_length(n.actions) > 1000
+    WHERE pg_catalog.jsonb_typeof(n.actions) = 'array'
+        AND (pg_catalog.jsonb_array_length(n.actions) > 1000 OR pg_catalog.octet_length(n.actions::text) > 1048576)
     LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'closed_trades.actions of trade % has % actions; at most 1000 are allowed',
-            bad.trade_id, bad.actions
+        RAISE EXCEPTION 'closed_trades.actions of trade % has % actions in % bytes; at most 1000 actions '
+            'and 1048576 bytes are allowed', bad.trade_id, bad.actions, bad.bytes
             USING ERRCODE = 'program_limit_exceeded', COLUMN = 'actions', TABLE = 'closed_trades', SCHEMA = 'public';
     END IF;
 

@@ -288,7 +288,12 @@ BEGIN
         END IF;
     END IF;
     IF is_insert OR NEW.scope IS DISTINCT FROM OLD.scope THEN
+        -- Its JSON text, not its stored size: a value read from another table may still be
+        -- compressed (the stored size is only a cheap first look).
         size := pg_catalog.pg_column_size(NEW.scope);
+        IF size <= (lim ->> 'scope_bytes')::integer THEN
+            size := pg_catalog.octet_length(NEW.scope::text);
+        END IF;
         IF size > (lim ->> 'scope_bytes')::integer THEN
             RAISE EXCEPTION 'pattern_episode_events.scope of episode % is % bytes, limit %',
                 NEW.episode_id, size, lim ->> 'scope_bytes'
@@ -297,9 +302,10 @@ BEGIN
         END IF;
     END IF;
     IF is_insert OR NEW.factors IS DISTINCT FROM OLD.factors THEN
-        -- As stored: a value read from another table may still be compressed (the samples'
-        -- own size below is the uncompressed one).
         size := pg_catalog.pg_column_size(NEW.factors);
+        IF size <= (lim ->> 'factors_bytes')::integer THEN
+            size := pg_catalog.octet_length(NEW.factors::text);
+        END IF;
         IF size > (lim ->> 'factors_bytes')::integer THEN
             RAISE EXCEPTION 'pattern_episode_events.factors of episode % is % bytes, limit %',
                 NEW.episode_id, size, lim ->> 'factors_bytes'

@@ -40,16 +40,21 @@ REVOKE ALL ON SCHEMA learning FROM PUBLIC;  -- noqa: CP02
 
 GRANT USAGE ON SCHEMA learning TO learning_writer, learning_reader, learning_admin;
 
--- Later objects of schema learning: the admin gets everything, the reader reads the tables.
+-- Later objects of schema learning: the admin reads and writes rows, the reader reads the tables.
+-- Never ALL on tables: ALL includes TRIGGER, and a trigger the admin put on a table our SECURITY
+-- DEFINER functions write (learning_log, job_runs, ...) would run as their owner.
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT EXECUTE ON FUNCTIONS TO learning_admin;
-ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON TABLES TO learning_admin;
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning REVOKE ALL ON TABLES FROM learning_admin;
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO learning_admin;
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON SEQUENCES TO learning_admin;
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT ON TABLES TO learning_reader;
 
 -- Revoked first so every table's ACL lists the admin, then the reader, whether the table got its
 -- grants from the default privileges above (created by a later migration) or from here.
 REVOKE ALL ON ALL TABLES IN SCHEMA learning FROM learning_admin, learning_reader;
-GRANT ALL ON ALL TABLES IN SCHEMA learning TO learning_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA learning TO learning_admin;
+-- What the tunables may be, and which tables a downgrade may drop, are the migration's alone.
+REVOKE INSERT, UPDATE, DELETE ON learning.tunable_specs, learning.adopted_tables FROM learning_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA learning TO learning_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA learning TO learning_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA learning TO learning_reader;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -126,3 +127,24 @@ def test_bad_set_and_plot_are_refused(live, tmp_path):
     ok = backtest(live, str(path), "--plot", str(tmp_path / "path.png"))
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "path.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_scratch_database_is_closed_to_other_roles(live, tmp_path, monkeypatch):
+    """A writer who sees lowcap_backtest_* in pg_database cannot connect and hold a trade open there."""
+    from lowcap_learning import backtest as bt
+
+    seen = {}
+    real = bt.scratch_database
+
+    def spying(server_url):
+        with real(server_url) as url:
+            with psycopg.connect(url) as conn:
+                seen["acl"] = conn.execute(
+                    "SELECT has_database_privilege('learning_writer', current_database(), 'CONNECT')"
+                ).fetchone()[0]
+            yield url
+
+    monkeypatch.setattr(bt, "scratch_database", contextlib.contextmanager(spying))
+    result = backtest(live, str(trade_file(tmp_path, n=10)))
+    assert result.exit_code == 0, result.output
+    assert seen["acl"] is False

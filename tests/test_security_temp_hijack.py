@@ -278,3 +278,49 @@ def test_the_entry_points_did_their_work(attacker_db, attacker):
         ).fetchone()[0]
     assert learned == 2
     assert positions == pytest.approx(20.0, rel=1e-12)
+
+
+NO_TRIGGER_PRIVILEGE = """
+SELECT c.oid::regclass::text, r.rolname, a.privilege_type
+FROM pg_catalog.pg_class AS c
+CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) AS a
+INNER JOIN pg_catalog.pg_roles AS r ON r.oid = a.grantee
+WHERE c.relnamespace IN ('learning'::regnamespace, 'public'::regnamespace) AND c.relkind IN ('r', 'p', 'v')
+    AND r.rolname LIKE 'learning\\_%' AND a.privilege_type IN ('TRIGGER', 'REFERENCES')
+ORDER BY 1, 2, 3
+"""
+
+
+def test_no_learning_role_may_put_a_trigger_on_our_tables(conn):
+    """ALL on a table includes TRIGGER: a trigger on a table our definer functions write (learning_log,
+    job_runs, ...) runs as their owner. No role of ours holds TRIGGER (or REFERENCES) anywhere."""
+    assert conn.execute(NO_TRIGGER_PRIVILEGE).fetchall() == []
+    defaults = conn.execute(
+        "SELECT d.defaclacl::text FROM pg_catalog.pg_default_acl AS d"
+        " WHERE d.defaclnamespace = 'learning'::regnamespace AND d.defaclobjtype = 'r'"
+    ).fetchall()
+    assert defaults and all("learning_admin=arwd/" in acl[0] for acl in defaults), defaults
+
+
+def test_the_admin_cannot_plant_a_trigger_that_runs_as_the_owner(attacker_db, attacker):
+    db_url, _ = attacker_db
+    grant_role(db_url, attacker, "learning_admin")
+    url = conninfo.make_conninfo(db_url, user=attacker)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(EVIL)
+        for table in ("learning.learning_log", "learning.job_runs", "learning.allocation_history",
+                      "learning.pending_redistribution"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(
+                    f"CREATE TRIGGER planted AFTER INSERT ON {table}"
+                    " FOR EACH ROW EXECUTE FUNCTION pg_temp.evil_trigger()"
+                )
+        for statement in (
+            "UPDATE learning.tunable_specs SET max_value = 1000 WHERE key = 'max_step'",
+            "DELETE FROM learning.adopted_tables",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        conn.execute("SELECT learning.set_tunable('max_step', '0.003')")
+        superuser = conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()[0]
+    assert superuser is False

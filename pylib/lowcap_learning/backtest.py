@@ -111,10 +111,13 @@ def _with_dbname(url: str | None, dbname: str) -> str:
 
 @contextmanager
 def scratch_database(server_url: str | None):
-    """A database of our own for one replay, built from the canonical SQL; dropped afterwards."""
+    """A database of our own for one replay, built from the canonical SQL, closed to other roles, and
+    dropped afterwards (ending any session still connected to it)."""
     url = _with_dbname(server_url, f"lowcap_backtest_{uuid.uuid4().hex[:12]}")
     db.ensure_database(url)
     try:
+        # No other role may connect: a writer holding a trade open there would stall the replay.
+        db.keep_private(url)
         with db.connect(url, autocommit=True) as conn:
             conn.execute(db.canonical_sql().encode())
         yield url

@@ -72,10 +72,18 @@ def ensure_database(url: str | None = None) -> bool:
 
 
 def drop_database(url: str | None = None) -> None:
-    """Drop the URL's database if it exists (for undoing a database this process just created)."""
+    """Drop the URL's database if it exists (for undoing a database this process just created);
+    sessions still connected to it are ended first (WITH (FORCE))."""
     admin, dbname = _admin_target(url)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def keep_private(url: str | None = None) -> None:
+    """Only the owner (and superusers) may connect to the URL's database: a scratch database of ours."""
+    admin, dbname = _admin_target(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
 
 
 # Constraint names -> what the user should do. Messages raised by our own functions are already
