@@ -1609,15 +1609,18 @@ DECLARE
     bad record;
     cfg_tid tid;
 BEGIN
-    -- At most 1,000 actions a trade: each is a strength fact written under the decision_maker lock
-    -- and a scope the builder compares within its trade (100,000 held the lock 3.4 s).
-    SELECT n.trade_id, pg_catalog.jsonb_array_length(n.actions) AS actions INTO bad
+    -- At most 1,000 actions and 1 MiB of JSON text a trade: each action is a strength fact written
+    -- under the decision_maker lock and a scope the builder compares within its trade (100,000
+    -- actions held the lock 3.4 s). The text, not the stored size: a value may arrive compressed.
+    SELECT n.trade_id, pg_catalog.jsonb_array_length(n.actions) AS actions,
+        pg_catalog.octet_length(n.actions::text) AS bytes INTO bad
     FROM new_trades AS n
-    WHERE pg_catalog.jsonb_typeof(n.actions) = 'array' AND pg_catalog.jsonb_array_length(n.actions) > 1000
+    WHERE pg_catalog.jsonb_typeof(n.actions) = 'array'
+        AND (pg_catalog.jsonb_array_length(n.actions) > 1000 OR pg_catalog.octet_length(n.actions::text) > 1048576)
     LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'closed_trades.actions of trade % has % actions; at most 1000 are allowed',
-            bad.trade_id, bad.actions
+        RAISE EXCEPTION 'closed_trades.actions of trade % has % actions in % bytes; at most 1000 actions '
+            'and 1048576 bytes are allowed', bad.trade_id, bad.actions, bad.bytes
             USING ERRCODE = 'program_limit_exceeded', COLUMN = 'actions', TABLE = 'closed_trades', SCHEMA = 'public';
     END IF;
 
@@ -2913,7 +2916,12 @@ BEGIN
         END IF;
     END IF;
     IF is_insert OR NEW.scope IS DISTINCT FROM OLD.scope THEN
+        -- Its JSON text, not its stored size: a value read from another table may still be
+        -- compressed (the stored size is only a cheap first look).
         size := pg_catalog.pg_column_size(NEW.scope);
+        IF size <= (lim ->> 'scope_bytes')::integer THEN
+            size := pg_catalog.octet_length(NEW.scope::text);
+        END IF;
         IF size > (lim ->> 'scope_bytes')::integer THEN
             RAISE EXCEPTION 'pattern_episode_events.scope of episode % is % bytes, limit %',
                 NEW.episode_id, size, lim ->> 'scope_bytes'
@@ -2922,9 +2930,10 @@ BEGIN
         END IF;
     END IF;
     IF is_insert OR NEW.factors IS DISTINCT FROM OLD.factors THEN
-        -- As stored: a value read from another table may still be compressed (the samples'
-        -- own size below is the uncompressed one).
         size := pg_catalog.pg_column_size(NEW.factors);
+        IF size <= (lim ->> 'factors_bytes')::integer THEN
+            size := pg_catalog.octet_length(NEW.factors::text);
+        END IF;
         IF size > (lim ->> 'factors_bytes')::integer THEN
             RAISE EXCEPTION 'pattern_episode_events.factors of episode % is % bytes, limit %',
                 NEW.episode_id, size, lim ->> 'factors_bytes'
@@ -4633,16 +4642,21 @@ REVOKE ALL ON SCHEMA learning FROM PUBLIC;  -- noqa: CP02
 
 GRANT USAGE ON SCHEMA learning TO learning_writer, learning_reader, learning_admin;
 
--- Later objects of schema learning: the admin gets everything, the reader reads the tables.
+-- Later objects of schema learning: the admin reads and writes rows, the reader reads the tables.
+-- Never ALL on tables: ALL includes TRIGGER, and a trigger the admin put on a table our SECURITY
+-- DEFINER functions write (learning_log, job_runs, ...) would run as their owner.
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT EXECUTE ON FUNCTIONS TO learning_admin;
-ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON TABLES TO learning_admin;
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning REVOKE ALL ON TABLES FROM learning_admin;
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO learning_admin;
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT ALL ON SEQUENCES TO learning_admin;
 ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT ON TABLES TO learning_reader;
 
 -- Revoked first so every table's ACL lists the admin, then the reader, whether the table got its
 -- grants from the default privileges above (created by a later migration) or from here.
 REVOKE ALL ON ALL TABLES IN SCHEMA learning FROM learning_admin, learning_reader;
-GRANT ALL ON ALL TABLES IN SCHEMA learning TO learning_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA learning TO learning_admin;
+-- What the tunables may be, and which tables a downgrade may drop, are the migration's alone.
+REVOKE INSERT, UPDATE, DELETE ON learning.tunable_specs, learning.adopted_tables FROM learning_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA learning TO learning_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA learning TO learning_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA learning TO learning_reader;
