@@ -54,7 +54,8 @@ RETURN CASE WHEN factor = 0 OR abs(x) < 1e-200 THEN 0 ELSE x * factor END;
 -- sumsq_long, weight2_long}: per horizon sum w*roi, sum w, sum w*roi^2 and sum w^2, taken at
 -- ref_epoch (the newest time seen): equal times weigh equally and a late observation folds in
 -- exactly. The first five give the means; the rest the second moment and the effective count.
--- A squared weight is decayed twice (_scaled of _scaled), so no product leaves float8's range.
+-- A squared weight exp(-2a/tau) is _decay(a, tau / 2): exactly 0 past 115 tau, so no product
+-- leaves float8's range (and every argument stays cheap enough for the planner to inline).
 CREATE OR REPLACE FUNCTION learning.ewma_fold(
     state double precision [],
     roi double precision,
@@ -77,15 +78,9 @@ RETURN CASE
             learning._scaled(state[4], learning._decay(at_epoch - state[1], tau_long_seconds)) + roi,
             learning._scaled(state[5], learning._decay(at_epoch - state[1], tau_long_seconds)) + 1,
             learning._scaled(state[6], learning._decay(at_epoch - state[1], tau_short_seconds)) + roi * roi,
-            learning._scaled(
-                learning._scaled(state[7], learning._decay(at_epoch - state[1], tau_short_seconds)),
-                learning._decay(at_epoch - state[1], tau_short_seconds)
-            ) + 1,
+            learning._scaled(state[7], learning._decay(at_epoch - state[1], tau_short_seconds / 2)) + 1,
             learning._scaled(state[8], learning._decay(at_epoch - state[1], tau_long_seconds)) + roi * roi,
-            learning._scaled(
-                learning._scaled(state[9], learning._decay(at_epoch - state[1], tau_long_seconds)),
-                learning._decay(at_epoch - state[1], tau_long_seconds)
-            ) + 1
+            learning._scaled(state[9], learning._decay(at_epoch - state[1], tau_long_seconds / 2)) + 1
         ]
     ELSE ARRAY[
         state[1],
@@ -94,15 +89,9 @@ RETURN CASE
         state[4] + learning._scaled(roi, learning._decay(state[1] - at_epoch, tau_long_seconds)),
         state[5] + learning._decay(state[1] - at_epoch, tau_long_seconds),
         state[6] + learning._scaled(roi * roi, learning._decay(state[1] - at_epoch, tau_short_seconds)),
-        state[7] + learning._scaled(
-            learning._decay(state[1] - at_epoch, tau_short_seconds),
-            learning._decay(state[1] - at_epoch, tau_short_seconds)
-        ),
+        state[7] + learning._decay(state[1] - at_epoch, tau_short_seconds / 2),
         state[8] + learning._scaled(roi * roi, learning._decay(state[1] - at_epoch, tau_long_seconds)),
-        state[9] + learning._scaled(
-            learning._decay(state[1] - at_epoch, tau_long_seconds),
-            learning._decay(state[1] - at_epoch, tau_long_seconds)
-        )
+        state[9] + learning._decay(state[1] - at_epoch, tau_long_seconds / 2)
     ]
 END;
 
@@ -249,7 +238,7 @@ BEGIN
         -- A given split of the group's total, floored like the plan's: a member's score is its
         -- share above the floor, so a split that clears the floor is the desired split exactly.
         FOREACH i IN ARRAY members LOOP
-            IF NOT p_split[i] BETWEEN 1e-50 AND 1e50 THEN
+            IF p_split[i] IS NULL OR NOT p_split[i] BETWEEN 1e-50 AND 1e50 THEN
                 RAISE EXCEPTION 'allocation_step: p_split[%] is %, not a weight in [1e-50, 1e50]', i,
                     coalesce(p_split[i]::text, 'NULL')
                     USING ERRCODE = 'invalid_parameter_value';
@@ -708,11 +697,11 @@ RETURN pg_catalog.jsonb_build_object(
 -- learning._decision_maker_output: the decision_maker row with our keys written over it. What the
 -- bot wrote stays, except that a row that is not a JSON object is replaced; the bot's own row shape
 -- (its global_roi in percent, no timeframe_allocation) keeps that value aside once, as
--- global_roi_legacy_pct, never over a value kept before.
+-- global_roi_legacy_pct, never over a value kept before. STABLE like jsonb_build_object, so it inlines.
 CREATE OR REPLACE FUNCTION learning._decision_maker_output(p_cfg jsonb, p_output jsonb)
 RETURNS jsonb
 LANGUAGE sql
-IMMUTABLE
+STABLE
 PARALLEL SAFE
 RETURN CASE WHEN pg_catalog.jsonb_typeof(p_cfg) = 'object' THEN p_cfg ELSE '{}'::jsonb END
 || CASE
@@ -1353,7 +1342,9 @@ BEGIN ATOMIC
             r.ref,
             tr.roi,
             learning._decay(r.ref - tr.at_epoch, taus.tau_short) AS w_short,
-            learning._decay(r.ref - tr.at_epoch, taus.tau_long) AS w_long
+            learning._decay(r.ref - tr.at_epoch, taus.tau_long) AS w_long,
+            learning._decay(r.ref - tr.at_epoch, taus.tau_short / 2) AS w2_short,
+            learning._decay(r.ref - tr.at_epoch, taus.tau_long / 2) AS w2_long
         FROM trades AS tr
         INNER JOIN refs AS r ON tr.series = r.series
         CROSS JOIN taus
@@ -1369,9 +1360,9 @@ BEGIN ATOMIC
             pg_catalog.sum(learning._scaled(wd.roi, wd.w_long)),
             pg_catalog.sum(wd.w_long),
             pg_catalog.sum(learning._scaled(wd.roi * wd.roi, wd.w_short)),
-            pg_catalog.sum(learning._scaled(wd.w_short, wd.w_short)),
+            pg_catalog.sum(wd.w2_short),
             pg_catalog.sum(learning._scaled(wd.roi * wd.roi, wd.w_long)),
-            pg_catalog.sum(learning._scaled(wd.w_long, wd.w_long))
+            pg_catalog.sum(wd.w2_long)
         ],
         pg_catalog.count(*)::integer
     FROM weighed AS wd

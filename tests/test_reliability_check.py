@@ -51,22 +51,23 @@ def test_clean_history_passes(history):
 TAMPERING = [
     (
         "allocation moved by hand",
-        """UPDATE public.learning_configs SET config_data = jsonb_set(config_data,
-           '{timeframe_allocation,1h,current_allocation}', '0.6') WHERE module_id = 'decision_maker'""",
+        "UPDATE learning.allocation_state SET current_allocation = 0.6 WHERE series = '1h'",
         "current allocation",
     ),
     (
         "n changed by hand",
-        """UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,n,2}', '1')
-           WHERE module_id = 'decision_maker'""",
+        "UPDATE learning.allocation_state SET n = 1 WHERE series = '4h'",
         "4h: stored n=1",
     ),
     (
         "EWMA sums changed by hand",
-        """UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,15m,1}',
-           to_jsonb((config_data -> 'learning_state' -> '15m' ->> 1)::float8 + 0.5))
-           WHERE module_id = 'decision_maker'""",
+        "UPDATE learning.allocation_state SET short_sum_w_roi = short_sum_w_roi + 0.5 WHERE series = '15m'",
         "15m: stored",
+    ),
+    (
+        "a second moment changed by hand",
+        "UPDATE learning.allocation_state SET long_sum_w_roi2 = long_sum_w_roi2 * 1.01 WHERE series = '1h'",
+        "1h: stored",
     ),
     (
         "a history step rewritten",
@@ -136,6 +137,22 @@ def test_tampering_is_reported(history, label, tamper, fragment):
         assert data["ok"] is False and data["divergences"]
 
 
+def test_a_decision_maker_row_the_bot_changed_is_a_warning_not_a_divergence(history):
+    """The decision_maker row is output (the next trade rewrites it): check warns, the state is ok."""
+    from conftest import clone_of
+
+    with psycopg.connect(history, autocommit=True) as conn:
+        dbname = conn.info.dbname
+    with clone_of(dbname, "chk_dm") as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE public.learning_configs SET config_data = jsonb_set(config_data,"
+            " '{timeframe_allocation,4h,n}', '1') WHERE module_id = 'decision_maker'"
+        )
+        report = run_check(conn)
+    assert report.ok, report.divergences
+    assert any("4h: the decision_maker row shows n=1" in w for w in report.warnings), report.warnings
+
+
 def test_positions_off_split_are_warnings_not_divergences(history):
     with psycopg.connect(history, autocommit=True) as conn:
         conn.execute(
@@ -185,13 +202,12 @@ def _check_huge(db_url: str) -> None:
 
 def test_check_reports_absurd_positions_without_overflowing(template_db):
     """Two 1e308 rows on a token would overflow a plain sum: check reports them and runs on."""
-    with clone_of(template_db, "check_absurd") as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO public.lowcap_positions (token_contract, token_chain, timeframe, status,"
-                " total_allocation_pct) VALUES ('0xbig', 'base', '15m', 'active', 1e308),"
-                " ('0xbig', 'base', '1h', 'active', 1e308), ('0xok', 'base', '1h', 'active', 5)"
-            )
-            report = run_check(conn)
+    with clone_of(template_db, "check_absurd") as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO public.lowcap_positions (token_contract, token_chain, timeframe, status,"
+            " total_allocation_pct) VALUES ('0xbig', 'base', '15m', 'active', 1e308),"
+            " ('0xbig', 'base', '1h', 'active', 1e308), ('0xok', 'base', '1h', 'active', 5)"
+        )
+        report = run_check(conn)
     assert not report.ok
     assert sum("0xbig" in d for d in report.divergences) == 2
