@@ -1124,7 +1124,8 @@ BEGIN
     FOR i IN 1..g LOOP
         w := p_states[(i - 1) * stride + 5];
         IF (i = g OR p_counts[i] >= 1) AND w >= 1 AND p_states[(i - 1) * stride + 9] >= 1 THEN
-            mean[i] := p_states[(i - 1) * stride + 4] / w;
+            x := p_states[(i - 1) * stride + 4];
+            mean[i] := CASE WHEN pg_catalog.abs(x) < 1e-200 THEN 0 ELSE x / w END;
             IF pg_catalog.abs(mean[i]) < tiny THEN
                 mean[i] := 0;
             END IF;
