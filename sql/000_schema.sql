@@ -266,6 +266,37 @@ CREATE TABLE IF NOT EXISTS learning.allocation_history (
 CREATE INDEX IF NOT EXISTS allocation_history_trade_idx
 ON learning.allocation_history (trade_id);
 
+-- Which rule took the step, the evidence rule's per-timeframe z (ROI difference from the other
+-- timeframes over its standard error) and the split it asked for (NULL under the plan's rule).
+ALTER TABLE learning.allocation_history ADD COLUMN IF NOT EXISTS rule text;
+ALTER TABLE learning.allocation_history ADD COLUMN IF NOT EXISTS evidence double precision [];
+ALTER TABLE learning.allocation_history ADD COLUMN IF NOT EXISTS split double precision [];
+
+-- ---------------------------------------------------------------------------------------------
+-- learning.allocation_state: the learning state of the timeframe allocation, one row per series.
+-- The exact time-decayed sums at ref_epoch (the newest closed_at folded) for each horizon: sum_w,
+-- sum_w_roi, sum_w_roi2 and sum_w2 give the mean, the second moment and the effective count
+-- (sum_w^2 / sum_w2). The decision_maker row shows what this table holds; the trigger rewrites it.
+CREATE TABLE IF NOT EXISTS learning.allocation_state (
+    series text PRIMARY KEY,
+    ref_epoch double precision NOT NULL DEFAULT 0,
+    short_sum_w double precision NOT NULL DEFAULT 0,
+    short_sum_w_roi double precision NOT NULL DEFAULT 0,
+    short_sum_w_roi2 double precision NOT NULL DEFAULT 0,
+    short_sum_w2 double precision NOT NULL DEFAULT 0,
+    long_sum_w double precision NOT NULL DEFAULT 0,
+    long_sum_w_roi double precision NOT NULL DEFAULT 0,
+    long_sum_w_roi2 double precision NOT NULL DEFAULT 0,
+    long_sum_w2 double precision NOT NULL DEFAULT 0,
+    n integer NOT NULL DEFAULT 0,
+    current_allocation double precision,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT allocation_state_series_check CHECK (series IN ('15m', '1h', '4h', 'global')),
+    CONSTRAINT allocation_state_n_check CHECK (n >= 0),
+    CONSTRAINT allocation_state_allocation_check
+    CHECK ((series = 'global') = (current_allocation IS NULL))
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- learning.learning_log: database-side log lines; the exporter claims each row once.
 CREATE TABLE IF NOT EXISTS learning.learning_log (
@@ -351,6 +382,18 @@ VALUES
     'allocation_rule', '"evidence"', 'choice', null, null,
     'evidence: move only on ROI differences beyond their noise; plan: the plan''s rule exactly',
     ARRAY['evidence', 'plan']
+),
+(
+    'evidence_z', '1.5', 'number', 0, 100,
+    'standard errors a timeframe''s ROI must differ from the others'' by before the split moves', null
+),
+(
+    'evidence_gain', '8', 'number', 0, 1000,
+    'tilt of the split per ROI difference beyond the noise, in global ROI standard deviations', null
+),
+(
+    'evidence_prior_n', '5', 'number', 0, 1000000,
+    'pseudo-trades of the global ROI variance in each timeframe''s variance', null
 ),
 (
     'tuning_rule', '"evidence"', 'choice', null, null,

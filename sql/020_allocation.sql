@@ -50,8 +50,12 @@ PARALLEL SAFE
 RETURN CASE WHEN factor = 0 OR abs(x) < 1e-200 THEN 0 ELSE x * factor END;
 
 -- learning.ewma_fold: fold one observation into the running sums of a time-decayed mean.
--- state = {ref_epoch, sum_short, weight_short, sum_long, weight_long}, sums taken at ref_epoch
--- (the newest time seen): equal times weigh equally and a late observation folds in exactly.
+-- state = {ref_epoch, sum_short, weight_short, sum_long, weight_long, sumsq_short, weight2_short,
+-- sumsq_long, weight2_long}: per horizon sum w*roi, sum w, sum w*roi^2 and sum w^2, taken at
+-- ref_epoch (the newest time seen): equal times weigh equally and a late observation folds in
+-- exactly. The first five give the means; the rest the second moment and the effective count.
+-- A squared weight exp(-2a/tau) is _decay(a, tau / 2): exactly 0 past 115 tau, so no product
+-- leaves float8's range (and every argument stays cheap enough for the planner to inline).
 CREATE OR REPLACE FUNCTION learning.ewma_fold(
     state double precision [],
     roi double precision,
@@ -65,21 +69,29 @@ IMMUTABLE
 PARALLEL SAFE
 RETURN CASE
     WHEN state IS NULL OR state[3] = 0
-        THEN ARRAY[at_epoch, roi, 1, roi, 1]
+        THEN ARRAY[at_epoch, roi, 1, roi, 1, roi * roi, 1, roi * roi, 1]
     WHEN at_epoch >= state[1]
         THEN ARRAY[
             at_epoch,
             learning._scaled(state[2], learning._decay(at_epoch - state[1], tau_short_seconds)) + roi,
             learning._scaled(state[3], learning._decay(at_epoch - state[1], tau_short_seconds)) + 1,
             learning._scaled(state[4], learning._decay(at_epoch - state[1], tau_long_seconds)) + roi,
-            learning._scaled(state[5], learning._decay(at_epoch - state[1], tau_long_seconds)) + 1
+            learning._scaled(state[5], learning._decay(at_epoch - state[1], tau_long_seconds)) + 1,
+            learning._scaled(state[6], learning._decay(at_epoch - state[1], tau_short_seconds)) + roi * roi,
+            learning._scaled(state[7], learning._decay(at_epoch - state[1], tau_short_seconds / 2)) + 1,
+            learning._scaled(state[8], learning._decay(at_epoch - state[1], tau_long_seconds)) + roi * roi,
+            learning._scaled(state[9], learning._decay(at_epoch - state[1], tau_long_seconds / 2)) + 1
         ]
     ELSE ARRAY[
         state[1],
         state[2] + learning._scaled(roi, learning._decay(state[1] - at_epoch, tau_short_seconds)),
         state[3] + learning._decay(state[1] - at_epoch, tau_short_seconds),
         state[4] + learning._scaled(roi, learning._decay(state[1] - at_epoch, tau_long_seconds)),
-        state[5] + learning._decay(state[1] - at_epoch, tau_long_seconds)
+        state[5] + learning._decay(state[1] - at_epoch, tau_long_seconds),
+        state[6] + learning._scaled(roi * roi, learning._decay(state[1] - at_epoch, tau_short_seconds)),
+        state[7] + learning._decay(state[1] - at_epoch, tau_short_seconds / 2),
+        state[8] + learning._scaled(roi * roi, learning._decay(state[1] - at_epoch, tau_long_seconds)),
+        state[9] + learning._decay(state[1] - at_epoch, tau_long_seconds / 2)
     ]
 END;
 
@@ -112,20 +124,26 @@ BEGIN
 END
 $types$;
 
--- learning.allocation_step: one capped move of the allocation toward the ROI-desired split.
--- Sign-safe scores, a floor, and one scale factor on the whole change vector so the sum, the
--- direction and the cap hold exactly and timeframes without trades keep their value bit for bit.
+-- learning.allocation_step: one capped move of the allocation toward the desired split.
+-- The desired split is the plan's (sign-safe ROI scores, SPEC 4) or, given p_split, that split of
+-- the group's total (learning.evidence_split's); both go through the same floor, and one scale
+-- factor on the whole change vector keeps the sum, the direction and the cap exactly, and
+-- timeframes without trades keep their value bit for bit.
 -- No input can make it raise: float8 products that round to exactly 0 raise "underflow" in
 -- PostgreSQL, so every magnitude below 1e-140 (allocations, ROIs, the step, the floor) counts as 0;
 -- then no product of two or three of them, nor a quotient by a number at most 1, leaves float8's
 -- normal range (docs/decisions.md, "allocation arithmetic").
+DROP FUNCTION IF EXISTS learning.allocation_step(
+    double precision [], double precision [], integer [], double precision, double precision, double precision
+);
 CREATE OR REPLACE FUNCTION learning.allocation_step(
     p_current double precision [],
     p_roi_short double precision [],
     p_trade_counts integer [],
     p_max_step double precision DEFAULT 0.003,
     p_min_trades_full double precision DEFAULT 5,
-    p_min_allocation double precision DEFAULT 0.05
+    p_min_allocation double precision DEFAULT 0.05,
+    p_split double precision [] DEFAULT NULL
 )
 RETURNS learning.allocation_step_result
 LANGUAGE plpgsql
@@ -142,6 +160,7 @@ DECLARE
     min_roi double precision;
     min_n integer;
     score_sum double precision := 0;
+    split_sum double precision := 0;
     floor_value double precision;
     max_change double precision := 0;
     cur double precision [] := p_current;
@@ -199,15 +218,41 @@ BEGIN
         RETURN result;
     END IF;
 
+    floor_value := LEAST(min_allocation, group_total / m);
+    spread := group_total - m * floor_value;
+    IF pg_catalog.abs(spread) < tiny THEN
+        spread := 0;
+    END IF;
+
     result.scores := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
     result.desired := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
-    FOREACH i IN ARRAY members LOOP
-        result.scores[i] := roi[i] - LEAST(0, min_roi);
-        IF result.scores[i] < tiny THEN
-            result.scores[i] := 0;
-        END IF;
-        score_sum := score_sum + result.scores[i];
-    END LOOP;
+    IF p_split IS NULL THEN
+        FOREACH i IN ARRAY members LOOP
+            result.scores[i] := roi[i] - LEAST(0, min_roi);
+            IF result.scores[i] < tiny THEN
+                result.scores[i] := 0;
+            END IF;
+            score_sum := score_sum + result.scores[i];
+        END LOOP;
+    ELSE
+        -- A given split of the group's total, floored like the plan's: a member's score is its
+        -- share above the floor, so a split that clears the floor is the desired split exactly.
+        FOREACH i IN ARRAY members LOOP
+            IF p_split[i] IS NULL OR NOT p_split[i] BETWEEN 1e-50 AND 1e50 THEN
+                RAISE EXCEPTION 'allocation_step: p_split[%] is %, not a weight in [1e-50, 1e50]', i,
+                    coalesce(p_split[i]::text, 'NULL')
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            split_sum := split_sum + p_split[i];
+        END LOOP;
+        FOREACH i IN ARRAY members LOOP
+            result.scores[i] := group_total * (p_split[i] / split_sum) - floor_value;
+            IF result.scores[i] < tiny THEN
+                result.scores[i] := 0;
+            END IF;
+            score_sum := score_sum + result.scores[i];
+        END LOOP;
+    END IF;
     IF NOT score_sum > 0 THEN
         FOREACH i IN ARRAY members LOOP
             result.scores[i] := 1;
@@ -215,11 +260,6 @@ BEGIN
         score_sum := m;
     END IF;
 
-    floor_value := LEAST(min_allocation, group_total / m);
-    spread := group_total - m * floor_value;
-    IF pg_catalog.abs(spread) < tiny THEN
-        spread := 0;
-    END IF;
     FOREACH i IN ARRAY members LOOP
         result.desired[i] := floor_value + spread * result.scores[i] / score_sum;
         max_change := GREATEST(max_change, abs(result.desired[i] - cur[i]));
@@ -251,6 +291,130 @@ BEGIN
         END IF;
     END LOOP;
     RETURN result;
+END;
+$$;
+
+-- learning.evidence_split: the evidence rule's desired split (SPEC 13), the starting split tilted
+-- only by ROI differences that stand out of their noise. From the long-horizon sums of each
+-- timeframe with trades (p_states: 15m, 1h, 4h, global, 9 values each as ewma_fold keeps them):
+-- the mean m, the variance v and the effective count n_eff = (sum w)^2 / sum w^2; the variance is
+-- shrunk toward the global one by p_prior_n pseudo-trades, so one or two trades are not precise;
+-- se^2 = v / n_eff. Each timeframe is compared with the n_eff-weighted mean of the others:
+-- d = m - m_rest, se_d^2 = se^2 + 1 / sum(1 / se_rest^2), z = d / se_d. Only the part of |d|
+-- beyond p_threshold standard errors counts (a soft threshold: no step at the threshold), and it
+-- tilts the starting split: split = start * exp(sign(d) * p_gain * (|d| - p_threshold * se_d) /
+-- sigma_global), the exponent capped at 50. While a timeframe has fewer than p_min_trades_full
+-- trades the threshold is scaled by the same n / p_min_trades_full as the step (the step is
+-- already that small; the plan's walkthrough moves at its second trade).
+-- Returns split (NULL for timeframes without trades, all NULL below two of them), evidence (z)
+-- and std_error (se_d). Never raises: magnitudes below 1e-100 count as 0 and variances and
+-- standard errors have floors, so no product or quotient leaves float8's normal range.
+CREATE OR REPLACE FUNCTION learning.evidence_split(
+    p_states double precision [],
+    p_counts integer [],
+    p_threshold double precision DEFAULT 1.5,
+    p_gain double precision DEFAULT 8,
+    p_prior_n double precision DEFAULT 5,
+    p_min_trades_full double precision DEFAULT 5,
+    OUT split double precision [],
+    OUT evidence double precision [],
+    OUT std_error double precision []
+)
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k CONSTANT integer := 3;
+    g CONSTANT integer := 4;
+    stride CONSTANT integer := 9;
+    tiny CONSTANT double precision := 1e-100;
+    start CONSTANT double precision [] := learning.starting_allocation();
+    mean double precision [] := ARRAY[0, 0, 0, 0]::double precision [];
+    var double precision [] := ARRAY[0, 0, 0, 0]::double precision [];
+    neff double precision [] := ARRAY[1, 1, 1, 1]::double precision [];
+    se2 double precision [] := ARRAY[0, 0, 0]::double precision [];
+    members integer [] := '{}'::integer [];
+    threshold double precision := coalesce(p_threshold, 0);
+    gain double precision := coalesce(p_gain, 0);
+    prior double precision := coalesce(p_prior_n, 0);
+    w double precision;
+    x double precision;
+    min_n integer;
+    share double precision;
+    sigma double precision;
+    rest_w double precision;
+    rest_m double precision;
+    rest_inv double precision;
+    d double precision;
+    se double precision;
+    excess double precision;
+    tilt double precision;
+    i integer;
+    j integer;
+BEGIN
+    IF threshold < tiny THEN
+        threshold := 0;
+    END IF;
+    IF gain < tiny THEN
+        gain := 0;
+    END IF;
+    IF prior < tiny THEN
+        prior := 0;
+    END IF;
+    FOR i IN 1..g LOOP
+        w := p_states[(i - 1) * stride + 5];
+        IF (i = g OR p_counts[i] >= 1) AND w >= 1 AND p_states[(i - 1) * stride + 9] >= 1 THEN
+            x := p_states[(i - 1) * stride + 4];
+            mean[i] := CASE WHEN pg_catalog.abs(x) < 1e-200 THEN 0 ELSE x / w END;
+            IF pg_catalog.abs(mean[i]) < tiny THEN
+                mean[i] := 0;
+            END IF;
+            x := p_states[(i - 1) * stride + 8];
+            x := CASE WHEN x > 1e-200 THEN x / w ELSE 0 END - mean[i] * mean[i];
+            var[i] := CASE WHEN x > 1e-200 THEN x ELSE 0 END;
+            neff[i] := GREATEST(w * (w / p_states[(i - 1) * stride + 9]), 1);
+        END IF;
+        IF i < g AND p_counts[i] >= 1 THEN
+            members := members || i;
+            min_n := LEAST(min_n, p_counts[i]);
+        END IF;
+    END LOOP;
+    IF pg_catalog.cardinality(members) < 2 THEN
+        RETURN;
+    END IF;
+    sigma := GREATEST(pg_catalog.sqrt(var[g]), 1e-50);
+    share := CASE WHEN p_min_trades_full > min_n THEN min_n / p_min_trades_full ELSE 1 END;
+    FOREACH i IN ARRAY members LOOP
+        x := (neff[i] * var[i] + prior * var[g]) / (neff[i] + prior);
+        se2[i] := GREATEST(CASE WHEN x > 1e-200 THEN x / neff[i] ELSE 0 END, 1e-100);
+    END LOOP;
+    split := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
+    evidence := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
+    std_error := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
+    FOREACH i IN ARRAY members LOOP
+        rest_w := 0;
+        rest_m := 0;
+        rest_inv := 0;
+        FOREACH j IN ARRAY members LOOP
+            IF j <> i THEN
+                rest_w := rest_w + neff[j];
+                rest_m := rest_m + neff[j] * mean[j];
+                rest_inv := rest_inv + 1 / se2[j];
+            END IF;
+        END LOOP;
+        d := mean[i] - rest_m / rest_w;
+        IF pg_catalog.abs(d) < tiny THEN
+            d := 0;
+        END IF;
+        se := pg_catalog.sqrt(se2[i] + 1 / rest_inv);
+        evidence[i] := d / se;
+        std_error[i] := se;
+        excess := pg_catalog.abs(d) - threshold * share * se;
+        tilt := CASE WHEN excess > tiny AND gain > 0 THEN LEAST(50, gain * (excess / sigma)) ELSE 0 END;
+        split[i] := start[i] * pg_catalog.exp(pg_catalog.sign(d) * tilt);
+    END LOOP;
 END;
 $$;
 
@@ -458,247 +622,35 @@ SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '2s'
 AS $$
 DECLARE
-    cfg jsonb;
+    alloc double precision [];
 BEGIN
     IF NOT EXISTS (SELECT FROM learning.pending_redistribution) THEN
         RETURN 0;
     END IF;
-    SELECT c.config_data INTO cfg
-    FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
-    -- No usable allocation: the next trade restores it and redistributes.
-    IF NOT coalesce(learning._allocation_intact(cfg -> 'timeframe_allocation'), false) THEN
+    PERFORM FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
+    alloc := ARRAY(
+        SELECT s.current_allocation
+        FROM pg_catalog.unnest(learning.tracked_timeframes()) WITH ORDINALITY AS x (tf, ord)
+        INNER JOIN learning.allocation_state AS s ON x.tf = s.series
+        ORDER BY x.ord
+    );
+    IF pg_catalog.cardinality(alloc) <> pg_catalog.cardinality(learning.tracked_timeframes()) THEN
         RETURN 0;
     END IF;
-    RETURN learning.redistribute_positions(
-        ARRAY(
-            SELECT (cfg -> 'timeframe_allocation' -> x.tf ->> 'current_allocation')::double precision
-            FROM pg_catalog.unnest(learning.tracked_timeframes()) WITH ORDINALITY AS x (tf, ord)
-            ORDER BY x.ord
-        ),
-        true
-    );
+    RETURN learning.redistribute_positions(alloc, true);
 EXCEPTION WHEN lock_not_available THEN
     RETURN 0;
 END;
 $$;
 
--- learning._initial_decision_maker_config: our keys of the decision_maker row before any trade.
-CREATE OR REPLACE FUNCTION learning._initial_decision_maker_config()
-RETURNS jsonb
-LANGUAGE sql
-IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-RETURN pg_catalog.jsonb_build_object(
-    'timeframe_allocation', (
-        SELECT
-            pg_catalog.jsonb_object_agg(
-                tf,
-                pg_catalog.jsonb_build_object(
-                    'current_allocation', alloc, 'roi_short', NULL, 'roi_long', NULL,
-                    'n', 0, 'updated_at', NULL
-                )
-            )
-        FROM unnest(learning.tracked_timeframes(), learning.starting_allocation())
-            AS a (tf, alloc)
-    ),
-    'global_roi', pg_catalog.jsonb_build_object(
-        'roi_short', NULL, 'roi_long', NULL, 'n', 0, 'updated_at', NULL
-    ),
-    'learning_state', '{}'::jsonb
-);
-
--- learning._allocation_intact: the decision_maker row's timeframe_allocation holds, for every
--- tracked timeframe, a number in [0, 1] that float8 reads (0 or at least 4.9e-324), summing to 1
--- within 1e-9. Never raises, whatever the bot wrote (the casts run only under the CASE's check).
-CREATE OR REPLACE FUNCTION learning._allocation_intact(p_allocation jsonb)
-RETURNS boolean
-LANGUAGE sql
-IMMUTABLE
-PARALLEL SAFE
-RETURN CASE
-    WHEN
-        coalesce(
-            pg_catalog.jsonb_path_exists(
-                p_allocation -> (learning.tracked_timeframes())[1] -> 'current_allocation',
-                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 4.9e-324))', '{}', true
-            )
-            AND pg_catalog.jsonb_path_exists(
-                p_allocation -> (learning.tracked_timeframes())[2] -> 'current_allocation',
-                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 4.9e-324))', '{}', true
-            )
-            AND pg_catalog.jsonb_path_exists(
-                p_allocation -> (learning.tracked_timeframes())[3] -> 'current_allocation',
-                'strict $ ? (@.type() == "number" && @ >= 0 && @ <= 1 && (@ == 0 || @ >= 4.9e-324))', '{}', true
-            ),
-            false
-        )
-        THEN pg_catalog.abs(
-            (p_allocation -> (learning.tracked_timeframes())[1] ->> 'current_allocation')::numeric
-            + (p_allocation -> (learning.tracked_timeframes())[2] ->> 'current_allocation')::numeric
-            + (p_allocation -> (learning.tracked_timeframes())[3] ->> 'current_allocation')::numeric
-            - 1
-        ) <= 1e-9
-    ELSE false
-END;
-
--- learning._series_intact: one series' fold state in the decision_maker row is usable, or absent or
--- all zeros while its count is 0. A real state is [ref_epoch, sum_short, weight_short, sum_long, weight_long]
--- with weights >= 1 (the newest trade weighs exactly 1), |sums| <= 1e4 x weight (the largest roi
--- accepted), sums 0 or at least 1e-300 in size (float8 underflow raises), and a reference time
--- timestamptz holds (4713 BC to 294276 AD). Never raises.
-CREATE OR REPLACE FUNCTION learning._series_intact(p_state jsonb, p_series text, p_index integer)
-RETURNS boolean
-LANGUAGE sql
-IMMUTABLE
-PARALLEL SAFE
-RETURN coalesce(
-    CASE
-        WHEN NOT p_state ? p_series THEN p_state -> 'n' -> p_index = '0'::jsonb
-        -- a series without trades is stored as zeros
-        WHEN p_state -> 'n' -> p_index = '0'::jsonb AND p_state -> p_series = '[0, 0, 0, 0, 0]'::jsonb THEN true
-        ELSE pg_catalog.jsonb_path_exists(
-            p_state -> p_series,
-            'strict $ ? (@.type() == "array" && @.size() == 5 && @[0] >= -210866803200 && @[0] < 9224318016000 && @[2] >= 1 && @[2] <= 1e10 && @[4] >= 1 && @[4] <= 1e10 && @[1].abs() <= 1.0001e4 * @[2] && @[3].abs() <= 1.0001e4 * @[4] && (@[1] == 0 || @[1].abs() >= 1e-300) && (@[3] == 0 || @[3].abs() >= 1e-300))',
-            '{}', true
-        )
-    END,
-    false
-);
-
--- learning._decision_maker_intact: whether the decision_maker row holds a usable state: an object
--- with an intact allocation and either, once trades were learned, four counts (integers in [0, 1e9],
--- the global one the sum of the others) and an intact state for every series, or (p_fresh_ok,
--- before the first trade) no counts and no series at all. Never raises; no SET clause, so it and
--- its helpers inline into the trigger's one check per statement (~10-20 us).
-CREATE OR REPLACE FUNCTION learning._decision_maker_intact(p_cfg jsonb, p_fresh_ok boolean)
-RETURNS boolean
-LANGUAGE sql
-IMMUTABLE
-PARALLEL SAFE
-RETURN coalesce(
-    learning._allocation_intact(p_cfg -> 'timeframe_allocation')
-    AND pg_catalog.jsonb_typeof(p_cfg -> 'learning_state') = 'object'
-    AND CASE
-        WHEN NOT p_cfg -> 'learning_state' ? 'n'
-            THEN p_fresh_ok AND NOT ((p_cfg -> 'learning_state') ?| (learning.tracked_timeframes() || 'global'::text))
-        ELSE pg_catalog.jsonb_path_exists(
-            p_cfg -> 'learning_state' -> 'n',
-            'strict $ ? (@.type() == "array" && @.size() == 4 && !exists(@[*] ? (@.type() != "number" || @ < 0 || @ > 1e9 || @ != @.floor())) && @[3] == @[0] + @[1] + @[2])',
-            '{}', true
-        )
-        AND learning._series_intact(p_cfg -> 'learning_state', (learning.tracked_timeframes())[1], 0)
-        AND learning._series_intact(p_cfg -> 'learning_state', (learning.tracked_timeframes())[2], 1)
-        AND learning._series_intact(p_cfg -> 'learning_state', (learning.tracked_timeframes())[3], 2)
-        AND learning._series_intact(p_cfg -> 'learning_state', 'global', 3)
-    END,
-    false
-);
-
--- learning.ensure_decision_maker_config: create or adopt the decision_maker row; returns it locked.
--- The bot's legacy global_roi is in percent: it moves to global_roi_legacy_pct before ours replaces it.
--- A row that lost our keys after trades were learned is restored from history, with a WARNING line;
--- so is one the trigger found disagreeing with the newest history row (p_stale).
-DROP FUNCTION IF EXISTS learning.ensure_decision_maker_config();
-CREATE OR REPLACE FUNCTION learning.ensure_decision_maker_config(p_stale boolean DEFAULT false)
-RETURNS jsonb
-LANGUAGE plpgsql
-VOLATILE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET extra_float_digits = 1
-AS $$
-DECLARE
-    cfg jsonb;
-    created boolean := false;
-    learned boolean;
-    alloc double precision [];
-    states double precision [] := pg_catalog.array_fill(0::double precision, ARRAY[20]);
-    counts integer [] := ARRAY[0, 0, 0, 0];
-    r record;
-BEGIN
-    SELECT config_data INTO cfg
-    FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO public.learning_configs (module_id, config_data, updated_by, notes)
-        VALUES (
-            'decision_maker', learning._initial_decision_maker_config(), 'lowcap-learning',
-            'timeframe allocation learned from closed_trades'
-        )
-        ON CONFLICT (module_id) DO NOTHING;
-        created := FOUND;
-        SELECT config_data INTO cfg
-        FROM public.learning_configs WHERE module_id = 'decision_maker' FOR UPDATE;
-    END IF;
-    learned := EXISTS (SELECT FROM learning.allocation_history);
-    IF learning._decision_maker_intact(cfg, NOT learned) AND NOT created AND NOT p_stale
-        OR (created AND NOT learned)
-    THEN
-        RETURN cfg;
-    END IF;
-    IF pg_catalog.jsonb_typeof(cfg) IS DISTINCT FROM 'object' THEN
-        cfg := '{}'::jsonb;
-    END IF;
-    -- The bot's own row shape (no keys of ours): its global_roi is in percent and is kept aside
-    -- once, never over a value kept before.
-    cfg := cfg
-        || CASE WHEN cfg ? 'global_roi' AND NOT cfg ? 'global_roi_legacy_pct'
-            AND NOT cfg ? 'learning_state' AND NOT cfg ? 'timeframe_allocation'
-            THEN pg_catalog.jsonb_build_object('global_roi_legacy_pct', cfg -> 'global_roi')
-            ELSE '{}'::jsonb END
-        || learning._initial_decision_maker_config();
-    -- The row lost or damaged our keys (or the row itself) after trades were learned: restore,
-    -- never restart from the starting split (a jump far above the step cap). The allocation is the
-    -- last history row's; the EWMA state is rebuilt from the trades already folded.
-    IF learned THEN
-        -- The newest complete allocation (a damaged row could have put NULLs into history before
-        -- this check existed); none at all: the starting split.
-        SELECT h.allocation_after INTO alloc
-        FROM learning.allocation_history AS h
-        WHERE pg_catalog.cardinality(h.allocation_after) = pg_catalog.cardinality(learning.tracked_timeframes())
-            AND pg_catalog.array_position(h.allocation_after, NULL) IS NULL
-            AND pg_catalog.abs((SELECT pg_catalog.sum(a.x) FROM pg_catalog.unnest(h.allocation_after) AS a (x)) - 1)
-            <= 1e-9
-        ORDER BY h.seq DESC
-        LIMIT 1;
-        alloc := coalesce(alloc, learning.starting_allocation());
-        FOR r IN SELECT * FROM learning.recomputed_roi_state(NULL, NULL, true) LOOP
-            states[(r.ord - 1) * 5 + 1:r.ord * 5] := r.state;
-            counts[r.ord] := r.n;
-        END LOOP;
-        cfg := cfg || learning._decision_maker_config(alloc, states, counts);
-        PERFORM learning._log('WARNING', pg_catalog.format(
-            'ALLOCATION STATE RESTORED: trades=%s | allocation=%s | reason=%s',
-            counts[4], learning._fmt_allocation(alloc),
-            CASE
-                WHEN created THEN 'the decision_maker row was missing'
-                WHEN p_stale THEN 'the decision_maker row disagreed with allocation_history (a stale or rewound write)'
-                ELSE 'the decision_maker row had lost or damaged timeframe_allocation or learning_state'
-            END
-        ));
-    END IF;
-    UPDATE public.learning_configs
-    SET config_data = cfg, updated_at = pg_catalog.now(), updated_by = 'lowcap-learning'
-    WHERE module_id = 'decision_maker';
-    RETURN cfg;
-END;
-$$;
-
--- learning._series_state: the fold state of one series from the decision_maker config.
--- One cast, no sub-select and no SET clause, so it inlines (it runs four times per trigger call).
--- STABLE, not IMMUTABLE: the text-to-array cast (array_in) is STABLE, and PostgreSQL never inlines
--- an IMMUTABLE function whose body is not; a function it does not inline is planned again in every
--- transaction of a plpgsql caller (~25 us per call).
-CREATE OR REPLACE FUNCTION learning._series_state(p_cfg jsonb, p_series text)
-RETURNS double precision []
-LANGUAGE sql
-STABLE
-PARALLEL SAFE
-RETURN CASE
-    WHEN pg_catalog.jsonb_typeof(p_cfg -> 'learning_state' -> p_series) = 'array'
-        THEN pg_catalog.translate(
-            (p_cfg -> 'learning_state' -> p_series)::text, '[]', '{}'
-        )::double precision []
-END;
+-- The decision_maker row is output since the state moved to learning.allocation_state: nothing
+-- restores it or checks it any more; the next trade rewrites it.
+DROP FUNCTION IF EXISTS learning._decision_maker_intact(jsonb, boolean);
+DROP FUNCTION IF EXISTS learning._series_intact(jsonb, text, integer);
+DROP FUNCTION IF EXISTS learning._allocation_intact(jsonb);
+DROP FUNCTION IF EXISTS learning._series_state(jsonb, text);
+DROP FUNCTION IF EXISTS learning._initial_decision_maker_config();
+DROP FUNCTION IF EXISTS learning.ensure_decision_maker_config(boolean);
 
 -- learning._series_json: one series' entry in the decision_maker row (roi_short, roi_long, n,
 -- updated_at = the newest trade folded in).
@@ -716,8 +668,9 @@ RETURN pg_catalog.jsonb_build_object(
     'updated_at', CASE WHEN p_n > 0 THEN pg_catalog.to_timestamp(p_state[1]) END
 );
 
--- learning._decision_maker_config: the decision_maker keys for an allocation and fold states.
--- states holds 4 series of 5 values (15m, 1h, 4h, global); counts holds their n.
+-- learning._decision_maker_config: the plan's timeframe_allocation and global_roi keys of the
+-- decision_maker row (output for the bot) for an allocation and fold states. states holds 4 series
+-- of 9 values (15m, 1h, 4h, global); counts holds their n.
 -- Written out for the three tracked timeframes as one expression, no sub-select and no SET clause:
 -- it inlines into the trigger's UPDATE, whose plan is cached (a query here cost ~0.15 ms a trade).
 CREATE OR REPLACE FUNCTION learning._decision_maker_config(
@@ -732,24 +685,173 @@ PARALLEL SAFE
 RETURN pg_catalog.jsonb_build_object(
     'timeframe_allocation', pg_catalog.jsonb_build_object(
         (learning.tracked_timeframes())[1],
-        learning._series_json(p_states[1:5], p_counts[1])
+        learning._series_json(p_states[1:9], p_counts[1])
         || pg_catalog.jsonb_build_object('current_allocation', p_allocation[1]),
         (learning.tracked_timeframes())[2],
-        learning._series_json(p_states[6:10], p_counts[2])
+        learning._series_json(p_states[10:18], p_counts[2])
         || pg_catalog.jsonb_build_object('current_allocation', p_allocation[2]),
         (learning.tracked_timeframes())[3],
-        learning._series_json(p_states[11:15], p_counts[3])
+        learning._series_json(p_states[19:27], p_counts[3])
         || pg_catalog.jsonb_build_object('current_allocation', p_allocation[3])
     ),
-    'global_roi', learning._series_json(p_states[16:20], p_counts[4]),
-    'learning_state', pg_catalog.jsonb_build_object(
-        (learning.tracked_timeframes())[1], pg_catalog.to_jsonb(p_states[1:5]),
-        (learning.tracked_timeframes())[2], pg_catalog.to_jsonb(p_states[6:10]),
-        (learning.tracked_timeframes())[3], pg_catalog.to_jsonb(p_states[11:15]),
-        'global', pg_catalog.to_jsonb(p_states[16:20]),
-        'n', pg_catalog.to_jsonb(p_counts)
-    )
+    'global_roi', learning._series_json(p_states[28:36], p_counts[4])
 );
+
+-- learning._decision_maker_output: the decision_maker row with our keys written over it. What the
+-- bot wrote stays, except that a row that is not a JSON object is replaced; the bot's own row shape
+-- (its global_roi in percent, no timeframe_allocation) keeps that value aside once, as
+-- global_roi_legacy_pct, never over a value kept before. STABLE like jsonb_build_object, so it inlines.
+CREATE OR REPLACE FUNCTION learning._decision_maker_output(p_cfg jsonb, p_output jsonb)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN CASE WHEN pg_catalog.jsonb_typeof(p_cfg) = 'object' THEN p_cfg ELSE '{}'::jsonb END
+|| CASE
+    WHEN p_cfg ? 'global_roi' AND NOT p_cfg ? 'global_roi_legacy_pct' AND NOT p_cfg ? 'timeframe_allocation'
+        THEN pg_catalog.jsonb_build_object('global_roi_legacy_pct', p_cfg -> 'global_roi')
+    ELSE '{}'::jsonb
+END
+|| p_output;
+
+-- learning._state_arrays: the typed state as the trigger's arrays: 4 series x 9 fold values (15m,
+-- 1h, 4h, global; ewma_fold's order), their n, the tracked timeframes' allocation, and how many
+-- of the four rows exist (a missing row reads as no trades at the starting split).
+-- plpgsql, so its plans are cached per session (a SQL function's are made again at every call).
+CREATE OR REPLACE FUNCTION learning._state_arrays(
+    OUT states double precision [],
+    OUT counts integer [],
+    OUT allocation double precision [],
+    OUT present integer
+)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT
+        pg_catalog.array_agg(v.x ORDER BY x.ord, v.i),
+        pg_catalog.array_agg(coalesce(s.n, 0) ORDER BY x.ord) FILTER (WHERE v.i = 1),
+        pg_catalog.array_agg(coalesce(s.current_allocation, x.start) ORDER BY x.ord)
+        FILTER (WHERE v.i = 1 AND x.ord <= 3),
+        pg_catalog.count(s.series) FILTER (WHERE v.i = 1)
+    INTO states, counts, allocation, present
+    FROM unnest(
+        learning.tracked_timeframes() || 'global'::text, learning.starting_allocation() || NULL::double precision
+    ) WITH ORDINALITY AS x (name, start, ord)
+    LEFT JOIN learning.allocation_state AS s ON x.name = s.series
+    CROSS JOIN LATERAL pg_catalog.unnest(ARRAY[
+        coalesce(s.ref_epoch, 0), coalesce(s.short_sum_w_roi, 0), coalesce(s.short_sum_w, 0),
+        coalesce(s.long_sum_w_roi, 0), coalesce(s.long_sum_w, 0), coalesce(s.short_sum_w_roi2, 0),
+        coalesce(s.short_sum_w2, 0), coalesce(s.long_sum_w_roi2, 0), coalesce(s.long_sum_w2, 0)
+    ]) WITH ORDINALITY AS v (x, i);
+END;
+$$;
+
+-- learning._ensure_state_rows: the typed state's rows, at the starting split with no trades, for
+-- any series that has none (a fresh database).
+CREATE OR REPLACE FUNCTION learning._ensure_state_rows()
+RETURNS void
+LANGUAGE sql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    INSERT INTO learning.allocation_state (series, current_allocation)
+    SELECT
+        x.name,
+        x.start
+    FROM unnest(learning.tracked_timeframes(), learning.starting_allocation()) AS x (name, start)
+    UNION ALL
+    SELECT
+        'global',
+        NULL
+    ON CONFLICT (series) DO NOTHING;
+END;
+
+-- learning._write_state: store fold states, counts and an allocation (arrays as _state_arrays
+-- gives them) in learning.allocation_state; rows that do not change are not written. The caller
+-- holds the decision_maker row: its lock guards this table (one lock order: that row, this
+-- table, positions), and every writer here takes it first.
+CREATE OR REPLACE FUNCTION learning._write_state(
+    p_states double precision [],
+    p_counts integer [],
+    p_allocation double precision []
+)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE learning.allocation_state AS s
+    SET
+        ref_epoch = v.ref_epoch,
+        short_sum_w_roi = v.short_sum_w_roi,
+        short_sum_w = v.short_sum_w,
+        long_sum_w_roi = v.long_sum_w_roi,
+        long_sum_w = v.long_sum_w,
+        short_sum_w_roi2 = v.short_sum_w_roi2,
+        short_sum_w2 = v.short_sum_w2,
+        long_sum_w_roi2 = v.long_sum_w_roi2,
+        long_sum_w2 = v.long_sum_w2,
+        n = v.n,
+        current_allocation = v.current_allocation,
+        updated_at = pg_catalog.now()
+    FROM (
+        SELECT
+            x.name,
+            p_states[(x.ord - 1) * 9 + 1] AS ref_epoch,
+            p_states[(x.ord - 1) * 9 + 2] AS short_sum_w_roi,
+            p_states[(x.ord - 1) * 9 + 3] AS short_sum_w,
+            p_states[(x.ord - 1) * 9 + 4] AS long_sum_w_roi,
+            p_states[(x.ord - 1) * 9 + 5] AS long_sum_w,
+            p_states[(x.ord - 1) * 9 + 6] AS short_sum_w_roi2,
+            p_states[(x.ord - 1) * 9 + 7] AS short_sum_w2,
+            p_states[(x.ord - 1) * 9 + 8] AS long_sum_w_roi2,
+            p_states[(x.ord - 1) * 9 + 9] AS long_sum_w2,
+            p_counts[x.ord] AS n,
+            p_allocation[x.ord] AS current_allocation
+        FROM pg_catalog.unnest(learning.tracked_timeframes() || 'global'::text) WITH ORDINALITY AS x (name, ord)
+    ) AS v
+    WHERE s.series = v.name
+        AND (
+            s.ref_epoch, s.short_sum_w_roi, s.short_sum_w, s.long_sum_w_roi, s.long_sum_w, s.short_sum_w_roi2,
+            s.short_sum_w2, s.long_sum_w_roi2, s.long_sum_w2, s.n, s.current_allocation
+        ) IS DISTINCT FROM (
+            v.ref_epoch, v.short_sum_w_roi, v.short_sum_w, v.long_sum_w_roi, v.long_sum_w, v.short_sum_w_roi2,
+            v.short_sum_w2, v.long_sum_w_roi2, v.long_sum_w2, v.n, v.current_allocation
+        );
+END;
+$$;
+
+-- learning.ensure_decision_maker_config: create or adopt the decision_maker row and write our keys
+-- into it from learning.allocation_state; returns it, locked.
+CREATE OR REPLACE FUNCTION learning.ensure_decision_maker_config()
+RETURNS jsonb
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 1
+AS $$
+DECLARE
+    cfg jsonb;
+    st record;
+BEGIN
+    INSERT INTO public.learning_configs (module_id, config_data, updated_by, notes)
+    VALUES ('decision_maker', '{}', 'lowcap-learning', 'timeframe allocation learned from closed_trades')
+    ON CONFLICT (module_id) DO NOTHING;
+    SELECT c.config_data INTO cfg
+    FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
+    PERFORM learning._ensure_state_rows();
+    SELECT * INTO st FROM learning._state_arrays();
+    cfg := learning._decision_maker_output(cfg, learning._decision_maker_config(st.allocation, st.states, st.counts));
+    UPDATE public.learning_configs
+    SET config_data = cfg, updated_at = pg_catalog.now(), updated_by = 'lowcap-learning'
+    WHERE module_id = 'decision_maker' AND config_data IS DISTINCT FROM cfg;
+    RETURN cfg;
+END;
+$$;
 
 -- learning._fmt: a number for log lines (4 to 6 decimals, no float noise).
 -- No SET clause so it inlines into the trigger's log statement (called per history row).
@@ -778,7 +880,7 @@ RETURN '{'
 -- Takes each new trade as one step in (closed_at, trade_id) order under the decision_maker row
 -- lock, then redistributes positions once and writes strength facts, all in the same statement.
 -- jit off: transition-table row estimates are far too high, and JIT compiling cost more than it saved.
--- extra_float_digits 1: the state goes through jsonb and text exactly, whatever the client session set.
+-- extra_float_digits 1: the decision_maker row shows the state exactly, whatever the client session set.
 CREATE OR REPLACE FUNCTION learning.trg_closed_trades_learn()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -796,10 +898,15 @@ DECLARE
     min_trades_full double precision;
     min_allocation double precision;
     tracked CONSTANT text [] := learning.tracked_timeframes();
-    cfg jsonb;
     alloc double precision [];
-    last_after double precision [];
-    last_counts integer [];
+    present integer;
+    rule text;
+    evidence_z double precision;
+    evidence_gain double precision;
+    evidence_prior_n double precision;
+    ev record;
+    ev_split double precision [];
+    ev_z double precision [];
     alloc_moved boolean := false;
     states double precision [];
     counts integer [];
@@ -851,42 +958,24 @@ BEGIN
                 COLUMN = 'actions', TABLE = 'closed_trades', SCHEMA = 'public';
     END IF;
 
-    -- The row lock serializes concurrent trade inserts: no lost update. Tunables are read after
-    -- it, so a trade that waited on a tau change folds with the tau that rebuilt the state.
-    -- The row's ctid is kept so the final UPDATE is a TID fetch: when another session's snapshot
-    -- holds back pruning, an index lookup walks every dead version of this row (twice per trade).
-    SELECT c.ctid, c.config_data INTO cfg_tid, cfg
+    -- The decision_maker row lock serializes concurrent trade inserts and guards the typed state
+    -- (every writer of learning.allocation_state takes it first): no lost update. The state and
+    -- the tunables are read after it, so a trade that waited on a tau change folds with the tau
+    -- that rebuilt the state. The row's ctid is kept so the final UPDATE is a TID fetch: when
+    -- another session's snapshot holds back pruning, an index lookup walks every dead version of
+    -- this row (twice per trade).
+    SELECT c.ctid INTO cfg_tid
     FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
-    -- Anything but a usable state (no row, the first trade, a row the bot rewrote or damaged):
-    -- ensure_decision_maker_config adopts, initialises or restores it. Checked before any cast.
-    IF cfg_tid IS NULL OR NOT learning._decision_maker_intact(cfg, false) THEN
-        cfg := learning.ensure_decision_maker_config();
-        SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
+    IF cfg_tid IS NULL THEN
+        -- No row (the bot deleted it): made again; the state is ours, so nothing is lost.
+        PERFORM learning.ensure_decision_maker_config();
+        SELECT c.ctid INTO cfg_tid
+        FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
     END IF;
-    FOR attempt IN 1..2 LOOP
-        alloc := ARRAY(
-            SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
-            FROM pg_catalog.unnest(tracked) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
-        );
-        -- numeric first: a client may write a count as 5.0
-        counts := coalesce(
-            ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'learning_state' -> 'n')::numeric::integer),
-            '{}'
-        );
-        EXIT WHEN attempt = 2 OR pg_catalog.cardinality(counts) <> g;
-        -- The row must be where the newest history row left it: a stale write-back (the bot read
-        -- the row, trades were learned, it wrote its old copy back) would rewind n and the EWMAs
-        -- and jump the allocation. One index lookup per statement; an incomplete row (written by
-        -- an older version from a damaged state) is not compared.
-        SELECT h.allocation_after, h.trade_counts INTO last_after, last_counts
-        FROM learning.allocation_history AS h ORDER BY h.seq DESC LIMIT 1;
-        EXIT WHEN last_after IS NULL OR pg_catalog.array_position(last_after, NULL) IS NOT NULL
-            OR last_after = alloc AND last_counts = counts[1:g - 1];
-        cfg := learning.ensure_decision_maker_config(true);
-        SELECT c.ctid INTO cfg_tid FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker';
-    END LOOP;
-    IF pg_catalog.cardinality(counts) <> g THEN
-        counts := pg_catalog.array_fill(0, ARRAY[g]);
+    SELECT x.states, x.counts, x.allocation, x.present INTO states, counts, alloc, present
+    FROM learning._state_arrays() AS x;
+    IF present < g THEN
+        PERFORM learning._ensure_state_rows();
     END IF;
     tun := learning.tunables();
     tau_short := (tun ->> 'tau_short_days')::double precision * 86400;
@@ -894,14 +983,14 @@ BEGIN
     max_step := (tun ->> 'max_step')::double precision;
     min_trades_full := (tun ->> 'min_trades_full')::double precision;
     min_allocation := (tun ->> 'min_allocation')::double precision;
-    states := pg_catalog.array_fill(0::double precision, ARRAY[g * 5]);
+    rule := tun ->> 'allocation_rule';
+    evidence_z := (tun ->> 'evidence_z')::double precision;
+    evidence_gain := (tun ->> 'evidence_gain')::double precision;
+    evidence_prior_n := (tun ->> 'evidence_prior_n')::double precision;
     roi_short := pg_catalog.array_fill(NULL::double precision, ARRAY[g - 1]);
-    FOR i IN 1..g LOOP
-        IF cfg -> 'learning_state' ? (tracked || 'global'::text)[i] THEN
-            states[(i - 1) * 5 + 1:i * 5] := learning._series_state(cfg, (tracked || 'global'::text)[i]);
-            IF i < g THEN
-                roi_short[i] := learning.ewma_short(states[(i - 1) * 5 + 1:i * 5]);
-            END IF;
+    FOR i IN 1..g - 1 LOOP
+        IF counts[i] > 0 THEN
+            roi_short[i] := learning.ewma_short(states[(i - 1) * 9 + 1:i * 9]);
         END IF;
     END LOOP;
 
@@ -915,26 +1004,35 @@ BEGIN
             -- Columns in the table's order: seq and recorded_at are left to their defaults.
             steps := steps || ROW(
                 NULL, t.trade_id, t.timeframe, t.closed_at, t.roi, 'skip_untracked', alloc, alloc,
-                NULL, NULL, roi_short, counts[1:g - 1], NULL, NULL
+                NULL, NULL, roi_short, counts[1:g - 1], NULL, NULL, NULL, NULL, NULL
             )::learning.allocation_history;
         ELSE
             at_epoch := EXTRACT(EPOCH FROM t.closed_at);
-            st := states[(i - 1) * 5 + 1:i * 5];
+            st := states[(i - 1) * 9 + 1:i * 9];
             st := learning.ewma_fold(st, t.roi, at_epoch, tau_short, tau_long);
-            states[(i - 1) * 5 + 1:i * 5] := st;
+            states[(i - 1) * 9 + 1:i * 9] := st;
             roi_short[i] := learning.ewma_short(st);
-            st := states[(g - 1) * 5 + 1:g * 5];
-            states[(g - 1) * 5 + 1:g * 5] := learning.ewma_fold(st, t.roi, at_epoch, tau_short, tau_long);
+            st := states[(g - 1) * 9 + 1:g * 9];
+            states[(g - 1) * 9 + 1:g * 9] := learning.ewma_fold(st, t.roi, at_epoch, tau_short, tau_long);
             counts[i] := counts[i] + 1;
             counts[g] := counts[g] + 1;
+            ev_split := NULL;
+            ev_z := NULL;
+            IF rule = 'evidence' THEN
+                ev := learning.evidence_split(
+                    states, counts, evidence_z, evidence_gain, evidence_prior_n, min_trades_full
+                );
+                ev_split := ev.split;
+                ev_z := ev.evidence;
+            END IF;
             step := learning.allocation_step(
-                alloc, roi_short, counts[1:g - 1], max_step, min_trades_full, min_allocation
+                alloc, roi_short, counts[1:g - 1], max_step, min_trades_full, min_allocation, ev_split
             );
             alloc_moved := alloc_moved OR step.new_allocation IS DISTINCT FROM alloc;
             steps := steps || ROW(
                 NULL, t.trade_id, t.timeframe, t.closed_at, t.roi, step.reason, alloc,
                 step.new_allocation, step.desired, step.scores, roi_short, counts[1:g - 1],
-                step.step_limit, NULL
+                step.step_limit, NULL, rule, ev_z, ev_split
             )::learning.allocation_history;
             alloc := step.new_allocation;
         END IF;
@@ -944,8 +1042,12 @@ BEGIN
         RETURN NULL;
     END IF;
 
+    PERFORM learning._write_state(states, counts, alloc);
+    -- The bot's view, rewritten from the state whatever the bot did to the row.
     UPDATE public.learning_configs
-    SET config_data = config_data || learning._decision_maker_config(alloc, states, counts),
+    SET config_data = learning._decision_maker_output(
+            config_data, learning._decision_maker_config(alloc, states, counts)
+        ),
         updated_at = pg_catalog.now(),
         updated_by = 'lowcap-learning'
     WHERE ctid = cfg_tid;
@@ -953,11 +1055,12 @@ BEGIN
     WITH history AS (
         INSERT INTO learning.allocation_history (
             trade_id, timeframe, closed_at, trade_roi, reason, allocation_before,
-            allocation_after, desired, scores, roi_short, trade_counts, step_limit
+            allocation_after, desired, scores, roi_short, trade_counts, step_limit, rule, evidence, split
         )
         SELECT
             h.trade_id, h.timeframe, h.closed_at, h.trade_roi, h.reason, h.allocation_before,
-            h.allocation_after, h.desired, h.scores, h.roi_short, h.trade_counts, h.step_limit
+            h.allocation_after, h.desired, h.scores, h.roi_short, h.trade_counts, h.step_limit,
+            h.rule, h.evidence, h.split
         FROM unnest(steps) WITH ORDINALITY AS h
         ORDER BY h.ordinality
         RETURNING *
@@ -1100,18 +1203,15 @@ SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT
         x.tf,
-        coalesce(
-            (c.config_data -> 'timeframe_allocation' -> x.tf ->> 'current_allocation')::double precision,
-            x.start
-        ),
-        (c.config_data -> 'timeframe_allocation' -> x.tf ->> 'roi_short')::double precision,
-        (c.config_data -> 'timeframe_allocation' -> x.tf ->> 'roi_long')::double precision,
-        coalesce((c.config_data -> 'timeframe_allocation' -> x.tf ->> 'n')::integer, 0),
-        (c.config_data -> 'timeframe_allocation' -> x.tf ->> 'updated_at')::timestamptz
+        coalesce(s.current_allocation, x.start),
+        CASE WHEN s.n > 0 AND s.short_sum_w > 0 THEN s.short_sum_w_roi / s.short_sum_w END,
+        CASE WHEN s.n > 0 AND s.long_sum_w > 0 THEN s.long_sum_w_roi / s.long_sum_w END,
+        coalesce(s.n, 0),
+        CASE WHEN s.n > 0 THEN pg_catalog.to_timestamp(s.ref_epoch) END
     FROM
         unnest(learning.tracked_timeframes(), learning.starting_allocation())
         WITH ORDINALITY AS x (tf, start, ord)
-    LEFT JOIN public.learning_configs AS c ON c.module_id = 'decision_maker'
+    LEFT JOIN learning.allocation_state AS s ON x.tf = s.series
     ORDER BY x.ord;
 END;
 
@@ -1129,23 +1229,78 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT
-        (c.config_data -> 'global_roi' ->> 'roi_short')::double precision,
-        (c.config_data -> 'global_roi' ->> 'roi_long')::double precision,
-        coalesce((c.config_data -> 'global_roi' ->> 'n')::integer, 0),
-        (c.config_data -> 'global_roi' ->> 'updated_at')::timestamptz
+        CASE WHEN s.n > 0 AND s.short_sum_w > 0 THEN s.short_sum_w_roi / s.short_sum_w END,
+        CASE WHEN s.n > 0 AND s.long_sum_w > 0 THEN s.long_sum_w_roi / s.long_sum_w END,
+        coalesce(s.n, 0),
+        CASE WHEN s.n > 0 THEN pg_catalog.to_timestamp(s.ref_epoch) END
     FROM (SELECT 1) AS one
-    LEFT JOIN public.learning_configs AS c ON c.module_id = 'decision_maker';
+    LEFT JOIN learning.allocation_state AS s ON s.series = 'global';
 END;
 
--- learning.recomputed_roi_state: the EWMA state every series would have from closed_trades alone.
--- Closed form (sums at the newest closed_at): the oracle for `check` and the tau-change recompute.
--- p_folded_only keeps the trades the trigger has already folded (those with a history row), so a
--- restore inside the trigger does not count the statement's own new trades twice.
-DROP FUNCTION IF EXISTS learning.recomputed_roi_state(double precision, double precision);
+-- learning.allocation_evidence: what the evidence rule sees now, per tracked timeframe: the
+-- long-horizon ROI, the effective count, the standard error of its difference from the other
+-- timeframes, that difference in standard errors (evidence) and the share of the traded group's
+-- allocation the rule asks for (desired_share), under the current tunables.
+CREATE OR REPLACE FUNCTION learning.allocation_evidence()
+RETURNS TABLE (
+    timeframe text,
+    n integer,
+    roi_long double precision,
+    n_eff double precision,
+    std_error double precision,
+    evidence double precision,
+    desired_share double precision
+)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH st AS (
+        SELECT
+            a.states,
+            a.counts
+        FROM learning._state_arrays() AS a
+    ),
+
+    ev AS (
+        SELECT
+            e.split,
+            e.evidence,
+            e.std_error
+        FROM st
+        CROSS JOIN LATERAL learning.evidence_split(
+            st.states, st.counts,
+            (learning.tunables() ->> 'evidence_z')::double precision,
+            (learning.tunables() ->> 'evidence_gain')::double precision,
+            (learning.tunables() ->> 'evidence_prior_n')::double precision,
+            (learning.tunables() ->> 'min_trades_full')::double precision
+        ) AS e
+    )
+
+    SELECT
+        x.tf,
+        st.counts[x.ord],
+        CASE WHEN st.counts[x.ord] > 0 THEN st.states[(x.ord - 1) * 9 + 4] / st.states[(x.ord - 1) * 9 + 5] END,
+        CASE
+            WHEN st.counts[x.ord] > 0
+                THEN st.states[(x.ord - 1) * 9 + 5] * (st.states[(x.ord - 1) * 9 + 5] / st.states[(x.ord - 1) * 9 + 9])
+        END,
+        ev.std_error[x.ord],
+        ev.evidence[x.ord],
+        ev.split[x.ord] / (SELECT pg_catalog.sum(w.s) FROM pg_catalog.unnest(ev.split) AS w (s))
+    FROM pg_catalog.unnest(learning.tracked_timeframes()) WITH ORDINALITY AS x (tf, ord)
+    CROSS JOIN st
+    CROSS JOIN ev
+    ORDER BY x.ord;
+END;
+
+-- learning.recomputed_roi_state: the EWMA state every series would have from closed_trades alone,
+-- as ewma_fold keeps it (9 values). Closed form (sums at the newest closed_at): the oracle for
+-- `check`, the tau-change recompute and the move of a 0001 state into learning.allocation_state.
+DROP FUNCTION IF EXISTS learning.recomputed_roi_state(double precision, double precision, boolean);
 CREATE OR REPLACE FUNCTION learning.recomputed_roi_state(
     p_tau_short_days double precision DEFAULT NULL,
-    p_tau_long_days double precision DEFAULT NULL,
-    p_folded_only boolean DEFAULT false
+    p_tau_long_days double precision DEFAULT NULL
 )
 RETURNS TABLE (
     series text,
@@ -1176,10 +1331,6 @@ BEGIN ATOMIC
             pg_catalog.unnest(learning.tracked_timeframes() || 'global'::text)
             WITH ORDINALITY AS s (name, ord)
             ON t.timeframe = s.name OR (s.name = 'global' AND t.timeframe = any(learning.tracked_timeframes()))
-        WHERE NOT p_folded_only OR EXISTS (  -- noqa: RF02
-            SELECT FROM learning.allocation_history AS h
-            WHERE h.trade_id = t.trade_id
-        )
     ),
 
     refs AS (
@@ -1188,28 +1339,45 @@ BEGIN ATOMIC
             pg_catalog.max(tr.at_epoch) AS ref
         FROM trades AS tr
         GROUP BY tr.series
+    ),
+
+    weighed AS (
+        SELECT
+            tr.series,
+            tr.ord,
+            r.ref,
+            tr.roi,
+            learning._decay(r.ref - tr.at_epoch, taus.tau_short) AS w_short,
+            learning._decay(r.ref - tr.at_epoch, taus.tau_long) AS w_long,
+            learning._decay(r.ref - tr.at_epoch, taus.tau_short / 2) AS w2_short,
+            learning._decay(r.ref - tr.at_epoch, taus.tau_long / 2) AS w2_long
+        FROM trades AS tr
+        INNER JOIN refs AS r ON tr.series = r.series
+        CROSS JOIN taus
     )
 
     SELECT
-        tr.series,
-        tr.ord,
+        wd.series,
+        wd.ord,
         ARRAY[
-            r.ref,
-            pg_catalog.sum(learning._scaled(tr.roi, learning._decay(r.ref - tr.at_epoch, taus.tau_short))),
-            pg_catalog.sum(learning._decay(r.ref - tr.at_epoch, taus.tau_short)),
-            pg_catalog.sum(learning._scaled(tr.roi, learning._decay(r.ref - tr.at_epoch, taus.tau_long))),
-            pg_catalog.sum(learning._decay(r.ref - tr.at_epoch, taus.tau_long))
+            wd.ref,
+            pg_catalog.sum(learning._scaled(wd.roi, wd.w_short)),
+            pg_catalog.sum(wd.w_short),
+            pg_catalog.sum(learning._scaled(wd.roi, wd.w_long)),
+            pg_catalog.sum(wd.w_long),
+            pg_catalog.sum(learning._scaled(wd.roi * wd.roi, wd.w_short)),
+            pg_catalog.sum(wd.w2_short),
+            pg_catalog.sum(learning._scaled(wd.roi * wd.roi, wd.w_long)),
+            pg_catalog.sum(wd.w2_long)
         ],
         pg_catalog.count(*)::integer
-    FROM trades AS tr
-    INNER JOIN refs AS r ON tr.series = r.series
-    CROSS JOIN taus
-    GROUP BY tr.series, tr.ord, r.ref
-    ORDER BY tr.ord;
+    FROM weighed AS wd
+    GROUP BY wd.series, wd.ord, wd.ref
+    ORDER BY wd.ord;
 END;
 
 -- learning.recompute_roi_state: rebuild the stored EWMA state from closed_trades (after a tau
--- change); the allocation is left as it is. Exact float output, as in the trigger.
+-- change); the allocation is left as it is. Under the decision_maker row lock, like a trade.
 CREATE OR REPLACE FUNCTION learning.recompute_roi_state()
 RETURNS integer
 LANGUAGE plpgsql
@@ -1219,26 +1387,19 @@ SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 1
 AS $$
 DECLARE
-    cfg jsonb;
-    alloc double precision [];
-    states double precision [] := pg_catalog.array_fill(0::double precision, ARRAY[20]);
+    st record;
+    states double precision [] := pg_catalog.array_fill(0::double precision, ARRAY[36]);
     counts integer [] := ARRAY[0, 0, 0, 0];
     r record;
 BEGIN
-    cfg := learning.ensure_decision_maker_config();
-    alloc := ARRAY(
-        SELECT (cfg -> 'timeframe_allocation' -> tf ->> 'current_allocation')::double precision
-        FROM pg_catalog.unnest(learning.tracked_timeframes()) WITH ORDINALITY AS x (tf, ord) ORDER BY x.ord
-    );
+    PERFORM learning.ensure_decision_maker_config();
+    SELECT * INTO st FROM learning._state_arrays();
     FOR r IN SELECT * FROM learning.recomputed_roi_state() LOOP
-        states[(r.ord - 1) * 5 + 1:r.ord * 5] := r.state;
+        states[(r.ord - 1) * 9 + 1:r.ord * 9] := r.state;
         counts[r.ord] := r.n;
     END LOOP;
-    UPDATE public.learning_configs
-    SET config_data = config_data || learning._decision_maker_config(alloc, states, counts),
-        updated_at = pg_catalog.now(),
-        updated_by = 'lowcap-learning'
-    WHERE module_id = 'decision_maker';
+    PERFORM learning._write_state(states, counts, st.allocation);
+    PERFORM learning.ensure_decision_maker_config();
     PERFORM learning._log('INFO', pg_catalog.format(
         'ROI RECOMPUTE: trades=%s | tau_short_days=%s | tau_long_days=%s',
         counts[4], learning.tunables() ->> 'tau_short_days', learning.tunables() ->> 'tau_long_days'
@@ -1247,4 +1408,71 @@ BEGIN
 END;
 $$;
 
+-- A database of revision 0001 kept the learning state in the decision_maker row (learning_state:
+-- per series [ref_epoch, sum_short, weight_short, sum_long, weight_long] and the counts n). It moves
+-- into learning.allocation_state once, when that table is empty: the sums and n exactly as they
+-- were, the second moments (which 0001 did not keep) in closed form from closed_trades at the same
+-- reference time, the allocation from the row. A series whose stored sums are not usable, or whose
+-- n or reference time disagrees with closed_trades, takes the closed form whole.
+DO $adopt$
+DECLARE
+    cfg jsonb;
+    states double precision [] := pg_catalog.array_fill(0::double precision, ARRAY[36]);
+    counts integer [] := ARRAY[0, 0, 0, 0];
+    alloc double precision [];
+    r record;
+    kept double precision [];
+BEGIN
+    IF EXISTS (SELECT FROM learning.allocation_state) THEN
+        RETURN;
+    END IF;
+    SELECT c.config_data INTO cfg
+    FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
+    IF pg_catalog.jsonb_typeof(cfg -> 'learning_state') IS DISTINCT FROM 'object' THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT * FROM learning.recomputed_roi_state() LOOP
+        states[(r.ord - 1) * 9 + 1:r.ord * 9] := r.state;
+        counts[r.ord] := r.n;
+        kept := NULL;
+        IF pg_catalog.jsonb_path_exists(
+            cfg -> 'learning_state' -> r.series,
+            'strict $ ? (@.type() == "array" && @.size() == 5 && !exists(@[*] ? (@.type() != "number")))'
+        ) AND pg_catalog.jsonb_path_exists(
+            cfg -> 'learning_state' -> 'n' -> (r.ord - 1), 'strict $ ? (@.type() == "number")'
+        ) THEN
+            kept := pg_catalog.translate((cfg -> 'learning_state' -> r.series)::text, '[]', '{}')::double precision [];
+            IF kept[1] = r.state[1] AND kept[3] >= 1 AND kept[5] >= 1
+                AND (cfg -> 'learning_state' -> 'n' ->> (r.ord - 1))::numeric = r.n
+            THEN
+                states[(r.ord - 1) * 9 + 1:(r.ord - 1) * 9 + 5] := kept;
+            END IF;
+        END IF;
+    END LOOP;
+    alloc := ARRAY(
+        SELECT (cfg -> 'timeframe_allocation' -> x.tf ->> 'current_allocation')::double precision
+        FROM pg_catalog.unnest(learning.tracked_timeframes()) WITH ORDINALITY AS x (tf, ord)
+        WHERE pg_catalog.jsonb_typeof(cfg -> 'timeframe_allocation' -> x.tf -> 'current_allocation') = 'number'
+        ORDER BY x.ord
+    );
+    IF pg_catalog.cardinality(alloc) <> 3
+        OR pg_catalog.abs((SELECT pg_catalog.sum(a.x) FROM pg_catalog.unnest(alloc) AS a (x)) - 1) > 1e-9
+        OR EXISTS (SELECT FROM pg_catalog.unnest(alloc) AS a (x) WHERE NOT a.x BETWEEN 0 AND 1)
+    THEN
+        SELECT h.allocation_after INTO alloc
+        FROM learning.allocation_history AS h
+        ORDER BY h.seq DESC
+        LIMIT 1;
+    END IF;
+    PERFORM learning._ensure_state_rows();
+    PERFORM learning._write_state(states, counts, coalesce(alloc, learning.starting_allocation()));
+END
+$adopt$;
+
+-- Output only from now on: the state is in learning.allocation_state.
+UPDATE public.learning_configs
+SET config_data = config_data - 'learning_state'
+WHERE module_id = 'decision_maker' AND config_data ? 'learning_state';
+
+SELECT learning._ensure_state_rows();
 SELECT learning.ensure_decision_maker_config();

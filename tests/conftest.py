@@ -121,7 +121,8 @@ def reset_learning(connection: psycopg.Connection) -> None:
             """
             ALTER TABLE public.closed_trades DISABLE TRIGGER _100_append_only;
             TRUNCATE public.closed_trades, public.pattern_trade_events, public.lowcap_positions,
-                learning.allocation_history, learning.learning_log, learning.pending_redistribution;
+                learning.allocation_history, learning.learning_log, learning.pending_redistribution,
+                learning.allocation_state;
             ALTER TABLE public.closed_trades ENABLE TRIGGER _100_append_only;
             DELETE FROM public.learning_configs;
             SELECT learning.ensure_decision_maker_config();
@@ -129,3 +130,8 @@ def reset_learning(connection: psycopg.Connection) -> None:
             """
         )
     )
+
+
+def use_allocation_rule(connection: psycopg.Connection, rule: str) -> None:
+    """Select the allocation rule (SPEC 13): 'plan' for the oracles of SPEC 4, or 'evidence'."""
+    connection.execute("SELECT learning.set_tunable('allocation_rule', to_jsonb(%s::text))", (rule,))

@@ -15,7 +15,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from conftest import reset_learning
+from conftest import reset_learning, use_allocation_rule
 
 TRACKED = ("15m", "1h", "4h")
 START = (0.15, 0.50, 0.35)
@@ -104,6 +104,7 @@ def pandas_ewm(trades: list[Trade], tau_days: float) -> float:
 
 def test_ewma_equals_pandas_after_every_insert(conn):
     reset_learning(conn)
+    use_allocation_rule(conn, "plan")  # SPEC 4's oracle is the plan's rule
     rng = random.Random(20261126)
     trades = random_trades(rng, 90)
     seen: list[Trade] = []
@@ -138,6 +139,7 @@ def test_ewma_equals_pandas_after_every_insert(conn):
 
 def test_first_trade_ewma_is_its_roi_and_ties_weigh_equally(conn):
     reset_learning(conn)
+    use_allocation_rule(conn, "plan")  # SPEC 4's oracle is the plan's rule
     at = Trade("a", "1h", 4.0, 10_000_000)
     insert(conn, [at])
     assert conn.execute(READ_TF).fetchall()[1][2:] == (0.04, 0.04, 1)
@@ -219,6 +221,7 @@ def test_spec_step_reproduces_the_pinned_walkthrough():
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_allocation_path_equals_the_spec_oracle(conn, seed):
     reset_learning(conn)
+    use_allocation_rule(conn, "plan")  # SPEC 4's oracle is the plan's rule
     rng = random.Random(seed)
     trades = random_trades(rng, 160, zero_share=0.0)  # continuous rois: no exact score ties
     # Statements of 1 to 12 trades; a multi-row INSERT takes its trades in (closed_at, trade_id) order.

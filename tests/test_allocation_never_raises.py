@@ -64,14 +64,18 @@ def test_the_reproduced_sequence_keeps_trading(conn):
     max_step=max_steps,
     min_trades_full=min_trades,
     min_allocation=min_allocations,
+    evidence=st.tuples(
+        st.sampled_from([0, TINY, 1.5, 100]), st.sampled_from([0, TINY, 8, 1000]), st.sampled_from([0, TINY, 5, 1e6])
+    ),
     trades=st.lists(st.tuples(st.sampled_from(["15m", "1h", "4h"]), pcts, st.integers(0, 200)), min_size=2,
                     max_size=12),
 )
 def test_no_validated_tunables_and_trades_make_an_insert_fail(conn, max_step, min_trades_full, min_allocation,
-                                                                 trades):
+                                                                 evidence, trades):
     with conn.transaction(force_rollback=True):
         for key, value in [("max_step", max_step), ("min_trades_full", min_trades_full),
-                           ("min_allocation", min_allocation)]:
+                           ("min_allocation", min_allocation), ("evidence_z", evidence[0]),
+                           ("evidence_gain", evidence[1]), ("evidence_prior_n", evidence[2])]:
             conn.execute("SELECT learning.set_tunable(%s, %s::jsonb)", (key, repr(value)))
         at = EPOCH0
         for i, (tf, pct, gap_days) in enumerate(trades):
@@ -107,3 +111,45 @@ def test_allocation_step_never_raises(conn, current, rois, counts, max_step, min
         if i not in members:
             assert new[i] == current[i]  # untouched, bit for bit
     assert reason in ("step", "reached_desired", "skip_one_timeframe")
+
+
+@PROFILE
+@given(
+    sums=st.lists(st.sampled_from([-1e4, -1.0, -1e-300, 0.0, 5e-324, 1e-300, 1e-141, 0.01, 1e4]), min_size=4,
+                  max_size=4),
+    squares=st.lists(st.sampled_from([0.0, 5e-324, 1e-300, 1e-20, 0.0001, 1.0, 1e8]), min_size=4, max_size=4),
+    weights=st.lists(st.sampled_from([1.0, 1.0000001, 2.0, 1e3, 1e9]), min_size=4, max_size=4),
+    counts=st.lists(st.integers(0, 7), min_size=3, max_size=3),
+    threshold=st.sampled_from([0.0, 5e-324, TINY, 1.5, 100.0]),
+    gain=st.sampled_from([0.0, 5e-324, TINY, 8.0, 1000.0]),
+    prior=st.sampled_from([0.0, 5e-324, TINY, 5.0, 1e6]),
+)
+def test_evidence_split_never_raises(conn, sums, squares, weights, counts, threshold, gain, prior):
+    """Whatever the sums (tiny, huge, subnormal) and tunables, the evidence rule returns a split
+    allocation_step accepts, and nothing for timeframes without trades."""
+    states = []
+    for k in range(4):
+        w = weights[k]
+        # [ref, sum_short, weight_short, sum_long, weight_long, sumsq_short, w2_short, sumsq_long, w2_long]
+        states += [1e9, sums[k], w, sums[k], w, squares[k], min(w * w, max(1.0, w)), squares[k], max(1.0, w)]
+    counts4 = [*counts, sum(counts)]
+    try:
+        split, z = conn.execute(
+            "SELECT split, evidence FROM learning.evidence_split(%s::float8[], %s::int[], %s, %s, %s, 5)",
+            (states, counts4, threshold, gain, prior),
+        ).fetchone()
+    except psycopg.errors.NumericValueOutOfRange as err:  # pragma: no cover - the failure being tested
+        pytest.fail(f"evidence_split raised {err}")
+    members = [i for i in range(3) if counts[i] >= 1]
+    if len(members) < 2:
+        assert split is None
+        return
+    for i in range(3):
+        if i in members:
+            assert 1e-50 <= split[i] <= 1e50 and math.isfinite(z[i])
+        else:
+            assert split[i] is None
+    conn.execute(
+        "SELECT learning.allocation_step('{0.15,0.5,0.35}', '{0,0,0}', %s::int[], 0.003, 5, 0.05, %s::float8[])",
+        (counts, split),
+    )

@@ -30,9 +30,6 @@ INLINABLE_EXCEPTIONS = {
     # sql/020_allocation.sql, on the closed_trades trigger's hot path (bench helper, issue 6)
     "_fmt",
     "_fmt_allocation",
-    "_decision_maker_intact",
-    "_allocation_intact",
-    "_series_intact",
     # sql/025_slices.sql (strength helper)
     "scope_dimensions",
     # sql/050_strength.sql: a table function inlined into the builder's statement (bench, issue 6)
@@ -47,9 +44,9 @@ INLINABLE_EXCEPTIONS = {
 # STABLE exceptions: the body calls something PostgreSQL marks STABLE, so only a STABLE declaration
 # lets the planner inline it (all on the closed_trades trigger's hot path, issue 6).
 STABLE_INLINABLE_EXCEPTIONS = {
-    "_series_state",  # text-to-double-precision[] cast (array_in is STABLE)
     "_series_json",  # jsonb_build_object (STABLE: timestamptz output follows TimeZone)
     "_decision_maker_config",  # jsonb_build_object, to_jsonb
+    "_decision_maker_output",  # jsonb_build_object
 }
 
 # Exceptions the planner does not inline, and why that is acceptable.

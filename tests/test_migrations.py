@@ -109,27 +109,70 @@ def test_downgrade_to_0001_restores_0001_and_upgrades_again():
             assert_same_schema(schema_dump(sql_url), schema_dump(url), "downgrade 0001 -> upgrade head")
 
 
+STATE_0001 = "SELECT config_data -> 'learning_state' FROM public.learning_configs WHERE module_id = 'decision_maker'"
+TYPED_STATE = """
+SELECT series, ref_epoch, short_sum_w_roi, short_sum_w, long_sum_w_roi, long_sum_w, short_sum_w_roi2, short_sum_w2,
+    long_sum_w_roi2, long_sum_w2, n, current_allocation
+FROM learning.allocation_state ORDER BY series
+"""
+SERIES = ("15m", "1h", "4h", "global")
+
+
 def test_a_populated_0001_database_upgrades_and_keeps_learning():
-    """Trades learned under 0001 stay learned: n, the EWMAs and the allocation are the same after
-    the upgrade, and the next trade learns on top of them."""
+    """Trades learned under 0001 stay learned: n and every EWMA sum move from the decision_maker row
+    into learning.allocation_state exactly (the second moments, which 0001 did not keep, from
+    closed_trades), the allocation is the same, and the next trade learns on top of them. Downgrade
+    to 0001 puts the same learning_state back, and upgrading again gives the same typed state."""
     with empty_db("mig_pop") as url:
         migrate.upgrade(url, "0001")
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
-                " SELECT 'p' || i, (ARRAY['15m', '1h', '4h'])[1 + i % 3], (i % 7) - 3.0,"
-                " now() - interval '30 days' + i * interval '1 hour' FROM generate_series(1, 60) AS i"
-            )
+            # Two statements, the second partly older than the first: late trades fold in, so the
+            # incremental sums differ in their last bits from a closed-form recompute.
+            for first, last, offset in ((1, 40, "10 days"), (41, 60, "30 days")):
+                conn.execute(
+                    "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
+                    " SELECT 'p' || i, (ARRAY['15m', '1h', '4h'])[1 + i % 3], (i * 37 % 23) - 9.3,"
+                    f" now() - interval '{offset}' + i * interval '97 minutes'"
+                    f" FROM generate_series({first}, {last}) AS i"
+                )
             before = conn.execute("SELECT * FROM learning.timeframe_allocation() ORDER BY 1").fetchall()
+            before_global = conn.execute("SELECT * FROM learning.global_roi()").fetchone()
+            state_0001 = conn.execute(STATE_0001).fetchone()[0]
+            assert state_0001["n"] == [20, 20, 20, 60]
         migrate.upgrade(url)
         with psycopg.connect(url, autocommit=True) as conn:
-            after = conn.execute("SELECT * FROM learning.timeframe_allocation() ORDER BY 1").fetchall()
-            assert after == before
+            assert conn.execute("SELECT * FROM learning.timeframe_allocation() ORDER BY 1").fetchall() == before
+            assert conn.execute("SELECT * FROM learning.global_roi()").fetchone() == before_global
+            assert conn.execute(STATE_0001).fetchone()[0] is None  # the row is output now
+            typed = conn.execute(TYPED_STATE).fetchall()
+            by_series = {row[0]: row for row in typed}
+            for k, series in enumerate(SERIES):
+                row = by_series[series]
+                assert list(row[1:6]) == state_0001[series], series  # bit for bit
+                assert row[10] == state_0001["n"][k]
+            closed = {
+                r[0]: r[1]
+                for r in conn.execute("SELECT series, state FROM learning.recomputed_roi_state()").fetchall()
+            }
+            for series in SERIES:
+                assert list(by_series[series][6:10]) == pytest.approx(
+                    [closed[series][5], closed[series][6], closed[series][7], closed[series][8]], rel=1e-12
+                )
+            assert [by_series[tf][11] for tf in ("15m", "1h", "4h")] == [r[1] for r in before]
+
+        migrate.downgrade(url, "0001")
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute(STATE_0001).fetchone()[0] == state_0001
+            assert conn.execute("SELECT * FROM learning.timeframe_allocation() ORDER BY 1").fetchall() == before
+        migrate.upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute(TYPED_STATE).fetchall() == typed
             conn.execute(
                 "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
                 " VALUES ('p-next', '4h', 2.0, now())"
             )
             assert conn.execute("SELECT n FROM learning.global_roi()").fetchone()[0] == 61
+            assert not conn.execute("SELECT FROM learning.learning_log WHERE level = 'WARNING'").fetchall()
 
 
 # ---------------------------------------------------------------------------------------------

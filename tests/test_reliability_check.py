@@ -51,22 +51,23 @@ def test_clean_history_passes(history):
 TAMPERING = [
     (
         "allocation moved by hand",
-        """UPDATE public.learning_configs SET config_data = jsonb_set(config_data,
-           '{timeframe_allocation,1h,current_allocation}', '0.6') WHERE module_id = 'decision_maker'""",
+        "UPDATE learning.allocation_state SET current_allocation = 0.6 WHERE series = '1h'",
         "current allocation",
     ),
     (
         "n changed by hand",
-        """UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,n,2}', '1')
-           WHERE module_id = 'decision_maker'""",
+        "UPDATE learning.allocation_state SET n = 1 WHERE series = '4h'",
         "4h: stored n=1",
     ),
     (
         "EWMA sums changed by hand",
-        """UPDATE public.learning_configs SET config_data = jsonb_set(config_data, '{learning_state,15m,1}',
-           to_jsonb((config_data -> 'learning_state' -> '15m' ->> 1)::float8 + 0.5))
-           WHERE module_id = 'decision_maker'""",
+        "UPDATE learning.allocation_state SET short_sum_w_roi = short_sum_w_roi + 0.5 WHERE series = '15m'",
         "15m: stored",
+    ),
+    (
+        "a second moment changed by hand",
+        "UPDATE learning.allocation_state SET long_sum_w_roi2 = long_sum_w_roi2 * 1.01 WHERE series = '1h'",
+        "1h: stored",
     ),
     (
         "a history step rewritten",
@@ -134,6 +135,22 @@ def test_tampering_is_reported(history, label, tamper, fragment):
         assert fragment.lower() in result.output.lower(), result.output
         data = json.loads(_check(url, "--json").output)
         assert data["ok"] is False and data["divergences"]
+
+
+def test_a_decision_maker_row_the_bot_changed_is_a_warning_not_a_divergence(history):
+    """The decision_maker row is output (the next trade rewrites it): check warns, the state is ok."""
+    from conftest import clone_of
+
+    with psycopg.connect(history, autocommit=True) as conn:
+        dbname = conn.info.dbname
+    with clone_of(dbname, "chk_dm") as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE public.learning_configs SET config_data = jsonb_set(config_data,"
+            " '{timeframe_allocation,4h,n}', '1') WHERE module_id = 'decision_maker'"
+        )
+        report = run_check(conn)
+    assert report.ok, report.divergences
+    assert any("4h: the decision_maker row shows n=1" in w for w in report.warnings), report.warnings
 
 
 def test_positions_off_split_are_warnings_not_divergences(history):

@@ -33,7 +33,13 @@ VALUES (%(scope)s::jsonb, %(pattern_key)s::text, %(episode_id)s::text, %(decisio
         %(factors)s::jsonb)
 """
 DECISION_MAKER = "SELECT config_data FROM public.learning_configs WHERE module_id = 'decision_maker'"
-LEARNED = {"public.closed_trades", "learning.allocation_history", "public.learning_configs", "learning.learning_log"}
+LEARNED = {
+    "public.closed_trades",
+    "learning.allocation_history",
+    "learning.allocation_state",
+    "public.learning_configs",
+    "learning.learning_log",
+}
 UNTRACKED = {"public.closed_trades", "learning.allocation_history", "learning.learning_log"}
 FACTS = LEARNED | {"public.pattern_trade_events"}
 EPISODE = {"public.pattern_episode_events", "learning.learning_log"}

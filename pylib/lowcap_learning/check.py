@@ -1,12 +1,14 @@
 """`lowcap-learning check`: recompute the learning state from its inputs and report any divergence.
 
-The stored state must be a function of `closed_trades` (SPEC 4): the EWMAs and n are recomputed in
-closed form (learning.recomputed_roi_state); the allocation path is replayed step by step from
-`learning.allocation_history` with learning.allocation_step, using each step's recorded limit so a
-later change of max_step or min_trades_full is not mistaken for corruption; the steps must chain
-(after[k] = before[k+1]), every trade must have exactly one step, Σ allocation = 1, and positions
-must be finite and non-negative. Positions off the current split are reported as warnings only: the
-bot may have written them since the last step.
+The stored state (learning.allocation_state) must be a function of `closed_trades` (SPEC 4): the
+EWMAs, second moments, effective counts and n are recomputed in closed form
+(learning.recomputed_roi_state); the allocation path is replayed step by step from
+`learning.allocation_history` with learning.allocation_step, using each step's recorded limit and
+(evidence rule) split, so a later change of max_step or min_trades_full is not mistaken for
+corruption; the steps must chain (after[k] = before[k+1]), every trade must have exactly one step,
+Σ allocation = 1, and positions must be finite and non-negative. Positions off the current split
+and a decision_maker row that differs from the state are warnings only: the bot may have written
+them since the last step, and the next step rewrites them.
 """
 
 from __future__ import annotations
@@ -25,20 +27,28 @@ LIST_LIMIT = 20
 
 STORED_STATE = """
 SELECT s.name AS series, s.ord::integer AS ord,
-    learning.ewma_short(learning._series_state(c.config_data, s.name)) AS roi_short,
-    learning.ewma_long(learning._series_state(c.config_data, s.name)) AS roi_long,
-    coalesce((c.config_data -> 'learning_state' -> 'n' ->> (s.ord::integer - 1))::integer, 0) AS n,
+    CASE WHEN st.n > 0 THEN st.short_sum_w_roi / st.short_sum_w END AS roi_short,
+    CASE WHEN st.n > 0 THEN st.long_sum_w_roi / st.long_sum_w END AS roi_long,
+    coalesce(st.n, 0) AS n,
+    CASE WHEN st.n > 0 THEN st.short_sum_w_roi2 / st.short_sum_w END AS m2_short,
+    CASE WHEN st.n > 0 THEN st.long_sum_w_roi2 / st.long_sum_w END AS m2_long,
+    CASE WHEN st.n > 0 THEN st.short_sum_w * st.short_sum_w / st.short_sum_w2 END AS neff_short,
+    CASE WHEN st.n > 0 THEN st.long_sum_w * st.long_sum_w / st.long_sum_w2 END AS neff_long,
     CASE WHEN s.name = 'global' THEN (c.config_data -> 'global_roi' ->> 'roi_short')::float8
         ELSE (c.config_data -> 'timeframe_allocation' -> s.name ->> 'roi_short')::float8 END AS shown_short,
     CASE WHEN s.name = 'global' THEN (c.config_data -> 'global_roi' ->> 'n')::integer
         ELSE (c.config_data -> 'timeframe_allocation' -> s.name ->> 'n')::integer END AS shown_n
 FROM unnest(learning.tracked_timeframes() || 'global'::text) WITH ORDINALITY AS s (name, ord)
+LEFT JOIN learning.allocation_state AS st ON st.series = s.name
 LEFT JOIN public.learning_configs AS c ON c.module_id = 'decision_maker'
+    AND jsonb_typeof(c.config_data -> 'timeframe_allocation') = 'object'
 ORDER BY s.ord
 """
 
 RECOMPUTED_STATE = """
-SELECT r.series, learning.ewma_short(r.state) AS roi_short, learning.ewma_long(r.state) AS roi_long, r.n
+SELECT r.series, learning.ewma_short(r.state) AS roi_short, learning.ewma_long(r.state) AS roi_long, r.n,
+    r.state[6] / r.state[3] AS m2_short, r.state[8] / r.state[5] AS m2_long,
+    r.state[3] * r.state[3] / r.state[7] AS neff_short, r.state[5] * r.state[5] / r.state[9] AS neff_long
 FROM learning.recomputed_roi_state() AS r
 """
 
@@ -47,7 +57,7 @@ REPLAY = """
 WITH h AS (
     SELECT
         h.seq, h.trade_id, h.timeframe, h.reason, h.allocation_before, h.allocation_after,
-        h.roi_short, h.trade_counts, h.step_limit,
+        h.roi_short, h.trade_counts, h.step_limit, h.split,
         lag(h.allocation_after) OVER w AS previous_after,
         lag(h.trade_counts) OVER w AS previous_counts
     FROM learning.allocation_history AS h
@@ -65,7 +75,7 @@ replayed AS (
                 )
             THEN (learning.allocation_step(
                 h.allocation_before, h.roi_short, h.trade_counts, h.step_limit, 1,
-                (learning.tunables() ->> 'min_allocation')::float8
+                (learning.tunables() ->> 'min_allocation')::float8, h.split
             )).new_allocation
         END AS expected_after
     FROM h
@@ -172,21 +182,27 @@ def _close(a: float | None, b: float | None, tol: float) -> bool:
 
 
 def _check_ewma(cur: psycopg.Cursor, report: CheckReport) -> None:
+    """The typed state against closed_trades (means, second moments, effective counts, n); the
+    decision_maker row is the bot's copy, rewritten by the next trade: a difference there is a warning."""
     recomputed = {row[0]: row[1:] for row in cur.execute(RECOMPUTED_STATE).fetchall()}
-    for series, _ord, short, long_, n, shown_short, shown_n in cur.execute(STORED_STATE).fetchall():
-        r_short, r_long, r_n = recomputed.get(series, (None, None, 0))
-        ok = n == r_n and _close(short, r_short, EWMA_TOLERANCE) and _close(long_, r_long, EWMA_TOLERANCE)
-        if shown_n is not None and shown_n != n:
-            ok = False
-            report.diverge(f"{series}: n shown in the config ({shown_n}) differs from its state ({n})")
-        if not _close(shown_short, short, EWMA_TOLERANCE):
-            ok = False
-            report.diverge(f"{series}: roi_short shown ({shown_short}) differs from its state ({short})")
+    for series, _ord, short, long_, n, *moments, shown_short, shown_n in cur.execute(STORED_STATE).fetchall():
+        r_short, r_long, r_n, *r_moments = recomputed.get(series, (None, None, 0, None, None, None, None))
+        ok = (
+            n == r_n
+            and _close(short, r_short, EWMA_TOLERANCE)
+            and _close(long_, r_long, EWMA_TOLERANCE)
+            and all(_close(a, b, EWMA_TOLERANCE) for a, b in zip(moments, r_moments, strict=True))
+        )
+        if shown_n is not None and shown_n != n or not _close(shown_short, short, EWMA_TOLERANCE):
+            report.warnings.append(
+                f"{series}: the decision_maker row shows n={shown_n} roi_short={shown_short}, the state "
+                f"n={n} roi_short={short}; the next trade rewrites the row"
+            )
         report.series.append(SeriesCheck(series, n, r_n, short, r_short, long_, r_long, ok))
         if not ok:
             report.diverge(
-                f"{series}: stored n={n} roi_short={short} roi_long={long_} but closed_trades give "
-                f"n={r_n} roi_short={r_short} roi_long={r_long}"
+                f"{series}: stored n={n} roi_short={short} roi_long={long_} moments={moments} but closed_trades "
+                f"give n={r_n} roi_short={r_short} roi_long={r_long} moments={r_moments}"
             )
 
 

@@ -546,3 +546,48 @@ def tuning_scenario(
             "base": base if base is not None else (LOOSEN_BASE if scenario == "loosen_ts" else TIGHTEN_BASE),
         }
     return rows, truth
+
+
+# allocation scenarios (SPEC 13)
+
+ALLOCATION_SCENARIOS = {
+    # kind: (trades, {timeframe: extra mean ROI before the switch}, {after}, switch trade)
+    "null": (3000, {}, {}, None),
+    "edge": (1000, {"4h": 0.05}, {}, None),
+    "shift": (3000, {"4h": 0.05}, {"15m": 0.05}, 1500),
+}
+
+
+def allocation_scenario(
+    kind: str,
+    seed: int,
+    n_trades: int | None = None,
+    trades_per_day: float = 20.0,
+    sigma: float = 0.25,
+    start: datetime = _DEFAULT_START,
+) -> list[dict]:
+    """SPEC 13's allocation scenarios: closed trades in closed_at order, each on 15m, 1h or 4h
+    (uniformly), trades_per_day on average (exponential gaps), ROI ~ N(mean, sigma) per trade as a
+    fraction (rpnl_pct is its percent, at least -99.99). null: one mean (0) everywhere; edge: 4h earns
+    +5 points; shift: 4h earns +5 points until trade 1,500, then 15m does.
+    """
+    total, before, after, switch = ALLOCATION_SCENARIOS[kind]
+    n = total if n_trades is None else n_trades
+    rng = _rng(seed, 7)
+    gaps = rng.exponential(86400.0 / trades_per_day, size=n)
+    tf = rng.integers(0, 3, size=n)
+    noise = rng.normal(0.0, sigma, size=n)
+    at = np.cumsum(gaps)
+    rows = []
+    for k in range(n):
+        timeframe = TIMEFRAMES[tf[k]]
+        edge = (before if switch is None or k < switch else after).get(timeframe, 0.0)
+        rows.append(
+            {
+                "trade_id": f"{kind}-{seed}-{k:05d}",
+                "timeframe": timeframe,
+                "rpnl_pct": max(-99.99, 100.0 * (edge + float(noise[k]))),
+                "closed_at": start + timedelta(seconds=float(at[k])),
+            }
+        )
+    return rows

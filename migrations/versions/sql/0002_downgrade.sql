@@ -2,6 +2,42 @@
 -- upgrade script, which restores every function, trigger and grant of 0001 (it is written to
 -- re-apply). What 0001 had is listed here as it shipped, so anything else of ours goes.
 
+-- 0001 keeps the learning state in the decision_maker row (learning_state: per series [ref_epoch,
+-- sum_short, weight_short, sum_long, weight_long] and the counts n): it goes back there, exactly,
+-- before learning.allocation_state is dropped. The row's timeframe_allocation and global_roi are
+-- already what 0001 shows. extra_float_digits 1: float8 to jsonb without rounding.
+DO $state$
+BEGIN
+    IF pg_catalog.to_regclass('learning.allocation_state') IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.set_config('extra_float_digits', '1', true);
+    UPDATE public.learning_configs AS c
+    SET config_data = c.config_data || pg_catalog.jsonb_build_object('learning_state', (
+        SELECT CASE
+            WHEN coalesce(pg_catalog.max(s.n) FILTER (WHERE s.series = 'global'), 0) = 0 THEN '{}'::jsonb
+            ELSE pg_catalog.jsonb_object_agg(
+                s.series,
+                pg_catalog.jsonb_build_array(
+                    s.ref_epoch, s.short_sum_w_roi, s.short_sum_w, s.long_sum_w_roi, s.long_sum_w
+                )
+            ) || pg_catalog.jsonb_build_object('n', pg_catalog.jsonb_build_array(
+                pg_catalog.max(s.n) FILTER (WHERE s.series = '15m'),
+                pg_catalog.max(s.n) FILTER (WHERE s.series = '1h'),
+                pg_catalog.max(s.n) FILTER (WHERE s.series = '4h'),
+                pg_catalog.max(s.n) FILTER (WHERE s.series = 'global')
+            ))
+        END
+        FROM learning.allocation_state AS s
+    ))
+    WHERE c.module_id = 'decision_maker';
+END
+$state$;
+
+ALTER TABLE learning.allocation_history DROP COLUMN IF EXISTS rule;
+ALTER TABLE learning.allocation_history DROP COLUMN IF EXISTS evidence;
+ALTER TABLE learning.allocation_history DROP COLUMN IF EXISTS split;
+
 DO $down$
 DECLARE
     released_functions CONSTANT text [] := ARRAY[
@@ -140,9 +176,11 @@ BEGIN
         EXECUTE pg_catalog.format('DROP POLICY IF EXISTS lowcap_learning_roles ON %s', r.rel);
         EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', r.rel);
     END LOOP;
-    -- Choice tunables (allocation_rule, tuning_rule) and max_false_override are 0002's.
+    -- Choice tunables (allocation_rule, tuning_rule), max_false_override and the evidence rule's are 0002's.
     DELETE FROM learning.tunable_specs
-    WHERE key IN ('allocation_rule', 'tuning_rule', 'max_false_override') OR kind = 'choice';
+    WHERE key IN (
+        'allocation_rule', 'tuning_rule', 'max_false_override', 'evidence_z', 'evidence_gain', 'evidence_prior_n'
+    ) OR kind = 'choice';
     ALTER TABLE learning.tunable_specs DROP CONSTRAINT IF EXISTS tunable_specs_kind_check;
     ALTER TABLE learning.tunable_specs DROP COLUMN IF EXISTS choices;
     ALTER TABLE learning.tunable_specs ADD CONSTRAINT tunable_specs_kind_check
@@ -185,14 +223,17 @@ BEGIN
     LOOP
         EXECUTE pg_catalog.format('DROP INDEX %s', r.rel);
     END LOOP;
-    -- Functions 0001 did not have (0001's own are replaced by its re-applied definitions).
+    -- Functions 0001 did not have (0001's own are replaced by its re-applied definitions). A
+    -- function whose body names another is dropped with it (CASCADE), so each is looked up again.
     FOR r IN
-        SELECT p.oid::regprocedure AS signature
+        SELECT p.oid, p.oid::regprocedure::text AS signature
         FROM pg_catalog.pg_proc AS p
         WHERE p.pronamespace = 'learning'::regnamespace
             AND p.oid::regprocedure::text <> ALL(released_functions)
     LOOP
-        EXECUTE pg_catalog.format('DROP FUNCTION %s CASCADE', r.signature);
+        IF EXISTS (SELECT FROM pg_catalog.pg_proc AS p WHERE p.oid = r.oid) THEN
+            EXECUTE pg_catalog.format('DROP FUNCTION %s CASCADE', r.signature);
+        END IF;
     END LOOP;
 END
 $down$;

@@ -1,7 +1,7 @@
 -- SPEC 4 input rules: every bad trade is refused with a message naming the field, and no table
 -- changes; closed_trades is append-only; a duplicate trade_id never counts twice.
 BEGIN;
-SELECT plan(35);
+SELECT plan(36);
 
 -- fingerprint(): row count and md5 of every table in public and learning, in one text.
 CREATE FUNCTION pg_temp.fingerprint()
@@ -29,6 +29,8 @@ BEGIN
     RETURN acc;
 END;
 $$;
+
+SELECT lives_ok($$SELECT learning.set_tunable('allocation_rule', '"plan"')$$, 'the plan''s rule (SPEC 4 figures)');
 
 -- Some state to protect: two learned trades (the allocation has moved) and a position.
 INSERT INTO public.lowcap_positions (token_contract, token_chain, timeframe, status, total_allocation_pct)

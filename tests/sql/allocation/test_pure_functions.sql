@@ -95,36 +95,47 @@ SELECT is(
     '{0.15,0.5,0.35}'::float8 [],
     'skip: the allocation is returned unchanged');
 
--- ewma_fold: state = [ref_epoch, sum_short, weight_short, sum_long, weight_long] (tau 14 d, 90 d).
-SELECT is(learning.ewma_fold(NULL, 0.1, 1000, 1209600, 7776000), '{1000,0.1,1,0.1,1}'::float8 [],
+-- ewma_fold: state = [ref_epoch, sum_short, weight_short, sum_long, weight_long, sumsq_short,
+-- weight2_short, sumsq_long, weight2_long] (tau 14 d, 90 d).
+SELECT ok(pg_temp.near(learning.ewma_fold(NULL, 0.1, 1000, 1209600, 7776000),
+    ARRAY[1000, 0.1, 1, 0.1, 1, 0.1::float8 * 0.1::float8, 1, 0.1::float8 * 0.1::float8, 1]),
     'first observation: its roi with weight 1');
-SELECT is(learning.ewma_fold('{0,0,0,0,0}', -0.3, 5, 1209600, 7776000), '{5,-0.3,1,-0.3,1}'::float8 [],
+SELECT ok(pg_temp.near(learning.ewma_fold('{0,0,0,0,0,0,0,0,0}', -0.3, 5, 1209600, 7776000),
+    ARRAY[5, -0.3, 1, -0.3, 1, 0.09, 1, 0.09, 1]),
     'an empty (zero) state starts over');
 SELECT ok(pg_temp.near(
-    learning.ewma_fold('{0,0.1,1,0.1,1}', 0.2, 1209600, 1209600, 7776000),
-    ARRAY[1209600, 0.1 * exp(-1) + 0.2, exp(-1) + 1, 0.1 * exp(-14.0 / 90) + 0.2, exp(-14.0 / 90) + 1]),
-    'a newer observation decays the sums to its time (one tau: e^-1)');
+    learning.ewma_fold('{0,0.1,1,0.1,1,0.01,1,0.01,1}', 0.2, 1209600, 1209600, 7776000),
+    ARRAY[
+        1209600, 0.1 * exp(-1) + 0.2, exp(-1) + 1, 0.1 * exp(-14.0 / 90) + 0.2, exp(-14.0 / 90) + 1,
+        0.01 * exp(-1) + 0.04, exp(-2) + 1, 0.01 * exp(-14.0 / 90) + 0.04, exp(-28.0 / 90) + 1
+    ]),
+    'a newer observation decays the sums to its time (one tau: e^-1; squared weights e^-2)');
 SELECT ok(
-    abs(learning.ewma_short(learning.ewma_fold('{0,0.1,1,0.1,1}', 0.2, 1209600, 1209600, 7776000))
+    abs(learning.ewma_short(learning.ewma_fold('{0,0.1,1,0.1,1,0.01,1,0.01,1}', 0.2, 1209600, 1209600, 7776000))
         - (0.1 * exp(-1) + 0.2) / (exp(-1) + 1)) < 1e-15,
     'ewma_short = sum w * roi / sum w');
-SELECT is(learning.ewma_fold('{50,0.1,1,0.1,1}', 0.3, 50, 1209600, 7776000), '{50,0.4,2,0.4,2}'::float8 [],
+SELECT ok(pg_temp.near(
+    learning.ewma_fold('{50,0.1,1,0.1,1,0.01,1,0.01,1}', 0.3, 50, 1209600, 7776000),
+    ARRAY[50, 0.4, 2, 0.4, 2, 0.1, 2, 0.1, 2]),
     'equal timestamps weigh equally (no decay between them)');
-SELECT is(learning.ewma_short(learning.ewma_fold('{50,0.1,1,0.1,1}', 0.3, 50, 1209600, 7776000)), 0.2::float8,
+SELECT is(learning.ewma_short(learning.ewma_fold('{50,0.1,1,0.1,1,0.01,1,0.01,1}', 0.3, 50, 1209600, 7776000)),
+    0.2::float8,
     'equal timestamps: a plain mean');
 SELECT ok(pg_temp.near(
-    learning.ewma_fold('{1209600,0.2,1,0.2,1}', 0.1, 0, 1209600, 7776000),
-    ARRAY[1209600, 0.2 + 0.1 * exp(-1), 1 + exp(-1), 0.2 + 0.1 * exp(-14.0 / 90), 1 + exp(-14.0 / 90)]),
+    learning.ewma_fold('{1209600,0.2,1,0.2,1,0.04,1,0.04,1}', 0.1, 0, 1209600, 7776000),
+    ARRAY[
+        1209600, 0.2 + 0.1 * exp(-1), 1 + exp(-1), 0.2 + 0.1 * exp(-14.0 / 90), 1 + exp(-14.0 / 90),
+        0.04 + 0.01 * exp(-1), 1 + exp(-2), 0.04 + 0.01 * exp(-14.0 / 90), 1 + exp(-28.0 / 90)
+    ]),
     'a late observation is folded in at its own age; the reference time stays');
-SELECT ok(
-    abs(learning.ewma_short(learning.ewma_fold('{1209600,0.2,1,0.2,1}', 0.1, 0, 1209600, 7776000))
-        - learning.ewma_short(learning.ewma_fold('{0,0.1,1,0.1,1}', 0.2, 1209600, 1209600, 7776000))) < 1e-15
-    AND abs(learning.ewma_long(learning.ewma_fold('{1209600,0.2,1,0.2,1}', 0.1, 0, 1209600, 7776000))
-        - learning.ewma_long(learning.ewma_fold('{0,0.1,1,0.1,1}', 0.2, 1209600, 1209600, 7776000))) < 1e-15,
-    'late or in order: the same EWMAs');
-SELECT ok(learning.ewma_short(NULL) IS NULL AND learning.ewma_long('{0,0,0,0,0}') IS NULL,
+SELECT ok(pg_temp.near(
+    learning.ewma_fold('{1209600,0.2,1,0.2,1,0.04,1,0.04,1}', 0.1, 0, 1209600, 7776000),
+    learning.ewma_fold('{0,0.1,1,0.1,1,0.01,1,0.01,1}', 0.2, 1209600, 1209600, 7776000)),
+    'late or in order: the same sums');
+SELECT ok(learning.ewma_short(NULL) IS NULL AND learning.ewma_long('{0,0,0,0,0,0,0,0,0}') IS NULL,
     'an empty state has no mean');
-SELECT is(learning.ewma_fold('{1e12,0.5,1,0.5,1}', 0.1, 0, 86400, 86400), '{1e12,0.5,1,0.5,1}'::float8 [],
+SELECT is(learning.ewma_fold('{1e12,0.5,1,0.5,1,0.25,1,0.25,1}', 0.1, 0, 86400, 86400),
+    '{1e12,0.5,1,0.5,1,0.25,1,0.25,1}'::float8 [],
     'an observation older than 230 tau weighs exactly 0 (no float underflow error)');
 
 SELECT * FROM finish();

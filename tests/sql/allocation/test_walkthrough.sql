@@ -1,6 +1,30 @@
--- The plan's walkthrough and SPEC 4's pinned trade-3 figures, through the real trigger.
+-- The plan's walkthrough and SPEC 4's pinned trade-3 figures, through the real trigger, under the
+-- plan's rule; the walkthrough's first two trades hold under the evidence rule too (SPEC 13).
 BEGIN;
-SELECT plan(9);
+SELECT plan(14);
+
+SAVEPOINT evidence;
+SELECT lives_ok($$SELECT learning.set_tunable('allocation_rule', '"evidence"')$$, 'the evidence rule');
+INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
+VALUES ('e1', '15m', 5, '2026-01-01T00:00:00Z');
+SELECT results_eq(
+    $$SELECT timeframe, current_allocation FROM learning.timeframe_allocation()$$,
+    $$VALUES ('15m', 0.15::float8), ('1h', 0.50::float8), ('4h', 0.35::float8)$$,
+    'evidence rule, trade 1 (15m +5%): nothing moves'
+);
+INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
+VALUES ('e2', '1h', -2, '2026-01-02T00:00:00Z');
+SELECT results_eq(
+    $$SELECT timeframe, round(current_allocation::numeric, 10) FROM learning.timeframe_allocation()$$,
+    $$VALUES ('15m', 0.1506), ('1h', 0.4994), ('4h', 0.35)$$,
+    'evidence rule, trade 2 (1h -2%): 15m 0.1506, 1h 0.4994, 4h 0.35'
+);
+SELECT is(
+    (SELECT rule FROM learning.allocation_history WHERE trade_id = 'e2'), 'evidence',
+    'the step records its rule'
+);
+ROLLBACK TO SAVEPOINT evidence;
+SELECT lives_ok($$SELECT learning.set_tunable('allocation_rule', '"plan"')$$, 'the plan''s rule (SPEC 4)');
 
 INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
 VALUES ('w1', '15m', 5, '2026-01-01T00:00:00Z');

@@ -24,10 +24,17 @@ RETURNS integer
 LANGUAGE sql
 AS $$ SELECT count(*)::integer FROM learning.learning_log WHERE message LIKE 'ROI RECOMPUTE:%' $$;
 
+-- dm(): the decision_maker row, with the typed state (learning.allocation_state, less its write
+-- times) under learning_state.
 CREATE FUNCTION pg_temp.dm()
 RETURNS jsonb
 LANGUAGE sql
-AS $$ SELECT config_data FROM public.learning_configs WHERE module_id = 'decision_maker' $$;
+AS $$
+    SELECT c.config_data || jsonb_build_object('learning_state', (
+        SELECT jsonb_object_agg(s.series, to_jsonb(s) - 'updated_at') FROM learning.allocation_state AS s
+    ))
+    FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker'
+$$;
 
 CREATE FUNCTION pg_temp.learning_row()
 RETURNS jsonb
@@ -107,7 +114,8 @@ DELETE FROM public.learning_configs WHERE module_id = 'pgtap_other';
 
 SELECT lives_ok(
     $$INSERT INTO public.learning_configs (module_id, config_data, updated_by)
-      VALUES ('learning', '{"max_step": 0.003, "min_trades_full": 5, "min_allocation": 0.05}', 'pgtap')$$,
+      VALUES ('learning', '{"max_step": 0.003, "min_trades_full": 5, "min_allocation": 0.05,
+              "allocation_rule": "plan"}', 'pgtap')$$,
     'INSERT: a valid learning row is accepted');
 SELECT is(pg_temp.recomputes(), 0, 'a row with default taus does not recompute the EWMA state');
 
