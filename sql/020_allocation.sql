@@ -729,22 +729,36 @@ STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- One row of the four series; a missing series reads as no trades at the starting split.
     SELECT
-        pg_catalog.array_agg(v.x ORDER BY x.ord, v.i),
-        pg_catalog.array_agg(coalesce(s.n, 0) ORDER BY x.ord) FILTER (WHERE v.i = 1),
-        pg_catalog.array_agg(coalesce(s.current_allocation, x.start) ORDER BY x.ord)
-        FILTER (WHERE v.i = 1 AND x.ord <= 3),
-        pg_catalog.count(s.series) FILTER (WHERE v.i = 1)
+        ARRAY[
+            coalesce(a.ref_epoch, 0), coalesce(a.short_sum_w_roi, 0), coalesce(a.short_sum_w, 0),
+            coalesce(a.long_sum_w_roi, 0), coalesce(a.long_sum_w, 0), coalesce(a.short_sum_w_roi2, 0),
+            coalesce(a.short_sum_w2, 0), coalesce(a.long_sum_w_roi2, 0), coalesce(a.long_sum_w2, 0),
+            coalesce(b.ref_epoch, 0), coalesce(b.short_sum_w_roi, 0), coalesce(b.short_sum_w, 0),
+            coalesce(b.long_sum_w_roi, 0), coalesce(b.long_sum_w, 0), coalesce(b.short_sum_w_roi2, 0),
+            coalesce(b.short_sum_w2, 0), coalesce(b.long_sum_w_roi2, 0), coalesce(b.long_sum_w2, 0),
+            coalesce(c.ref_epoch, 0), coalesce(c.short_sum_w_roi, 0), coalesce(c.short_sum_w, 0),
+            coalesce(c.long_sum_w_roi, 0), coalesce(c.long_sum_w, 0), coalesce(c.short_sum_w_roi2, 0),
+            coalesce(c.short_sum_w2, 0), coalesce(c.long_sum_w_roi2, 0), coalesce(c.long_sum_w2, 0),
+            coalesce(g.ref_epoch, 0), coalesce(g.short_sum_w_roi, 0), coalesce(g.short_sum_w, 0),
+            coalesce(g.long_sum_w_roi, 0), coalesce(g.long_sum_w, 0), coalesce(g.short_sum_w_roi2, 0),
+            coalesce(g.short_sum_w2, 0), coalesce(g.long_sum_w_roi2, 0), coalesce(g.long_sum_w2, 0)
+        ],
+        ARRAY[coalesce(a.n, 0), coalesce(b.n, 0), coalesce(c.n, 0), coalesce(g.n, 0)],
+        ARRAY[
+            coalesce(a.current_allocation, (learning.starting_allocation())[1]),
+            coalesce(b.current_allocation, (learning.starting_allocation())[2]),
+            coalesce(c.current_allocation, (learning.starting_allocation())[3])
+        ],
+        (a.series IS NOT NULL)::integer + (b.series IS NOT NULL)::integer + (c.series IS NOT NULL)::integer
+        + (g.series IS NOT NULL)::integer
     INTO states, counts, allocation, present
-    FROM unnest(
-        learning.tracked_timeframes() || 'global'::text, learning.starting_allocation() || NULL::double precision
-    ) WITH ORDINALITY AS x (name, start, ord)
-    LEFT JOIN learning.allocation_state AS s ON x.name = s.series
-    CROSS JOIN LATERAL pg_catalog.unnest(ARRAY[
-        coalesce(s.ref_epoch, 0), coalesce(s.short_sum_w_roi, 0), coalesce(s.short_sum_w, 0),
-        coalesce(s.long_sum_w_roi, 0), coalesce(s.long_sum_w, 0), coalesce(s.short_sum_w_roi2, 0),
-        coalesce(s.short_sum_w2, 0), coalesce(s.long_sum_w_roi2, 0), coalesce(s.long_sum_w2, 0)
-    ]) WITH ORDINALITY AS v (x, i);
+    FROM (SELECT) AS one
+    LEFT JOIN learning.allocation_state AS a ON a.series = (learning.tracked_timeframes())[1]
+    LEFT JOIN learning.allocation_state AS b ON b.series = (learning.tracked_timeframes())[2]
+    LEFT JOIN learning.allocation_state AS c ON c.series = (learning.tracked_timeframes())[3]
+    LEFT JOIN learning.allocation_state AS g ON g.series = 'global';
 END;
 $$;
 
@@ -972,8 +986,36 @@ BEGIN
         SELECT c.ctid INTO cfg_tid
         FROM public.learning_configs AS c WHERE c.module_id = 'decision_maker' FOR UPDATE;
     END IF;
-    SELECT x.states, x.counts, x.allocation, x.present INTO states, counts, alloc, present
-    FROM learning._state_arrays() AS x;
+    -- The typed state, read as learning._state_arrays reads it.
+    SELECT
+        ARRAY[
+            coalesce(a.ref_epoch, 0), coalesce(a.short_sum_w_roi, 0), coalesce(a.short_sum_w, 0),
+            coalesce(a.long_sum_w_roi, 0), coalesce(a.long_sum_w, 0), coalesce(a.short_sum_w_roi2, 0),
+            coalesce(a.short_sum_w2, 0), coalesce(a.long_sum_w_roi2, 0), coalesce(a.long_sum_w2, 0),
+            coalesce(b.ref_epoch, 0), coalesce(b.short_sum_w_roi, 0), coalesce(b.short_sum_w, 0),
+            coalesce(b.long_sum_w_roi, 0), coalesce(b.long_sum_w, 0), coalesce(b.short_sum_w_roi2, 0),
+            coalesce(b.short_sum_w2, 0), coalesce(b.long_sum_w_roi2, 0), coalesce(b.long_sum_w2, 0),
+            coalesce(c.ref_epoch, 0), coalesce(c.short_sum_w_roi, 0), coalesce(c.short_sum_w, 0),
+            coalesce(c.long_sum_w_roi, 0), coalesce(c.long_sum_w, 0), coalesce(c.short_sum_w_roi2, 0),
+            coalesce(c.short_sum_w2, 0), coalesce(c.long_sum_w_roi2, 0), coalesce(c.long_sum_w2, 0),
+            coalesce(g.ref_epoch, 0), coalesce(g.short_sum_w_roi, 0), coalesce(g.short_sum_w, 0),
+            coalesce(g.long_sum_w_roi, 0), coalesce(g.long_sum_w, 0), coalesce(g.short_sum_w_roi2, 0),
+            coalesce(g.short_sum_w2, 0), coalesce(g.long_sum_w_roi2, 0), coalesce(g.long_sum_w2, 0)
+        ],
+        ARRAY[coalesce(a.n, 0), coalesce(b.n, 0), coalesce(c.n, 0), coalesce(g.n, 0)],
+        ARRAY[
+            coalesce(a.current_allocation, (learning.starting_allocation())[1]),
+            coalesce(b.current_allocation, (learning.starting_allocation())[2]),
+            coalesce(c.current_allocation, (learning.starting_allocation())[3])
+        ],
+        (a.series IS NOT NULL)::integer + (b.series IS NOT NULL)::integer + (c.series IS NOT NULL)::integer
+        + (g.series IS NOT NULL)::integer
+    INTO states, counts, alloc, present
+    FROM (SELECT) AS one
+    LEFT JOIN learning.allocation_state AS a ON a.series = (learning.tracked_timeframes())[1]
+    LEFT JOIN learning.allocation_state AS b ON b.series = (learning.tracked_timeframes())[2]
+    LEFT JOIN learning.allocation_state AS c ON c.series = (learning.tracked_timeframes())[3]
+    LEFT JOIN learning.allocation_state AS g ON g.series = 'global';
     IF present < g THEN
         PERFORM learning._ensure_state_rows();
     END IF;
@@ -1042,7 +1084,45 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    PERFORM learning._write_state(states, counts, alloc);
+    -- The typed state, written as learning._write_state writes it.
+    UPDATE learning.allocation_state AS s
+    SET
+        ref_epoch = v.ref_epoch,
+        short_sum_w_roi = v.short_sum_w_roi,
+        short_sum_w = v.short_sum_w,
+        long_sum_w_roi = v.long_sum_w_roi,
+        long_sum_w = v.long_sum_w,
+        short_sum_w_roi2 = v.short_sum_w_roi2,
+        short_sum_w2 = v.short_sum_w2,
+        long_sum_w_roi2 = v.long_sum_w_roi2,
+        long_sum_w2 = v.long_sum_w2,
+        n = v.n,
+        current_allocation = v.current_allocation,
+        updated_at = pg_catalog.now()
+    FROM (
+        SELECT
+            x.name,
+            states[(x.ord - 1) * 9 + 1] AS ref_epoch,
+            states[(x.ord - 1) * 9 + 2] AS short_sum_w_roi,
+            states[(x.ord - 1) * 9 + 3] AS short_sum_w,
+            states[(x.ord - 1) * 9 + 4] AS long_sum_w_roi,
+            states[(x.ord - 1) * 9 + 5] AS long_sum_w,
+            states[(x.ord - 1) * 9 + 6] AS short_sum_w_roi2,
+            states[(x.ord - 1) * 9 + 7] AS short_sum_w2,
+            states[(x.ord - 1) * 9 + 8] AS long_sum_w_roi2,
+            states[(x.ord - 1) * 9 + 9] AS long_sum_w2,
+            counts[x.ord] AS n,
+            alloc[x.ord] AS current_allocation
+        FROM pg_catalog.unnest(learning.tracked_timeframes() || 'global'::text) WITH ORDINALITY AS x (name, ord)
+    ) AS v
+    WHERE s.series = v.name
+        AND (
+            s.ref_epoch, s.short_sum_w_roi, s.short_sum_w, s.long_sum_w_roi, s.long_sum_w, s.short_sum_w_roi2,
+            s.short_sum_w2, s.long_sum_w_roi2, s.long_sum_w2, s.n, s.current_allocation
+        ) IS DISTINCT FROM (
+            v.ref_epoch, v.short_sum_w_roi, v.short_sum_w, v.long_sum_w_roi, v.long_sum_w, v.short_sum_w_roi2,
+            v.short_sum_w2, v.long_sum_w_roi2, v.long_sum_w2, v.n, v.current_allocation
+        );
     -- The bot's view, rewritten from the state whatever the bot did to the row.
     UPDATE public.learning_configs
     SET config_data = learning._decision_maker_output(

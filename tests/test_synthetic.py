@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from datetime import UTC, datetime
 
+from conftest import use_allocation_rule
 from lowcap_learning import synthetic
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
@@ -101,6 +102,8 @@ def test_episode_events_shape_and_gate_signal():
 
 
 def test_insert_helpers_load_every_row(conn):
+    # 120 trades are too few for the evidence rule to tell 4h's edge from noise; the plan's rule moves.
+    use_allocation_rule(conn, "plan")
     tokens = synthetic.positions(30, seed=7)
     assert synthetic.insert_positions(conn, tokens) == 90
     trades = synthetic.closed_trades(120, seed=7, start=START, tokens=tokens)
