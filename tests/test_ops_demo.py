@@ -42,9 +42,10 @@ def test_demo_twice_same_figures_and_a_valid_png(template_db, tmp_path, capsys):
     width, height = png_ok((tmp_path / "one" / "allocation.png").read_bytes())
     assert (width, height) == (1000, 500)
     report = (tmp_path / "one" / "report.md").read_text()
-    for heading in ("## Allocation path", "## Tuning overrides chosen", "## Strength overrides",
-                    "## Runtime application", "## Learning log"):
+    for heading in ("## Allocation path", "## What the allocation learned, and why", "## Tuning overrides chosen",
+                    "## Strength overrides", "## Runtime application", "## Learning log"):
         assert heading in report
+    assert "| timeframe | n | ROI (90 d) | effective n | std error | z | desired share |" in report
     assert report == (tmp_path / "two" / "report.md").read_text()
 
 

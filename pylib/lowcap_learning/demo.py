@@ -57,6 +57,9 @@ HISTORY = """
 SELECT seq, trade_id, timeframe, closed_at, allocation_before, allocation_after
 FROM learning.allocation_history ORDER BY seq
 """
+EVIDENCE = """
+SELECT timeframe, n, roi_long, n_eff, std_error, evidence, desired_share FROM learning.allocation_evidence()
+"""
 SET_OUTCOMES = """
 SELECT coalesce(sum(learning.set_episode_outcome(r.episode_id, r.outcome)), 0)
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r (episode_id text, outcome text)
@@ -114,6 +117,10 @@ def drop_database(url: str) -> None:
 
 def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+def _num(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _fmt_alloc(values) -> str:
@@ -281,6 +288,8 @@ def main(
         progress.phase("reading overrides, runtime examples and the learning log")
 
         history = conn.execute(HISTORY).fetchall()
+        evidence = conn.execute(EVIDENCE).fetchall()
+        rule = conn.execute("SELECT learning.tunables() ->> 'allocation_rule'").fetchone()[0]
         totals_after = {(r[0], r[1]): r[2] for r in conn.execute(TOKEN_TOTALS).fetchall()}
         tuning = conn.execute(TUNING_OVERRIDES).fetchall()
         strength = conn.execute(STRENGTH_OVERRIDES).fetchall()
@@ -336,6 +345,14 @@ def main(
            for label, at, alloc in path_rows]
     md += ["", "Trades per timeframe: " + tf_line, "",
            f"Per-token totals: {len(totals_before)} tokens, every total kept within 1e-9 %: {'yes' if ok else 'NO'}."]
+    rep.section(f"What the allocation learned, and why (allocation_rule {rule})")
+    md += ["Each timeframe's 90-day ROI, its standard error (exact EWMA second moments, effective count),",
+           "and z: its distance from the other timeframes in standard errors. The desired split leaves the",
+           "starting split only by the part of |z| beyond the evidence threshold.", "",
+           "| timeframe | n | ROI (90 d) | effective n | std error | z | desired share |",
+           "|---|---|---|---|---|---|---|"]
+    md += [f"| {tf} | {n} | {_num(roi, '+.4f')} | {_num(neff, '.1f')} | {_num(se, '.4f')} | {_num(z, '+.2f')} "
+           f"| {_num(share, '.4f')} |" for tf, n, roi, neff, se, z, share in evidence]
     rep.section("Tuning overrides chosen (one unit per slice: ts_min, halo_max, slope_min; 15 largest slices)")
     md += _tuning_table(tuning)
     rep.section("Strength overrides (top 15 by confidence)")
