@@ -363,6 +363,14 @@ VALUES
 ('lookback_days', '90', 'number', 0.01, 36500, 'mining window (days)', null),
 ('max_slice_dims', '4', 'integer', 0, 8, 'most scope dimensions in a slice', null),
 ('scope_dims', '[]', 'string_array', null, null, 'scope keys mined; empty means every key', null),
+(
+    'max_strength_lessons', '250000', 'integer', 1, 5000000,
+    'most strength slices one lesson-builder run may mine (patterns with most trades first)', null
+),
+(
+    'max_tuning_lessons', '50000', 'integer', 1, 500000,
+    'most tuning slices one tuning-miner run may mine (patterns with most events first)', null
+),
 ('min_gain', '3', 'integer', 1, 1000000, 'fewest events a tuning candidate must gain', null),
 ('min_ratio', '2.0', 'number', 1, 1000000, 'least gained/lost ratio of a tuning candidate', null),
 ('max_p_value', '1.0', 'number', 0, 1, 'largest sign-test p-value under tuning_rule plan (1 = off; evidence ignores it)', null),

@@ -49,6 +49,7 @@ DECLARE
     n_min integer := coalesce(p_n_min, (tun ->> 'n_min')::integer);
     max_dims integer := (tun ->> 'max_slice_dims')::integer;
     dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
+    budget bigint := (tun ->> 'max_tuning_lessons')::bigint;
     started timestamptz := pg_catalog.clock_timestamp();
     n_events bigint;
     n_lessons integer;
@@ -133,6 +134,10 @@ BEGIN
     PERFORM learning._log('INFO', pg_catalog.format(
         'TuningMiner starting | events=%s | lookback_days=%s', n_events, window_info ->> 'lookback_days'
     ));
+
+    -- The run's slice budget: patterns that would not fit are left out before any slice is
+    -- enumerated (learning._admit_slice_budget), and keep their stored lessons.
+    PERFORM learning._admit_slice_budget('TuningMiner', n_min, max_dims, budget, 'max_tuning_lessons');
 
     DROP TABLE IF EXISTS pg_temp._tm_lessons;
     CREATE TEMP TABLE _tm_lessons ON COMMIT DROP AS
@@ -223,6 +228,7 @@ BEGIN
     UPDATE public.learning_lessons AS l
     SET status = 'inactive', updated_at = pg_catalog.now()
     WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.status = 'active'
+        AND NOT EXISTS (SELECT FROM pg_temp.slice_skipped AS k WHERE k.pattern_key = l.pattern_key)
         AND l.id = any(ARRAY(
             SELECT pg_catalog.max(k.id)
             FROM (
@@ -243,7 +249,7 @@ BEGIN
         n_lessons, n_changed, n_written, n_deactivated,
         pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started)::numeric, 3)
     ));
-    DROP TABLE IF EXISTS pg_temp.slice_cells, pg_temp._tm_lessons;
+    DROP TABLE IF EXISTS pg_temp.slice_cells, pg_temp._tm_lessons, pg_temp.slice_skipped;
     RETURN n_lessons;
 END;
 $$;

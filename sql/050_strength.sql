@@ -186,6 +186,7 @@ DECLARE
     v_max_dims integer := (tun ->> 'max_slice_dims')::integer;
     v_scale double precision := (tun ->> 'roi_scale')::double precision;
     v_dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
+    v_budget bigint := (tun ->> 'max_strength_lessons')::bigint;
     v_max_scopes CONSTANT integer := 12;
     v_max_candidates CONSTANT integer := 64;
     v_baseline double precision;
@@ -214,7 +215,7 @@ BEGIN
 
     DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
-        pg_temp._sl_lessons, pg_temp._sl_match;
+        pg_temp._sl_lessons, pg_temp._sl_match, pg_temp.slice_skipped;
 
     -- Distinct scopes of the window -> their dimensions (_mining_dimensions runs once per distinct
     -- scope), and distinct dimension objects numbered so the per-event work is on integers, not
@@ -519,6 +520,12 @@ BEGIN
     INNER JOIN pg_temp._sl_tv AS t ON mg.trade_id = t.trade_id
     GROUP BY mg.pattern_key, mg.dims;
 
+    -- The run's slice budget: patterns that would not fit are left out before any slice is
+    -- enumerated (learning._admit_slice_budget), and keep their stored lessons.
+    PERFORM learning._admit_slice_budget(
+        'STRENGTH LESSONS', v_n_min, v_max_dims, v_budget, 'max_strength_lessons'
+    );
+
     CREATE TEMP TABLE _sl_lessons ON COMMIT DROP AS
     SELECT
         f.pattern_key,
@@ -607,7 +614,8 @@ BEGIN
         l.module = 'pm'
         AND l.action_category = 'pm_strength'
         AND l.status = 'active'
-        AND NOT EXISTS (SELECT FROM pg_temp._sl_match AS m WHERE m.lesson_id = l.id);
+        AND NOT EXISTS (SELECT FROM pg_temp._sl_match AS m WHERE m.lesson_id = l.id)
+        AND NOT EXISTS (SELECT FROM pg_temp.slice_skipped AS k WHERE k.pattern_key = l.pattern_key);
     GET DIAGNOSTICS v_deactivated = ROW_COUNT;
 
     INSERT INTO public.learning_lessons (
@@ -641,7 +649,7 @@ BEGIN
 
     DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
         pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
-        pg_temp._sl_lessons, pg_temp._sl_match;
+        pg_temp._sl_lessons, pg_temp._sl_match, pg_temp.slice_skipped;
     RETURN v_lessons;
 END;
 $$;

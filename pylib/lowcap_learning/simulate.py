@@ -648,10 +648,27 @@ INNER JOIN public.pattern_episode_events AS e
 ORDER BY w.pattern_key, w.w_start, w.w_end, e.id
 """
 
-EXISTING_TUNING = """
+# The tuning overrides of one chunk's lessons (same pattern_key and scope_subset).
+EXISTING_FOR_LESSONS = """
+SELECT o.id, o.pattern_key, o.action_category, o.scope_subset, o.multiplier, o.tuning_params, o.n, o.status
+FROM unnest(%(patterns)s::text[], %(scopes)s::text[]) AS k (pattern_key, scope_subset)
+INNER JOIN public.pm_overrides AS o
+    ON o.pattern_key = k.pattern_key AND o.scope_subset = k.scope_subset::jsonb
+WHERE o.action_category LIKE 'tuning\\_%%'
+ORDER BY o.id
+"""
+
+# Active tuning overrides of no active tuning lesson: stale, whatever the lessons' simulation says.
+ORPHAN_TUNING = """
 SELECT o.id, o.pattern_key, o.action_category, o.scope_subset, o.multiplier, o.tuning_params, o.n, o.status
 FROM public.pm_overrides AS o
-WHERE o.action_category LIKE 'tuning\\_%'
+WHERE o.action_category LIKE 'tuning\\_%' AND o.status = 'active'
+    AND NOT EXISTS (
+        SELECT FROM public.learning_lessons AS l
+        WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.action_category = 'tuning'
+            AND l.status = 'active' AND l.pattern_key = o.pattern_key AND l.scope_subset = o.scope_subset
+    )
+ORDER BY o.id
 """
 
 UPSERT_OVERRIDES = """
@@ -677,6 +694,9 @@ UPDATE public.pm_overrides AS o
 SET status = 'inactive', last_updated_at = pg_catalog.now()
 WHERE o.id = ANY(%(ids)s::bigint[]) AND o.status = 'active'
 """
+
+# Lessons the materializer holds at once: their events, simulations, overrides and log lines.
+CHUNK_LESSONS = 1000
 
 LOG_MANY = """
 SELECT learning._log(x.level, x.message)
@@ -778,11 +798,11 @@ def load_lessons(conn, as_of=None, lesson_id=None) -> list[Lesson]:
     return [Lesson(*row) for row in conn.execute(ACTIVE_LESSONS, params).fetchall()]
 
 
-def load_events(conn, lessons: Sequence[Lesson]) -> dict[int, EventArrays]:
-    """Every lesson's events, from one query over the distinct (pattern_key, window) pairs."""
-    if not lessons:
+def _load_windows(conn, windows: Sequence[tuple]) -> dict[tuple, _WindowEvents]:
+    """The events of each (pattern_key, w_start, w_end), from one query; a window without events has none."""
+    if not windows:
         return {}
-    windows = sorted({(lesson.pattern_key, lesson.w_start, lesson.w_end) for lesson in lessons})
+    windows = sorted(set(windows))
     rows = conn.execute(
         WINDOW_EVENTS,
         {
@@ -794,7 +814,19 @@ def load_events(conn, lessons: Sequence[Lesson]) -> dict[int, EventArrays]:
     grouped: dict[tuple, list] = {}
     for row in rows:
         grouped.setdefault((row[0], row[1], row[2]), []).append(row)
-    built = {key: _WindowEvents(group) for key, group in grouped.items()}
+    del rows
+    return {key: _WindowEvents(group) for key, group in grouped.items()}
+
+
+def _window(lesson: Lesson) -> tuple:
+    return (lesson.pattern_key, lesson.w_start, lesson.w_end)
+
+
+def load_events(conn, lessons: Sequence[Lesson]) -> dict[int, EventArrays]:
+    """Every lesson's events, from one query over the distinct (pattern_key, window) pairs."""
+    if not lessons:
+        return {}
+    built = _load_windows(conn, [_window(lesson) for lesson in lessons])
     out = {}
     for lesson in lessons:
         we = built.get((lesson.pattern_key, lesson.w_start, lesson.w_end))
@@ -910,84 +942,155 @@ def no_override_line(lesson: Lesson, result: SimulationResult) -> str:
     return line
 
 
-def materialize_tuning(conn, as_of=None) -> dict:
-    """Simulate every active tuning lesson and write each slice's winner (contract 2). Idempotent."""
+def _existing_row_line(r) -> str:
+    return (
+        f"OVERRIDE DEACTIVATED: pattern={r[1]} | action={r[2]} | scope={fmt_scope(r[3])} | "
+        "reason=no eligible candidate or no active lesson for this slice"
+    )
+
+
+def materialize_tuning(conn, as_of=None, chunk_lessons: int = CHUNK_LESSONS) -> dict:
+    """Simulate every active tuning lesson and write each slice's winner (contract 2). Idempotent.
+
+    The lessons are read through a cursor and handled chunk_lessons at a time (their events loaded,
+    simulated, their overrides compared and written, their log lines written, then freed), so memory
+    is bounded by a chunk and one window of events, not by the number of lessons. Overrides of no
+    active lesson are deactivated at the end, a chunk at a time.
+    """
     started = time.perf_counter()
-    logs: list[tuple[str, str]] = []
+    n_lessons = eligible = tested = skipped = written = unchanged = deactivated = 0
     with conn.transaction():
         tunables = Tunables.from_json(conn.execute(TUNABLES).fetchone()[0])
-        lessons = load_lessons(conn, as_of)
-        logs.append(("INFO", f"Override Materializer starting | lessons={len(lessons)}"))
-        events = load_events(conn, lessons)
-
-        desired: dict[tuple[str, str, str], dict] = {}
-        results: dict[int, SimulationResult] = {}
-        for lesson in lessons:
-            result = simulate(events[lesson.id], tunables)
-            results[lesson.id] = result
-            logs.append(("INFO", simulation_line(lesson, result)))
-            if result.best is None:
-                logs.append(("WARNING", no_override_line(lesson, result)))
-            for row in desired_rows(lesson, result):
-                desired[_key(row["pattern_key"], row["action_category"], row["scope_subset"])] = row
-
-        existing = {_key(r[1], r[2], r[3]): r for r in conn.execute(EXISTING_TUNING).fetchall()}
-        to_write, unchanged = [], 0
-        for key, row in desired.items():
-            old = existing.get(key)
-            if (
-                old is not None
-                and old[7] == "active"
-                and old[6] == row["n"]
-                and same_value(old[4], row["multiplier"])
-                and same_value(old[5], row["tuning_params"])
-            ):
-                unchanged += 1
-                continue
-            to_write.append(row)
-        stale = [r[0] for key, r in existing.items() if r[7] == "active" and key not in desired]
-
-        if to_write:
-            conn.execute(UPSERT_OVERRIDES, {"rows": json.dumps(to_write)})
-            for row in to_write:
-                p = row["tuning_params"]
-                ratio = "inf" if p["ratio"] is None else f"{fmt_ratio(p['ratio'])}x"
-                logs.append(
-                    (
-                        "INFO",
-                        f"OVERRIDE CREATED: pattern={row['pattern_key']} | action={row['action_category']} | "
-                        f"multiplier={row['multiplier']:g} | delta={p['delta']:g} | "
-                        f"scope={fmt_scope(row['scope_subset'])} | ratio={ratio}",
-                    )
-                )
-        deactivated = 0
-        if stale:
-            deactivated = conn.execute(DEACTIVATE, {"ids": stale}).rowcount
-            for r in existing.values():
-                if r[0] in stale:
-                    logs.append(
-                        (
-                            "INFO",
-                            f"OVERRIDE DEACTIVATED: pattern={r[1]} | action={r[2]} | scope={fmt_scope(r[3])} | "
-                            "reason=no eligible candidate or no active lesson for this slice",
-                        )
-                    )
+        params = {"as_of": as_of or _now(conn), "lesson_id": None}
+        with conn.cursor(name="lowcap_tuning_lessons", scrollable=True) as cur:
+            cur.execute(ACTIVE_LESSONS, params)
+            n_lessons = conn.execute('MOVE FORWARD ALL IN "lowcap_tuning_lessons"').rowcount
+            cur.scroll(0, mode="absolute")
+            _log_many(conn, [("INFO", f"Override Materializer starting | lessons={n_lessons}")])
+            cache: dict[tuple, _WindowEvents] = {}  # the last window of the previous chunk
+            while rows := cur.fetchmany(chunk_lessons):
+                lessons = [Lesson(*row) for row in rows]
+                del rows
+                c = _materialize_chunk(conn, lessons, tunables, cache)
+                eligible += c["eligible"]
+                tested += c["tested"]
+                skipped += c["skipped"]
+                written += c["written"]
+                unchanged += c["unchanged"]
+                deactivated += c["deactivated"]
+                del lessons
+        with conn.cursor(name="lowcap_tuning_orphans") as cur:
+            cur.execute(ORPHAN_TUNING)
+            while rows := cur.fetchmany(chunk_lessons):
+                deactivated += conn.execute(DEACTIVATE, {"ids": [r[0] for r in rows]}).rowcount
+                _log_many(conn, [("INFO", _existing_row_line(r)) for r in rows])
         duration = time.perf_counter() - started
-        logs.append(
-            (
-                "INFO",
-                f"Override Materializer completed | overrides_created={len(to_write)} | unchanged={unchanged} | "
-                f"deactivated={deactivated} | duration={duration:.3f}s",
-            )
+        _log_many(
+            conn,
+            [
+                (
+                    "INFO",
+                    f"Override Materializer completed | overrides_created={written} | unchanged={unchanged} | "
+                    f"deactivated={deactivated} | duration={duration:.3f}s",
+                )
+            ],
         )
-        conn.execute(LOG_MANY, {"levels": [lv for lv, _ in logs], "messages": [m for _, m in logs]})
-    eligible = sum(1 for r in results.values() if r.best is not None)
     return {
-        "lessons": len(lessons),
+        "lessons": n_lessons,
         "eligible": eligible,
-        "overrides_written": len(to_write),
+        "overrides_written": written,
         "unchanged": unchanged,
         "deactivated": deactivated,
-        "tested": sum(r.tested for r in results.values()),
-        "skipped": sum(r.skipped for r in results.values()),
+        "tested": tested,
+        "skipped": skipped,
+    }
+
+
+def _log_many(conn, logs: list[tuple[str, str]]) -> None:
+    if logs:
+        conn.execute(LOG_MANY, {"levels": [lv for lv, _ in logs], "messages": [m for _, m in logs]})
+
+
+def _materialize_chunk(conn, lessons: list[Lesson], tunables: Tunables, cache: dict[tuple, _WindowEvents]) -> dict:
+    """One chunk of the materializer: simulate, compare with the chunk's stored overrides, write, log.
+
+    cache holds the previous chunk's last window on entry (lessons come in pattern_key order, so a
+    window cut by a chunk boundary is read once) and this chunk's last window on return."""
+    windows = list(dict.fromkeys(_window(lesson) for lesson in lessons))
+    built = {w: cache[w] for w in windows if w in cache}
+    built.update(_load_windows(conn, [w for w in windows if w not in built]))
+    cache.clear()
+
+    logs: list[tuple[str, str]] = []
+    desired: dict[tuple[str, str, str], dict] = {}
+    eligible = tested = skipped = 0
+    for lesson in lessons:
+        we = built.get(_window(lesson))
+        ev = we.subset(lesson.scope_subset or {}) if we is not None else _empty_events()
+        result = simulate(ev, tunables)
+        del ev
+        tested += result.tested
+        skipped += result.skipped
+        logs.append(("INFO", simulation_line(lesson, result)))
+        if result.best is None:
+            logs.append(("WARNING", no_override_line(lesson, result)))
+        else:
+            eligible += 1
+        for row in desired_rows(lesson, result):
+            desired[_key(row["pattern_key"], row["action_category"], row["scope_subset"])] = row
+    last = windows[-1]
+    if last in built:
+        cache[last] = built[last]
+    del built
+
+    existing = {
+        _key(r[1], r[2], r[3]): r
+        for r in conn.execute(
+            EXISTING_FOR_LESSONS,
+            {
+                "patterns": [lesson.pattern_key for lesson in lessons],
+                "scopes": [json.dumps(lesson.scope_subset or {}) for lesson in lessons],
+            },
+        ).fetchall()
+    }
+    to_write, unchanged = [], 0
+    for key, row in desired.items():
+        old = existing.get(key)
+        if (
+            old is not None
+            and old[7] == "active"
+            and old[6] == row["n"]
+            and same_value(old[4], row["multiplier"])
+            and same_value(old[5], row["tuning_params"])
+        ):
+            unchanged += 1
+            continue
+        to_write.append(row)
+    stale = {r[0] for key, r in existing.items() if r[7] == "active" and key not in desired}
+
+    if to_write:
+        conn.execute(UPSERT_OVERRIDES, {"rows": json.dumps(to_write)})
+        for row in to_write:
+            p = row["tuning_params"]
+            ratio = "inf" if p["ratio"] is None else f"{fmt_ratio(p['ratio'])}x"
+            logs.append(
+                (
+                    "INFO",
+                    f"OVERRIDE CREATED: pattern={row['pattern_key']} | action={row['action_category']} | "
+                    f"multiplier={row['multiplier']:g} | delta={p['delta']:g} | "
+                    f"scope={fmt_scope(row['scope_subset'])} | ratio={ratio}",
+                )
+            )
+    deactivated = 0
+    if stale:
+        deactivated = conn.execute(DEACTIVATE, {"ids": sorted(stale)}).rowcount
+        logs.extend(("INFO", _existing_row_line(r)) for r in existing.values() if r[0] in stale)
+    _log_many(conn, logs)
+    return {
+        "eligible": eligible,
+        "tested": tested,
+        "skipped": skipped,
+        "written": len(to_write),
+        "unchanged": unchanged,
+        "deactivated": deactivated,
     }

@@ -176,10 +176,12 @@ BEGIN
         EXECUTE pg_catalog.format('DROP POLICY IF EXISTS lowcap_learning_roles ON %s', r.rel);
         EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', r.rel);
     END LOOP;
-    -- Choice tunables (allocation_rule, tuning_rule), max_false_override and the evidence rule's are 0002's.
+    -- Choice tunables (allocation_rule, tuning_rule), max_false_override, the evidence rule's and the
+    -- miners' per-run slice budgets are 0002's.
     DELETE FROM learning.tunable_specs
     WHERE key IN (
-        'allocation_rule', 'tuning_rule', 'max_false_override', 'evidence_z', 'evidence_gain', 'evidence_prior_n'
+        'allocation_rule', 'tuning_rule', 'max_false_override', 'evidence_z', 'evidence_gain', 'evidence_prior_n',
+        'max_strength_lessons', 'max_tuning_lessons'
     ) OR kind = 'choice';
     ALTER TABLE learning.tunable_specs DROP CONSTRAINT IF EXISTS tunable_specs_kind_check;
     ALTER TABLE learning.tunable_specs DROP COLUMN IF EXISTS choices;

@@ -2530,13 +2530,15 @@ END;
 $$;
 
 -- learning._admit_slice_budget: keeps a mining run within p_budget slices whatever one writer
--- inserted. Each pattern of pg_temp.slice_cells with support (its summed stats[1]) >= p_n_min is
--- bounded before any slice is enumerated (learning._slices_bound of its frequent (key, value) pairs);
--- patterns are admitted greedily, most support first (ties by pattern_key), while their bound fits
--- what is left, so one pattern too large for the budget does not shut out the smaller ones after
--- it. The cells of the others are deleted (so frequent_slices never sees them) and their keys kept
--- in pg_temp.slice_skipped: the caller leaves their stored lessons as they are. One WARNING names
--- the first ten and how many; returns how many were skipped.
+-- inserted. Patterns of pg_temp.slice_cells with support (summed stats[1]) >= p_n_min are taken in
+-- order of support (ties by pattern_key), each bounded before any slice is enumerated
+-- (learning._slices_bound of its frequent (key, value) pairs), and admitted while the running sum of
+-- their bounds fits the budget; a pattern whose bound alone exceeds the budget is left out without
+-- ending the admission. Bounds are computed in batches of growing size down that order and stop
+-- once the budget is spent, so the patterns after it cost nothing. The cells of the patterns left
+-- out are deleted (frequent_slices never sees them) and their keys kept in pg_temp.slice_skipped:
+-- the caller leaves their stored lessons as they are. One WARNING names the first ten and how many;
+-- returns how many were left out.
 CREATE OR REPLACE FUNCTION learning._admit_slice_budget(
     p_job text,
     p_n_min integer,
@@ -2549,115 +2551,137 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET client_min_messages = 'warning'
+SET jit = off
 AS $$
 DECLARE
-    max_level integer := GREATEST(coalesce(p_max_dims, 0), 0);
-    bounds bigint [];
-    total numeric;
+    max_level integer := LEAST(GREATEST(coalesce(p_max_dims, 0), 0), 8);
+    n_patterns integer;
+    done integer := 0;
+    batch integer := 256;
+    spent boolean := false;
     skipped bigint;
-    skipped_bound numeric;
+    admitted_bound numeric;
     first_patterns text;
 BEGIN
     DROP TABLE IF EXISTS pg_temp.slice_skipped, pg_temp._sb_patterns;
     CREATE TEMP TABLE slice_skipped (pattern_key text PRIMARY KEY) ON COMMIT DROP;
 
-    -- Per supported pattern: its support and its bound, from the number of frequent values of each
-    -- of its keys (the pairs level 1 of frequent_slices would keep).
     CREATE TEMP TABLE _sb_patterns ON COMMIT DROP AS
-    WITH supported AS (
-        SELECT c.pattern_key, pg_catalog.sum(c.stats[1]) AS support
-        FROM pg_temp.slice_cells AS c
-        WHERE c.pattern_key IS NOT NULL
-        GROUP BY c.pattern_key
-        HAVING pg_catalog.sum(c.stats[1]) >= p_n_min
-    ),
+    SELECT
+        c.pattern_key,
+        pg_catalog.sum(c.stats[1]) AS support,
+        NULL::numeric AS bound,
+        (pg_catalog.row_number() OVER (
+            ORDER BY pg_catalog.sum(c.stats[1]) DESC, c.pattern_key COLLATE "C"
+        ))::integer AS ord
+    FROM pg_temp.slice_cells AS c
+    WHERE c.pattern_key IS NOT NULL
+    GROUP BY c.pattern_key
+    HAVING pg_catalog.sum(c.stats[1]) >= p_n_min;
+    GET DIAGNOSTICS n_patterns = ROW_COUNT;
+    ANALYZE pg_temp._sb_patterns;
 
-    per_key AS (
-        SELECT f.pattern_key, f.key, pg_catalog.count(*)::numeric AS v
-        FROM (
-            SELECT c.pattern_key, e.key, e.value
+    WHILE done < n_patterns AND NOT spent LOOP
+        -- The bounds of the next batch: per pattern, how many frequent values each key has, then
+        -- the power sums of those counts (keys with the same count taken together).
+        WITH batch_patterns AS (
+            SELECT x.pattern_key
+            FROM pg_temp._sb_patterns AS x
+            WHERE x.ord > done AND x.ord <= done + batch
+        ),
+
+        -- the batch's cells first, so only they are expanded into pairs
+        batch_cells AS MATERIALIZED (
+            SELECT c.pattern_key, c.dims, c.stats[1] AS n
             FROM pg_temp.slice_cells AS c
+            INNER JOIN batch_patterns AS bp ON c.pattern_key = bp.pattern_key
+        ),
+
+        items AS (
+            SELECT c.pattern_key, e.key
+            FROM batch_cells AS c
             CROSS JOIN LATERAL pg_catalog.jsonb_each(
                 CASE WHEN pg_catalog.jsonb_typeof(c.dims) = 'object' THEN c.dims ELSE '{}'::jsonb END
             ) AS e (key, value)
-            WHERE
-                max_level >= 1
-                AND c.pattern_key IS NOT NULL
-                AND pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+            WHERE max_level >= 1 AND pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
             GROUP BY c.pattern_key, e.key, e.value
-            HAVING pg_catalog.sum(c.stats[1]) >= p_n_min
-        ) AS f
-        GROUP BY f.pattern_key, f.key
-    ),
+            HAVING pg_catalog.sum(c.n) >= p_n_min
+        ),
 
-    power_sums AS (
-        SELECT
-            k.pattern_key,
-            pg_catalog.array_agg(k.s ORDER BY k.j) AS p
-        FROM (
-            SELECT pk.pattern_key, j.j, pg_catalog.sum(pk.v ^ j.j) AS s
-            FROM per_key AS pk
-            CROSS JOIN pg_catalog.generate_series(1, max_level) AS j (j)
-            GROUP BY pk.pattern_key, j.j
-        ) AS k
-        GROUP BY k.pattern_key
-    )
+        per_v AS (
+            SELECT k.pattern_key, k.v, pg_catalog.count(*)::numeric AS keys
+            FROM (
+                SELECT i.pattern_key, pg_catalog.count(*)::numeric AS v
+                FROM items AS i
+                GROUP BY i.pattern_key, i.key
+            ) AS k
+            GROUP BY k.pattern_key, k.v
+        ),
 
-    SELECT
-        s.pattern_key,
-        s.support,
-        learning._slices_bound(ps.p, max_level) AS bound,
-        (pg_catalog.row_number() OVER (ORDER BY s.support DESC, s.pattern_key COLLATE "C"))::integer AS ord
-    FROM supported AS s
-    LEFT JOIN power_sums AS ps ON s.pattern_key = ps.pattern_key;
-
-    SELECT pg_catalog.sum(p.bound) INTO total FROM pg_temp._sb_patterns AS p;
-    IF coalesce(total, 0) <= p_budget THEN
-        DROP TABLE pg_temp._sb_patterns;
-        RETURN 0;
-    END IF;
-
-    -- Greedy admission in rank order over the bounds (capped at budget + 1, so they fit a bigint).
-    bounds := ARRAY(
-        SELECT LEAST(p.bound, p_budget + 1)::bigint FROM pg_temp._sb_patterns AS p ORDER BY p.ord
-    );
-    INSERT INTO pg_temp.slice_skipped (pattern_key)
-    SELECT p.pattern_key
-    FROM (
-        WITH RECURSIVE walk (ord, budget_left, admitted) AS (
-            SELECT 0, p_budget, true
-            UNION ALL
+        power_sums AS (
             SELECT
-                w.ord + 1,
-                CASE WHEN bounds[w.ord + 1] <= w.budget_left THEN w.budget_left - bounds[w.ord + 1] ELSE w.budget_left END,
-                bounds[w.ord + 1] <= w.budget_left
-            FROM walk AS w
-            WHERE w.ord < pg_catalog.cardinality(bounds)
+                v.pattern_key,
+                ARRAY[
+                    pg_catalog.sum(v.keys * v.v),
+                    pg_catalog.sum(v.keys * v.v ^ 2),
+                    pg_catalog.sum(v.keys * v.v ^ 3),
+                    pg_catalog.sum(v.keys * v.v ^ 4),
+                    pg_catalog.sum(v.keys * v.v ^ 5),
+                    pg_catalog.sum(v.keys * v.v ^ 6),
+                    pg_catalog.sum(v.keys * v.v ^ 7),
+                    pg_catalog.sum(v.keys * v.v ^ 8)
+                ] AS p
+            FROM per_v AS v
+            GROUP BY v.pattern_key
         )
 
-        SELECT walk.ord FROM walk WHERE NOT walk.admitted
-    ) AS r
-    INNER JOIN pg_temp._sb_patterns AS p ON r.ord = p.ord;
+        UPDATE pg_temp._sb_patterns AS p
+        SET bound = learning._slices_bound(s.p, max_level)
+        FROM batch_patterns AS bp
+        LEFT JOIN power_sums AS s ON bp.pattern_key = s.pattern_key
+        WHERE p.pattern_key = bp.pattern_key;
+        done := done + batch;
+        batch := batch * 2;
+        -- Spent once the bounds so far (a prefix of the order) no longer fit.
+        spent := coalesce(
+            (SELECT pg_catalog.sum(p.bound) FROM pg_temp._sb_patterns AS p WHERE p.bound <= p_budget) > p_budget,
+            false
+        );
+    END LOOP;
 
-    SELECT
-        pg_catalog.count(*),
-        pg_catalog.sum(p.bound),
-        pg_catalog.string_agg(pg_catalog.left(p.pattern_key, 64), ',' ORDER BY p.ord) FILTER (WHERE p.n <= 10)
-    INTO skipped, skipped_bound, first_patterns
+    INSERT INTO pg_temp.slice_skipped (pattern_key)
+    SELECT r.pattern_key
     FROM (
-        SELECT b.pattern_key, b.bound, b.ord, pg_catalog.row_number() OVER (ORDER BY b.ord) AS n
-        FROM pg_temp._sb_patterns AS b
-        INNER JOIN pg_temp.slice_skipped AS k ON b.pattern_key = k.pattern_key
-    ) AS p;
-    DELETE FROM pg_temp.slice_cells AS c
-    WHERE EXISTS (SELECT FROM pg_temp.slice_skipped AS k WHERE k.pattern_key = c.pattern_key);
-    PERFORM learning._log('WARNING', pg_catalog.format(
-        '%s: patterns not mined | patterns=%s | first=%s%s | slices_bound=%s | %s=%s | '
-        || 'reason=their slices would not fit the run''s budget (most trades or events first); '
-        || 'their stored lessons are kept as they are',
-        p_job, skipped, first_patterns, CASE WHEN skipped > 10 THEN ',...' ELSE '' END,
-        skipped_bound, p_budget_key, p_budget
-    ));
+        SELECT
+            p.pattern_key,
+            p.bound,
+            pg_catalog.sum(CASE WHEN p.bound <= p_budget THEN p.bound ELSE 0 END) OVER (ORDER BY p.ord) AS running
+        FROM pg_temp._sb_patterns AS p
+    ) AS r
+    WHERE r.bound IS NULL OR r.bound > p_budget OR r.running > p_budget;
+    GET DIAGNOSTICS skipped = ROW_COUNT;
+    IF skipped > 0 THEN
+        SELECT
+            pg_catalog.sum(p.bound) FILTER (WHERE k.pattern_key IS NULL),
+            pg_catalog.string_agg(pg_catalog.left(p.pattern_key, 64), ',' ORDER BY p.ord)
+                FILTER (WHERE k.pattern_key IS NOT NULL AND k.n <= 10)
+        INTO admitted_bound, first_patterns
+        FROM pg_temp._sb_patterns AS p
+        LEFT JOIN (
+            SELECT s.pattern_key, pg_catalog.row_number() OVER (ORDER BY x.ord) AS n
+            FROM pg_temp.slice_skipped AS s
+            INNER JOIN pg_temp._sb_patterns AS x ON s.pattern_key = x.pattern_key
+        ) AS k ON p.pattern_key = k.pattern_key;
+        DELETE FROM pg_temp.slice_cells AS c
+        WHERE EXISTS (SELECT FROM pg_temp.slice_skipped AS k WHERE k.pattern_key = c.pattern_key);
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            '%s: patterns not mined | patterns=%s | first=%s%s | admitted_slices_at_most=%s | %s=%s | '
+            || 'reason=their slices would not fit the run''s budget (patterns with the most trades or events '
+            || 'first); their stored lessons are kept as they are',
+            p_job, skipped, first_patterns, CASE WHEN skipped > 10 THEN ',...' ELSE '' END,
+            coalesce(admitted_bound, 0), p_budget_key, p_budget
+        ));
+    END IF;
     DROP TABLE pg_temp._sb_patterns;
     RETURN skipped;
 END;
