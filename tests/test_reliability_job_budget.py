@@ -18,48 +18,17 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
-from conftest import reset_learning
 from lowcap_learning import simulate
 from lowcap_learning.strength import materialize_strength, run_lesson_builder
 from lowcap_learning.tuning import run_tuning_miner
+from test_reliability_poison_rows import INSERT_TRADES, LESSONS, PATTERN, WARNINGS, action, reset
+from test_reliability_poison_rows import INSERT_WINDOWS as INSERT_EVENTS
 
 AS_OF = datetime(2026, 3, 1, tzinfo=UTC)
-PATTERN = "pm.uptrend.S1.entry"
 NORMAL_SCOPE = {"chain": "solana", "timeframe": "1h", "mcap_bucket": "micro"}  # 8 slices
 WIDE_SCOPE = {f"k{i}": f"v{i}" for i in range(16)}  # 2,517 slices of <= 4 pairs
 POISON = [f"pm.p{i}.S1.entry" for i in range(40)]
 BUDGET = 3000
-
-INSERT_TRADES = """
-INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at, actions)
-SELECT r.id, '1h', r.pct, r.at, r.actions
-FROM pg_catalog.jsonb_to_recordset(%s::jsonb) AS r (id text, pct float8, at timestamptz, actions jsonb)
-"""
-INSERT_EVENTS = """
-INSERT INTO public.pattern_episode_events (scope, pattern_key, episode_id, decision, outcome, factors, timestamp)
-SELECT r.scope, r.pattern_key, r.episode_id, r.decision, r.outcome, r.factors, r.timestamp
-FROM pg_catalog.jsonb_to_recordset(%s::jsonb) AS r (
-    scope jsonb, pattern_key text, episode_id text, decision text, outcome text, factors jsonb, timestamp timestamptz
-)
-"""
-LESSONS = """
-SELECT pattern_key, scope_subset, n FROM public.learning_lessons
-WHERE action_category = %s AND status = 'active'
-"""
-WARNINGS = "SELECT message FROM learning.learning_log WHERE level = 'WARNING' ORDER BY id"
-
-
-def reset(conn) -> None:
-    reset_learning(conn)
-    conn.execute(
-        "DELETE FROM public.learning_lessons; DELETE FROM public.pm_overrides;"
-        " DELETE FROM public.pattern_episode_events"
-    )
-
-
-def action(scope: dict, pattern: str = PATTERN) -> dict:
-    return {"pattern_key": pattern, "action_category": "entry", "scope": scope}
-
 
 def insert_trades(conn, prefix: str, actions_of: list[list[dict]], start: int = 0) -> None:
     """One trade per action list, all losses, an hour apart."""
