@@ -1084,45 +1084,7 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- The typed state, written as learning._write_state writes it.
-    UPDATE learning.allocation_state AS s
-    SET
-        ref_epoch = v.ref_epoch,
-        short_sum_w_roi = v.short_sum_w_roi,
-        short_sum_w = v.short_sum_w,
-        long_sum_w_roi = v.long_sum_w_roi,
-        long_sum_w = v.long_sum_w,
-        short_sum_w_roi2 = v.short_sum_w_roi2,
-        short_sum_w2 = v.short_sum_w2,
-        long_sum_w_roi2 = v.long_sum_w_roi2,
-        long_sum_w2 = v.long_sum_w2,
-        n = v.n,
-        current_allocation = v.current_allocation,
-        updated_at = pg_catalog.now()
-    FROM (
-        SELECT
-            x.name,
-            states[(x.ord - 1) * 9 + 1] AS ref_epoch,
-            states[(x.ord - 1) * 9 + 2] AS short_sum_w_roi,
-            states[(x.ord - 1) * 9 + 3] AS short_sum_w,
-            states[(x.ord - 1) * 9 + 4] AS long_sum_w_roi,
-            states[(x.ord - 1) * 9 + 5] AS long_sum_w,
-            states[(x.ord - 1) * 9 + 6] AS short_sum_w_roi2,
-            states[(x.ord - 1) * 9 + 7] AS short_sum_w2,
-            states[(x.ord - 1) * 9 + 8] AS long_sum_w_roi2,
-            states[(x.ord - 1) * 9 + 9] AS long_sum_w2,
-            counts[x.ord] AS n,
-            alloc[x.ord] AS current_allocation
-        FROM pg_catalog.unnest(learning.tracked_timeframes() || 'global'::text) WITH ORDINALITY AS x (name, ord)
-    ) AS v
-    WHERE s.series = v.name
-        AND (
-            s.ref_epoch, s.short_sum_w_roi, s.short_sum_w, s.long_sum_w_roi, s.long_sum_w, s.short_sum_w_roi2,
-            s.short_sum_w2, s.long_sum_w_roi2, s.long_sum_w2, s.n, s.current_allocation
-        ) IS DISTINCT FROM (
-            v.ref_epoch, v.short_sum_w_roi, v.short_sum_w, v.long_sum_w_roi, v.long_sum_w, v.short_sum_w_roi2,
-            v.short_sum_w2, v.long_sum_w_roi2, v.long_sum_w2, v.n, v.current_allocation
-        );
+    PERFORM learning._write_state(states, counts, alloc);
     -- The bot's view, rewritten from the state whatever the bot did to the row.
     UPDATE public.learning_configs
     SET config_data = learning._decision_maker_output(
