@@ -8,14 +8,14 @@ TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/postg
 DEMO_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/lowcap_learning_demo)
 BENCH_DATABASE_URL ?= $(or $(DATABASE_URL),postgresql://root@127.0.0.1:5432/postgres)
 
-.PHONY: help deps constraints postgres test-extensions lint freeze test demo bench evaluate clean
+.PHONY: help deps constraints postgres test-extensions lint migration test demo bench evaluate clean
 
 help:
 	@echo "make demo   - set up .venv and PostgreSQL, run the whole system on synthetic history"
 	@echo "make test   - install what tests need, lint, run every test (pgTAP + pytest)"
 	@echo "make bench  - performance figures (writes BENCHMARKS.md)"
 	@echo "make evaluate - learning quality on seeded null and planted-signal scenarios (writes EVALUATION.md)"
-	@echo "make freeze - freeze sql/ into the alembic migration"
+	@echo "make migration - draft the head revision's delta migration from sql/"
 
 # pyproject.toml gives compatible ranges; constraints.txt pins the exact versions tests and the demo use.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -53,8 +53,8 @@ lint: deps
 	$(VENV)/bin/ruff check pylib tests scripts migrations
 	$(PY) scripts/freeze_migration.py --check
 
-freeze: deps
-	$(PY) scripts/freeze_migration.py
+migration: deps postgres
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) scripts/freeze_migration.py --draft
 
 test: deps test-extensions postgres lint
 	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest tests -q

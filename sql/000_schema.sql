@@ -213,7 +213,6 @@ ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'active';
 -- Runtime matching: active overrides of one pattern whose scope_subset is contained in a scope. It
 -- covers every column the strength runtime reads, so the ~1,000 containment tests of one call run
 -- on an index-only scan (contiguous pages) instead of one heap page per candidate row.
-DROP INDEX IF EXISTS public.pm_overrides_active_pattern_idx; -- its predecessor (pattern_key, action_category)
 CREATE INDEX IF NOT EXISTS pm_overrides_active_match_idx
 ON public.pm_overrides (pattern_key, action_category, scope_subset)
 INCLUDE (id, dira, dire, confidence_score, edge_raw_roi, n)
@@ -259,18 +258,17 @@ CREATE TABLE IF NOT EXISTS learning.allocation_history (
     trade_counts integer [] NOT NULL,
     step_limit double precision,
     recorded_at timestamptz NOT NULL DEFAULT now(),
+    -- Which rule took the step, the evidence rule's per-timeframe z (ROI difference from the other
+    -- timeframes over its standard error) and the split it asked for (NULL under the plan's rule).
+    rule text,
+    evidence double precision [],
+    split double precision [],
     CONSTRAINT allocation_history_reason_check
     CHECK (reason IN ('step', 'reached_desired', 'skip_one_timeframe', 'skip_untracked'))
 );
 
 CREATE INDEX IF NOT EXISTS allocation_history_trade_idx
 ON learning.allocation_history (trade_id);
-
--- Which rule took the step, the evidence rule's per-timeframe z (ROI difference from the other
--- timeframes over its standard error) and the split it asked for (NULL under the plan's rule).
-ALTER TABLE learning.allocation_history ADD COLUMN IF NOT EXISTS rule text;
-ALTER TABLE learning.allocation_history ADD COLUMN IF NOT EXISTS evidence double precision [];
-ALTER TABLE learning.allocation_history ADD COLUMN IF NOT EXISTS split double precision [];
 
 -- ---------------------------------------------------------------------------------------------
 -- learning.allocation_state: the learning state of the timeframe allocation, one row per series.
@@ -335,20 +333,18 @@ SELECT
 WHERE NOT EXISTS (SELECT FROM learning.pm_overrides_changes);
 
 -- ---------------------------------------------------------------------------------------------
--- learning.tunable_specs: every tunable of SPEC section 10 with its default and allowed range.
+-- learning.tunable_specs: every tunable (design §3) with its default and allowed range.
 CREATE TABLE IF NOT EXISTS learning.tunable_specs (
     key text PRIMARY KEY,
     default_value jsonb NOT NULL,
     kind text NOT NULL,
     min_value double precision,
     max_value double precision,
-    description text NOT NULL
+    description text NOT NULL,
+    -- A choice tunable names its allowed strings (allocation_rule and tuning_rule).
+    choices text [],
+    CONSTRAINT tunable_specs_kind_check CHECK (kind IN ('number', 'integer', 'string_array', 'choice'))
 );
--- A choice tunable names its allowed strings (SPEC 13's allocation_rule and tuning_rule).
-ALTER TABLE learning.tunable_specs ADD COLUMN IF NOT EXISTS choices text [];
-ALTER TABLE learning.tunable_specs DROP CONSTRAINT IF EXISTS tunable_specs_kind_check;
-ALTER TABLE learning.tunable_specs ADD CONSTRAINT tunable_specs_kind_check
-CHECK (kind IN ('number', 'integer', 'string_array', 'choice'));
 
 INSERT INTO learning.tunable_specs (
     key, default_value, kind, min_value, max_value, description, choices

@@ -12,7 +12,7 @@ BEGIN ATOMIC
     SELECT pg_catalog.pg_notify('learning_log', '');
 END;
 
--- learning.tunables: every tunable of SPEC section 10, stored value or default, as one jsonb.
+-- learning.tunables: every tunable (design §3), stored value or default, as one jsonb.
 -- A missing key means its default, so the learning row may be absent or partial. plpgsql so the
 -- plan is cached per session (PostgreSQL 15 re-plans a SQL function on every trigger call).
 CREATE OR REPLACE FUNCTION learning.tunables()
@@ -202,7 +202,7 @@ $$;
 
 -- learning.trg_learning_configs_validate: BEFORE INSERT OR UPDATE of the learning row (its WHEN
 -- clause skips every other module's row, e.g. the decision_maker row written on every trade).
--- SPEC 10 "validate on write" for direct writes too: the row must be a JSON object; every tunable
+-- Validate on write (design §3), for direct writes too: the row must be a JSON object; every tunable
 -- key in it must pass learning._validate_tunable, so no row version written since this trigger
 -- exists holds a bad tunable; a key that is not a tunable is refused when the write adds it or
 -- changes its value (as set_tunable refuses it) and kept when carried over unchanged (a key of an
@@ -245,7 +245,7 @@ $$;
 
 -- learning.trg_learning_configs_tau: AFTER INSERT, UPDATE or DELETE of the learning row (WHEN
 -- clauses as above). When the effective tau_short_days or tau_long_days (stored value, else the
--- default) changes, the EWMA state is rebuilt from closed_trades (SPEC 4), whoever wrote the row.
+-- default) changes, the EWMA state is rebuilt from closed_trades (design §4), whoever wrote the row.
 -- The row is written (and locked) before recompute_roi_state locks the decision_maker row: the
 -- lock order of set_tunable, so a trade waiting on it folds with the new tau.
 CREATE OR REPLACE FUNCTION learning.trg_learning_configs_tau()
@@ -281,26 +281,22 @@ BEGIN
 END;
 $$;
 
-DROP TRIGGER IF EXISTS _100_validate_tunables ON public.learning_configs;
 CREATE TRIGGER _100_validate_tunables
 BEFORE INSERT OR UPDATE ON public.learning_configs
 FOR EACH ROW WHEN (new.module_id = 'learning')
 EXECUTE FUNCTION learning.trg_learning_configs_validate();
 
 -- One trigger per event: an INSERT trigger's WHEN cannot name OLD, a DELETE trigger's not NEW.
-DROP TRIGGER IF EXISTS _900_tau_recompute_insert ON public.learning_configs;
 CREATE TRIGGER _900_tau_recompute_insert
 AFTER INSERT ON public.learning_configs
 FOR EACH ROW WHEN (new.module_id = 'learning')
 EXECUTE FUNCTION learning.trg_learning_configs_tau();
 
-DROP TRIGGER IF EXISTS _900_tau_recompute_update ON public.learning_configs;
 CREATE TRIGGER _900_tau_recompute_update
 AFTER UPDATE ON public.learning_configs
 FOR EACH ROW WHEN (old.module_id = 'learning' OR new.module_id = 'learning')
 EXECUTE FUNCTION learning.trg_learning_configs_tau();
 
-DROP TRIGGER IF EXISTS _900_tau_recompute_delete ON public.learning_configs;
 CREATE TRIGGER _900_tau_recompute_delete
 AFTER DELETE ON public.learning_configs
 FOR EACH ROW WHEN (old.module_id = 'learning')
@@ -309,8 +305,8 @@ EXECUTE FUNCTION learning.trg_learning_configs_tau();
 -- A learning row that was written before the validation trigger existed (the bot's own, adopted by
 -- a migration) is held to the same rule now: an unusable tunable would fail every trade later
 -- (tau_short_days 0 divides by zero), so the migration is refused, naming the key, and nothing is
--- changed; resetting it silently would change how the bot trades (docs/decisions.md, "adopted
--- tunables").
+-- changed; resetting it silently would change how the bot trades (design §3,
+-- "adopted tunables").
 DO $adopted_tunables$
 DECLARE
     kv record;

@@ -1,4 +1,4 @@
--- Roles and grants (SPEC section 12). Loaded last, so every function of sql/ exists here.
+-- Roles and grants (design §2). Loaded last, so every function of sql/ exists here.
 -- learning_writer: the bot's trade and episode writer; learning_reader: readers of allocation,
 -- overrides and the runtime selectors; learning_admin: the operators of this system.
 -- Roles are cluster-wide: created when missing, NOLOGIN (grant them to login roles), never
@@ -33,7 +33,7 @@ COMMENT ON ROLE learning_admin IS
 -- from PUBLIC only globally (per schema it can only add), which would also strip EXECUTE from
 -- every later function and extension of the bot's migrating role; so it is not done. Later
 -- functions are covered instead by this file running last on every migration, PUBLIC having no
--- USAGE on schema learning, and tests/test_security_search_path.py (see docs/decisions.md).
+-- USAGE on schema learning, and tests/test_security_search_path.py (design §2).
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA learning FROM PUBLIC;  -- noqa: CP02
 REVOKE ALL ON ALL TABLES IN SCHEMA learning FROM PUBLIC;  -- noqa: CP02
 REVOKE ALL ON SCHEMA learning FROM PUBLIC;  -- noqa: CP02

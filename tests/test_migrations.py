@@ -1,4 +1,4 @@
-"""SPEC 11: alembic builds exactly what sql/ builds, round-trips through `downgrade base`, and adopts
+"""Migrations (design §17): alembic builds exactly what sql/ builds, round-trips through `downgrade base`, and adopts
 a database that already holds the bot's tables without losing a row or a legacy config key."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def build_from_sql(url: str) -> None:
         conn.execute(canonical_sql().encode())
 
 
-def test_frozen_migration_equals_sql():
+def test_released_migrations_are_unchanged():
     result = subprocess.run(
         [sys.executable, str(CHECKOUT / "scripts" / "freeze_migration.py"), "--check"], capture_output=True, text=True
     )
@@ -92,21 +92,27 @@ def test_upgrade_equals_sql_and_round_trips():
 FROZEN_0001 = MIGRATIONS_DIR / "versions" / "sql" / "0001_upgrade.sql"
 
 
-def test_downgrade_to_0001_restores_0001_and_upgrades_again():
-    """Each revision's downgrade returns exactly the previous revision's schema."""
+def test_revision_0001_is_its_frozen_script():
     with empty_db("mig_0001") as released_url, empty_db("mig_step") as url:
         with psycopg.connect(released_url, autocommit=True) as conn:
             conn.execute(FROZEN_0001.read_bytes())
-        released = schema_dump(released_url)
         migrate.upgrade(url, "0001")
-        assert_same_schema(released, schema_dump(url), "upgrade 0001")
+        assert_same_schema(schema_dump(released_url), schema_dump(url), "upgrade 0001")
+
+
+@pytest.mark.parametrize("revision", ["0001", "0002"])
+def test_downgrade_returns_the_previous_revision_and_upgrades_again(revision):
+    """Each revision's downgrade returns exactly the previous revision's schema (design §17)."""
+    with empty_db(f"mig_{revision}") as released_url, empty_db("mig_step") as url:
+        migrate.upgrade(released_url, revision)
+        released = schema_dump(released_url)
         migrate.upgrade(url)
-        migrate.downgrade(url, "0001")
-        assert_same_schema(released, schema_dump(url), "upgrade head -> downgrade 0001")
+        migrate.downgrade(url, revision)
+        assert_same_schema(released, schema_dump(url), f"upgrade head -> downgrade {revision}")
         migrate.upgrade(url)
         with empty_db("mig_sql2") as sql_url:
             build_from_sql(sql_url)
-            assert_same_schema(schema_dump(sql_url), schema_dump(url), "downgrade 0001 -> upgrade head")
+            assert_same_schema(schema_dump(sql_url), schema_dump(url), f"downgrade {revision} -> upgrade head")
 
 
 STATE_0001 = "SELECT config_data -> 'learning_state' FROM public.learning_configs WHERE module_id = 'decision_maker'"
