@@ -1,7 +1,9 @@
-"""scripts/bench.py cannot rot: its quick trigger section runs end to end and reports a ratio."""
+"""scripts/bench.py cannot rot: its quick sections run end to end and report their figures, and the
+report renders every section, measured or not, from the results' data."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,25 +11,74 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench import report  # noqa: E402
+
+
+def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def figure_row(text: str, figure: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {figure}"))
+    return [cell.strip() for cell in line.split("|")[1:-1]]
 
 
 def test_bench_quick_trigger_runs(tmp_path):
     out = tmp_path / "bench.md"
-    env = dict(os.environ)
-    env.setdefault("DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--only", "trigger", "--output", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = run_bench("--quick", "--only", "trigger", "--output", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = out.read_text()
-    assert "| trigger overhead |" in text
-    row = next(line for line in text.splitlines() if line.startswith("| trigger overhead |"))
-    ratio = float(row.split("|")[3])
+    ratio = float(figure_row(text, "trigger overhead |")[2])
     assert 0 < ratio < 5
     assert "peak RSS" in text
     assert time.monotonic() - t0 < 20
+
+
+def test_bench_quick_runtime_writes_json(tmp_path):
+    out, raw = tmp_path / "bench.md", tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "runtime", "--output", str(out), "--json", str(raw))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(raw.read_text())
+    assert set(results) >= {"machine", "runtime", "other_xact_age"}
+    runtime = results["runtime"]
+    assert 0 < runtime["p50_ms"] <= runtime["p99_ms"] <= runtime["max_ms"]
+    assert runtime["cold_calls"] > 0 and runtime["batch_ms"] > 0 and runtime["peak_rss_mib"] > 0
+    text = out.read_text()
+    assert figure_row(text, "runtime steering, 300 single calls")[3] == "p99 ≤ 1 ms"
+    assert figure_row(text, "runtime steering, one batch of 300 |")[3] == "batch of 10,000 ≤ 100 ms"
+
+
+def test_bench_unknown_section_is_refused():
+    proc = run_bench("--only", "trigger,nonsense")
+    assert proc.returncode == 2
+    assert "unknown section(s): nonsense" in proc.stderr
+
+
+def test_report_renders_every_section_not_measured():
+    failed = {"status": "failed (exit 1): boom"}
+    results = {
+        "machine": {"nproc": 2, "memory": "1 GiB", "postgresql": "15", "settings": {}, "python": "3", "platform": "x"},
+        **{s: failed for s in ("trigger", "live", "bulk", "growth", "simulation", "runtime")},
+        "miner": {"points": [{"events": 10, "load": {}, "sql": failed, "pandas": {"seconds": 1.0}}]},
+        "strength": {"load": {}, "sql": {"seconds": 1.0}, "pandas": failed},
+        "other_xact_age": {"trigger": 5.0},
+    }
+    text = report.render(results, "scripts/bench.py --quick")
+    for figure in ("trigger overhead", "live trade", "bulk replay", "lever simulation", "runtime steering"):
+        cells = figure_row(text, f"{figure} |")
+        assert (cells[1], cells[2], cells[4]) == ("failed (exit 1): boom", "", "n/a")
+    assert figure_row(text, "tuning miner, 10 events")[1] == "failed (exit 1): boom (pandas 1.0)"
+    assert figure_row(text, "strength lesson builder, 0 rows")[1] == "1.0 (pandas failed (exit 1): boom)"
+    assert "its age in s at the end of the section: trigger 5" in text
+    assert "peak RSS" not in text and "Growth of the live trade" not in text
