@@ -1,4 +1,4 @@
-"""make evaluate: learning quality on seeded null and planted-signal scenarios, both rules (SPEC 13).
+"""make evaluate: learning quality on seeded null and planted-signal scenarios, both rules (design §16).
 
 Runs each learner's scenarios through the real triggers and jobs, in scratch databases of their own on
 the server DATABASE_URL names (never the live one), and writes EVALUATION.md and its PNGs under
@@ -51,7 +51,7 @@ def strength_section(result: dict) -> list[str]:
         *markdown_table(["figure", "value"], rows),
         "",
         "The spread between slices is noise and small (the steering is confidence-scaled). The mean is not",
-        "zero: SPEC 8's direction rule gives every losing trade dirA −1 but a winner +1 only when it reached",
+        "zero: the direction rule (design §11) gives every losing trade dirA −1 but a winner +1 only when it reached",
         "S3, so on null data dirA averages about −0.25 and every slice steers A down by about 0.03.",
         "",
     ]
@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit.stdout.strip() or '?'}, "
         f"in {minutes:.1f} min on 2 cores.",
         "Every scenario runs through the real triggers and jobs in scratch databases; seeds are fixed, so a",
-        "re-run gives the same figures. Targets and rules: docs/decisions.md, sections \"Allocation",
-        "evidence rule\" and \"Tuning evidence rule\".",
+        "re-run gives the same figures. Targets and rules: docs/design.md §5 (allocation evidence rule), §10",
+        "(tuning evidence) and §16 (evaluation).",
         "",
         "## Allocation (allocation_rule)",
         "",

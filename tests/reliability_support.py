@@ -1,11 +1,13 @@
-"""Helpers of the reliability tests: a before/after fingerprint of every table of the database, and a
-wait for another session to block on a lock."""
+"""Helpers of the reliability tests: a before/after fingerprint of every table of the database, a
+wait for another session to block on a lock, and the module-wide admin and writer sessions (import
+admin_session and writer_session: fixtures `admin` and `writer`)."""
 
 from __future__ import annotations
 
 import threading
 
 import psycopg
+import pytest
 from psycopg import sql
 
 TABLES = """
@@ -15,6 +17,20 @@ JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'learning')
 ORDER BY 1, 2
 """
+
+
+@pytest.fixture(scope="module", name="admin")
+def admin_session(db_url):
+    with psycopg.connect(db_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture(scope="module", name="writer")
+def writer_session(db_url):
+    """A session acting as learning_writer, as the bot would."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("SET ROLE learning_writer")
+        yield c
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, tuple[int, str]]:

@@ -1,4 +1,4 @@
-"""The CLI of issue 2: `migrate`, `status` (table and --json), `ingest` of CSV and JSONL files.
+"""The CLI: `migrate` (design §17), `status` (table and --json), `ingest` of CSV and JSONL files.
 
 A bad row is reported with its line number and nothing of its transaction is written; `--batch N`
 commits every N rows, so batches before the bad one stay.

@@ -1,4 +1,4 @@
-"""Every log line shape of the plan's "Learning System Logging Plan" (and SPEC section 9), produced by
+"""Every log line shape of the plan's "Learning System Logging Plan" (and design §14), produced by
 really triggering it and read back from the exported learning_system.log, matched by a regex.
 
 Shapes are "PREFIX: k=v | k=v": the plan's fields must appear in the plan's order; a line may carry
@@ -86,7 +86,7 @@ SHAPES = [
     ("strength_override", "INFO",
      shape(rf"STRENGTH OVERRIDE: pattern={PAT}", rf"dirA={NUM} dirE={NUM} conf={NUM} edge={NUM} n=\d+",
            r"scope=\{[^{}\"]*\}"),  # the plan's {chain: solana}, not JSON
-     "STRENGTH OVERRIDE: pattern=… | dirA=… dirE=… conf=… edge=… n=… | scope=… (SPEC 9)"),
+     "STRENGTH OVERRIDE: pattern=… | dirA=… dirE=… conf=… edge=… n=… | scope=… (design §14)"),
     ("strength_lessons", "INFO",
      shape(r"STRENGTH LESSONS: as_of=[^|]+", r"trades=\d+", r"lessons=\d+"),
      "(PM strength lesson builder run summary)"),

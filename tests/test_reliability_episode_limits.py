@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reliability_support import changed, snapshot
+from reliability_support import admin_session, changed, snapshot, writer_session  # noqa: F401 - fixtures
 
 INSERT = """
 INSERT INTO public.pattern_episode_events (scope, pattern_key, episode_id, decision, factors)
@@ -37,20 +37,6 @@ FIELDS = (
     "ema144_slope",
     "a_value",
 )
-
-
-@pytest.fixture(scope="module")
-def admin(db_url):
-    with psycopg.connect(db_url, autocommit=True) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def writer(db_url):
-    """A session acting as learning_writer, as the bot would."""
-    with psycopg.connect(db_url, autocommit=True) as c:
-        c.execute("SET ROLE learning_writer")
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Faults (issue 7): a backend killed (pg_terminate_backend) in the middle of a bulk ingest and in the
+"""Faults: a backend killed (pg_terminate_backend) in the middle of a bulk ingest and in the
 middle of each job leaves no partial state, and the work re-runs cleanly; a scheduler whose
 connections all drop (what a PostgreSQL restart looks like to a client) records the failed run and
 runs the next slot. (The shared test server itself is never restarted: other suites run on it.)

@@ -1,4 +1,4 @@
-"""Hostile and malformed input at every entry point, table-driven (issue 7).
+"""Hostile and malformed input at every entry point, table-driven (design §2, input limits).
 
 Each case either gets a clear error naming what is wrong, with every table unchanged (before/after
 fingerprint of every table in public and learning), or is accepted as documented, changing only the
@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from lowcap_learning.cli import cli
 from lowcap_learning.db import describe_error
-from reliability_support import changed, snapshot
+from reliability_support import admin_session, changed, snapshot, writer_session  # noqa: F401 - fixtures
 
 INSERT_TRADE = """
 INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at, actions)
@@ -54,20 +54,6 @@ def _cases(cases: list) -> list:
 
 def _count(entry: str) -> None:
     TRIED[entry] = TRIED.get(entry, 0) + 1
-
-
-@pytest.fixture(scope="module")
-def writer(db_url):
-    """A session acting as learning_writer, as the bot would."""
-    with psycopg.connect(db_url, autocommit=True) as c:
-        c.execute("SET ROLE learning_writer")
-        yield c
-
-
-@pytest.fixture(scope="module")
-def admin(db_url):
-    with psycopg.connect(db_url, autocommit=True) as c:
-        yield c
 
 
 def _deep(n: int) -> str:
@@ -174,8 +160,8 @@ def test_closed_trades_insert(admin, writer, label, overrides, error, allowed):
         writer.execute(INSERT_TRADE, row)
         diff = changed(before, snapshot(admin))
         if allowed is UNTRACKED:
-            # SPEC 4: stored, logged, no EWMA (global included) and no allocation change. The row's
-            # updated_at may move; its config_data may not.
+            # design §5 (skip_untracked): stored, logged, no EWMA (global included) and no allocation
+            # change. The row's updated_at may move; its config_data may not.
             assert admin.execute(DECISION_MAKER).fetchone()[0] == state
             diff.discard("public.learning_configs")
         assert "public.closed_trades" in diff

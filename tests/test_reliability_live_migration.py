@@ -1,4 +1,4 @@
-"""Migrations on a live database (issue 7): the bot's tables and rows (BOT_SHAPES.md, shared with
+"""Migrations on a live database (design §17): the bot's tables and rows (BOT_SHAPES.md, shared with
 tests/test_migrations.py) while the bot keeps writing. The upgrade must keep every row (its own and
 those written during the upgrade), never make the bot wait longer than a lock_timeout probe allows,
 downgrade without touching the bot's data, and upgrade again with the same result and grants.
@@ -134,9 +134,7 @@ def test_live_upgrade_downgrade_upgrade_with_the_bot_writing(capsys):
             conn.execute(EXTRA_FACTS)
             columns = {t: _columns(conn, t) for t in BOT_TABLES}
             before = {t: _fingerprint(conn, t, columns[t]) for t in BOT_TABLES}
-            other_configs = conn.execute(
-                "SELECT config_data FROM public.learning_configs WHERE module_id = 'some_other_module'"
-            ).fetchone()[0]
+            other_configs = conn.execute(OTHER_CONFIGS).fetchone()[0]
 
         # 1. Upgrade while the bot writes: no statement of the bot waits past the lock_timeout probe.
         took, writer = _upgrade_under_load(url)
@@ -144,70 +142,16 @@ def test_live_upgrade_downgrade_upgrade_with_the_bot_writing(capsys):
         assert writer.written["pattern_trade_events"] > 0
         worst = max(writer.latencies)
         assert worst < LOCK_TIMEOUT_S
-        with psycopg.connect(url, autocommit=True) as conn:
-            assert {t: _fingerprint(conn, t, columns[t]) for t in BOT_TABLES} == before
-            assert _writer_rows(conn) == writer.written, "a row the bot wrote during the upgrade was lost"
-            assert (
-                conn.execute(
-                    "SELECT data_type FROM information_schema.columns WHERE table_name = 'pattern_trade_events'"
-                    " AND column_name = 'trade_id'"
-                ).fetchone()[0]
-                == "text"
-            )
-            conn.execute(
-                "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
-                " VALUES ('live1', '1h', 3, now())"
-            )
-            assert conn.execute("SELECT n FROM learning.global_roi()").fetchone()[0] == 1
+        _after_first_upgrade(url, columns, before, writer)
 
         # 2. Downgrade: the bot's rows (including those written during the upgrade) are untouched.
         migrate.downgrade(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            assert conn.execute("SELECT to_regnamespace('learning')").fetchone()[0] is None
-            assert {t: _fingerprint(conn, t, columns[t]) for t in BOT_TABLES} == before
-            assert _writer_rows(conn) == writer.written
-            assert (
-                conn.execute(
-                    "SELECT config_data FROM public.learning_configs WHERE module_id = 'some_other_module'"
-                ).fetchone()[0]
-                == other_configs
-            )
-            roles = conn.execute(
-                "SELECT count(*) FROM pg_roles"
-                " WHERE rolname IN ('learning_writer', 'learning_reader', 'learning_admin')"
-            ).fetchone()[0]
-            assert roles == 3, "roles are cluster-wide and survive a downgrade"
+        _after_downgrade(url, columns, before, writer, other_configs)
 
         # 3. Upgrade again, the bot still writing: same rows, legacy percent ROI not moved twice, grants back.
         took_again, writer2 = _upgrade_under_load(url)
         assert writer2.errors == [], writer2.errors[:3]
-        with psycopg.connect(url, autocommit=True) as conn:
-            assert {t: _fingerprint(conn, t, columns[t]) for t in BOT_TABLES} == before
-            counts = _writer_rows(conn)
-            assert counts == {k: writer.written[k] + writer2.written[k] for k in counts}
-            dm = conn.execute(
-                "SELECT config_data FROM public.learning_configs WHERE module_id = 'decision_maker'"
-            ).fetchone()[0]
-            assert dm["global_roi_legacy_pct"] == LEGACY_DECISION_MAKER["global_roi"]
-            assert dm["timeframe_weights"] == LEGACY_DECISION_MAKER["timeframe_weights"]
-            public_exec = conn.execute(
-                """
-                SELECT count(*) FROM pg_proc AS p
-                CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
-                WHERE p.pronamespace = 'learning'::regnamespace AND a.grantee = 0
-                """
-            ).fetchone()[0]
-            assert public_exec == 0
-            with conn.transaction():
-                conn.execute("SET LOCAL ROLE learning_writer")
-                conn.execute(
-                    "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
-                    " VALUES ('live2', '4h', -1, now())"
-                )
-            assert conn.execute("SELECT count(*) FROM public.closed_trades").fetchone()[0] == 1  # live1 went
-            # The learning state agrees with closed_trades after the round trip (downgrade dropped the trades).
-            report = run_check(conn)
-            assert report.ok, report.divergences
+        counts = _after_second_upgrade(url, columns, before, writer, writer2)
 
         with capsys.disabled():
             print(
@@ -216,3 +160,68 @@ def test_live_upgrade_downgrade_upgrade_with_the_bot_writing(capsys):
                 f"(lock_timeout {LOCK_TIMEOUT_S:.0f} s), errors 0; rows lost 0 "
                 f"({sum(before[t][0] for t in BOT_TABLES)} bot rows + {sum(counts.values())} written during upgrades)"
             )
+
+
+OTHER_CONFIGS = "SELECT config_data FROM public.learning_configs WHERE module_id = 'some_other_module'"
+PUBLIC_EXECUTE = """
+SELECT count(*) FROM pg_proc AS p
+CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
+WHERE p.pronamespace = 'learning'::regnamespace AND a.grantee = 0
+"""
+
+
+def _after_first_upgrade(url: str, columns: dict, before: dict, writer) -> None:
+    """The bot's rows unchanged, every row it wrote meanwhile kept, trade_id widened, the trigger live."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert {t: _fingerprint(conn, t, columns[t]) for t in BOT_TABLES} == before
+        assert _writer_rows(conn) == writer.written, "a row the bot wrote during the upgrade was lost"
+        assert (
+            conn.execute(
+                "SELECT data_type FROM information_schema.columns WHERE table_name = 'pattern_trade_events'"
+                " AND column_name = 'trade_id'"
+            ).fetchone()[0]
+            == "text"
+        )
+        conn.execute(
+            "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
+            " VALUES ('live1', '1h', 3, now())"
+        )
+        assert conn.execute("SELECT n FROM learning.global_roi()").fetchone()[0] == 1
+
+
+def _after_downgrade(url: str, columns: dict, before: dict, writer, other_configs) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regnamespace('learning')").fetchone()[0] is None
+        assert {t: _fingerprint(conn, t, columns[t]) for t in BOT_TABLES} == before
+        assert _writer_rows(conn) == writer.written
+        assert conn.execute(OTHER_CONFIGS).fetchone()[0] == other_configs
+        roles = conn.execute(
+            "SELECT count(*) FROM pg_roles"
+            " WHERE rolname IN ('learning_writer', 'learning_reader', 'learning_admin')"
+        ).fetchone()[0]
+        assert roles == 3, "roles are cluster-wide and survive a downgrade"
+
+
+def _after_second_upgrade(url: str, columns: dict, before: dict, writer, writer2) -> dict:
+    """Returns the rows the bot wrote during both upgrades, per table."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert {t: _fingerprint(conn, t, columns[t]) for t in BOT_TABLES} == before
+        counts = _writer_rows(conn)
+        assert counts == {k: writer.written[k] + writer2.written[k] for k in counts}
+        dm = conn.execute(
+            "SELECT config_data FROM public.learning_configs WHERE module_id = 'decision_maker'"
+        ).fetchone()[0]
+        assert dm["global_roi_legacy_pct"] == LEGACY_DECISION_MAKER["global_roi"]
+        assert dm["timeframe_weights"] == LEGACY_DECISION_MAKER["timeframe_weights"]
+        assert conn.execute(PUBLIC_EXECUTE).fetchone()[0] == 0
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE learning_writer")
+            conn.execute(
+                "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
+                " VALUES ('live2', '4h', -1, now())"
+            )
+        assert conn.execute("SELECT count(*) FROM public.closed_trades").fetchone()[0] == 1  # live1 went
+        # The learning state agrees with closed_trades after the round trip (downgrade dropped the trades).
+        report = run_check(conn)
+        assert report.ok, report.divergences
+    return counts

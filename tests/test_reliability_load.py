@@ -1,4 +1,4 @@
-"""Load (issue 7): 8 writers (as learning_writer) insert trades and episodes and set outcomes, a bot
+"""Load: 8 writers (as learning_writer) insert trades and episodes and set outcomes, a bot
 session inserts trades and then touches its positions in the same transaction (the documented lock
 order), a reader polls the readers, and the three jobs run in a loop, all at once.
 

@@ -1,5 +1,5 @@
-"""SPEC 12: every function of schema learning pins search_path (except pure SQL-standard helpers),
-none is callable by PUBLIC, and the roles reach only what section 12 gives them."""
+"""design §2: every function of schema learning pins search_path (except pure SQL-standard helpers),
+none is callable by PUBLIC, and the roles reach only what design §2 gives them."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ READER_DEFINER_API = {
 
 def test_every_function_pins_search_path_except_pure_sql_helpers(conn):
     rows = conn.execute(UNPINNED).fetchall()
-    # SPEC's exception is IMMUTABLE; the STABLE helpers are the listed "other exceptions".
+    # design §2's exception is IMMUTABLE; the STABLE helpers are the listed "other exceptions".
     offenders = [
         sig
         for sig, secdef, volatility, language, sql_body in rows

@@ -1,9 +1,9 @@
-"""SPEC 12: nothing a caller plants in its temporary schema runs as the functions' owner.
+"""design §2: nothing a caller plants in its temporary schema runs as the functions' owner.
 
 A session's temporary schema is searched for relation and type names even when search_path leaves it
 out, and *first* unless it is named; so a definer function pinned to `''` resolved `jsonb` to a
 caller's temp domain whose CHECK ran as the owner. The functions now pin `pg_catalog, pg_temp`
-(docs/decisions.md, "search_path"). For every role that reaches a SECURITY DEFINER function — the
+(design §2, search_path). For every role that reaches a SECURITY DEFINER function — the
 writer, the reader, the admin and a role that inserts into the bot's ad_strands — these tests plant
 temp domains under every type name our functions use and temp tables (with triggers, forced
 row-level security and defaults) or temp views under every relation name they use, call every entry

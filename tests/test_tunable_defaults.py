@@ -1,6 +1,6 @@
 """The Python dataclasses that carry tunables for the pure functions (runtime steering, lever
-simulation) default to exactly the values of learning.tunable_specs, the one source of SPEC 10's
-defaults: a drift between them would make a pure-function test check other numbers than production."""
+simulation) default to exactly the values of learning.tunable_specs, the one source of the
+defaults (design §3): a drift between them would make a pure-function test check other numbers than production."""
 
 import dataclasses
 

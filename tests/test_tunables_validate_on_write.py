@@ -1,6 +1,6 @@
-"""SPEC 10 "validate on write" for direct writes of the learning row, where Python is needed: an
+"""design §3 "validate on write" for direct writes of the learning row, where Python is needed: an
 upgrade over a learning row that is already invalid (refused, naming the key, until the operator
-repairs it: docs/decisions.md "Adopted tunables"), the downgrade removing the new triggers, and a
+repairs it: design §3, adopted tunables), the downgrade removing the new triggers, and a
 trade that waits on a direct tau change in another session. The single-session cases are in
 tests/sql/ops/test_tunables_validate_on_write.sql."""
 

@@ -1,6 +1,6 @@
 """`lowcap-learning check`: recompute the learning state from its inputs and report any divergence.
 
-The stored state (learning.allocation_state) must be a function of `closed_trades` (SPEC 4): the
+The stored state (learning.allocation_state) must be a function of `closed_trades` (design §4, §15): the
 EWMAs, second moments, effective counts and n are recomputed in closed form
 (learning.recomputed_roi_state); the allocation path is replayed step by step from
 `learning.allocation_history` with learning.allocation_step, using each step's recorded limit and
@@ -120,7 +120,7 @@ WITH alloc AS (
 tracked AS (
     SELECT p.id, p.token_contract, p.token_chain, p.timeframe, p.total_allocation_pct AS pct, a.alloc,
         -- Only rows the redistribution would touch (a percent in [0, 1e9]) are summed: two 1e308 rows
-        -- would overflow, and a token holding such a row is left as it is (docs/decisions.md).
+        -- would overflow, and a token holding such a row is left as it is (design §6).
         sum(p.total_allocation_pct) FILTER (WHERE p.total_allocation_pct BETWEEN 0 AND 1e9) OVER token
             AS token_total,
         bool_and(p.total_allocation_pct BETWEEN 0 AND 1e9) OVER token AS token_sane,

@@ -19,7 +19,7 @@ COMMAND_MODULES = [
     "core",  # migrate, status, ingest
     "strength",  # explain strength
     "tuning",  # explain tuning
-    "ops",  # run, scheduler, flags, config, logs, explain allocation, plot, demo, check
+    "ops",  # run, scheduler, flags, config, logs, explain allocation, plot, adapter, demo
     "check",  # check (recompute and compare the learning state)
     "doctor",  # doctor (what the operator must still do: RLS, roles, pooler, adapter)
     "backtest",  # backtest (replay a trade file in a scratch database)

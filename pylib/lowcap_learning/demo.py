@@ -197,6 +197,34 @@ class Report:
         self.md += ["", f"## {title}", ""]
 
 
+@dataclass(frozen=True)
+class History:
+    """The seeded synthetic history the demo replays."""
+
+    positions: list[dict]
+    trades: list[dict]
+    events: list[dict]
+    outcome_of: dict[str, str]  # episode_id -> its outcome, set when its last window has passed
+    last_window: dict[str, datetime]  # episode_id -> the timestamp of its last window
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What the replay left in the database, read back for stdout and the report."""
+
+    totals_before: dict
+    totals_after: dict
+    history: list
+    evidence: list
+    rule: str
+    tuning: list
+    strength: list
+    timeframes: list[str]
+    runtime_lines: list[str]
+    log_counts: list
+    exported: int
+
+
 def main(
     url: str | None = None,
     small: bool = False,
@@ -219,18 +247,31 @@ def main(
         progress.phase("migrating (alembic upgrade head)")
         migrate.upgrade(demo_url)
     progress.phase("migrated; generating the synthetic history")
+    data = _history(size, seed)
+    notes: list[str] = []
+    registry = _job_registry(notes)
+    with psycopg.connect(demo_url, autocommit=True) as conn:
+        learned = _run(conn, size, data, registry, out, seed, progress, notes)
+    path_rows = _path_rows(learned.history, size.path_every)
+    tf_line = _timeframe_line(data.trades, learned.timeframes)
+    ok = _print_summary(rep, size, data, learned, path_rows, tf_line, notes)
+    _write_report(rep, out, seed, small, size, data, learned, path_rows, tf_line, ok, notes)
+    progress.phase(f"wrote {out / 'report.md'} and {out / 'allocation.png'}")
+    return rep
 
+
+def _history(size: Size, seed: int) -> History:
     positions = synthetic.positions(size.tokens, seed=seed)
     trades = synthetic.closed_trades(size.trades, seed=seed, start=START, span_days=size.days, tokens=positions)
     events = synthetic.episode_events(size.events, seed=seed, start=START, span_days=size.days)
-    outcome_of = {e["episode_id"]: e["outcome"] for e in events}
     last_window: dict[str, datetime] = {}
     for e in events:
         last_window[e["episode_id"]] = max(last_window.get(e["episode_id"], START), _ts(e["timestamp"]))
-    pending = [dict(e, outcome=None) for e in events]
+    return History(positions, trades, events, {e["episode_id"]: e["outcome"] for e in events}, last_window)
 
-    # Jobs with the providers that exist; a missing one is noted and the rest of its job still runs.
-    notes: list[str] = []
+
+def _job_registry(notes: list[str]) -> dict[str, jobs_module.Job]:
+    """Jobs with the providers that exist; a missing one is noted and the rest of its job still runs."""
     registry: dict[str, jobs_module.Job] = {}
     for name in jobs_module.job_names("all"):
         job = jobs_module.JOBS[name]
@@ -243,137 +284,174 @@ def main(
                 present.append(spec)
         if present:
             registry[name] = jobs_module.Job(name, job.minute, tuple(present), job.description)
-    runnable = list(registry)
+    return registry
 
-    with psycopg.connect(demo_url, autocommit=True) as conn:
-        progress.phase(f"seeding {len(positions)} positions")
-        synthetic.insert_positions(conn, positions)
-        totals_before = {(r[0], r[1]): r[2] for r in conn.execute(TOKEN_TOTALS).fetchall()}
-        has_outcome = conn.execute(HAS_FUNCTION, {"sig": "learning.set_episode_outcome(text, text)"}).fetchone()[0]
-        if not has_outcome:
-            notes.append("episode outcomes inserted with the windows: learning.set_episode_outcome is missing")
-            pending = events
-        job_runs = trades_done = windows_done = 0
-        progress.phase(f"replaying {size.days} simulated days: {len(trades):,} trades, {len(events):,} episode "
-                       f"windows, jobs every {size.job_every_days} day(s)")
-        for day in range(size.days):
-            lo, hi = START + timedelta(days=day), START + timedelta(days=day + 1)
-            day_trades = [t for t in trades if lo <= _ts(t["closed_at"]) < hi]
-            day_windows = [e for e in pending if lo <= _ts(e["timestamp"]) < hi]
-            with conn.transaction():
-                synthetic.insert_closed_trades(conn, day_trades)
-                synthetic.insert_episode_events(conn, day_windows)
-                if has_outcome:
-                    ended = [
-                        {"episode_id": ep, "outcome": outcome_of[ep]}
-                        for ep, at in last_window.items()
-                        if lo <= at < hi
-                    ]
-                    conn.execute(SET_OUTCOMES, {"rows": json.dumps(ended)})
-            trades_done += len(day_trades)
-            windows_done += len(day_windows)
-            jobs_due = (day + 1) % size.job_every_days == 0 or day + 1 == size.days
-            where = {"day": day + 1, "days": size.days, "trades": (trades_done, len(trades)),
-                     "windows": (windows_done, len(events))}
-            progress.replay(**where, job_runs=job_runs, line=False, doing="running jobs" if jobs_due else "")
-            if jobs_due:
-                for name in runnable:
-                    as_of = hi + timedelta(minutes=jobs_module.JOBS[name].minute)
-                    run = jobs_module.run_job(conn, name, as_of=as_of, slot_start=hi, registry=registry)
-                    job_runs += 1
-                    if run.status == "failed":
-                        notes.append(f"job {name} at {as_of:%Y-%m-%d %H:%M} failed: {run.error}")
-                progress.replay(**where, job_runs=job_runs, line=True)
-        progress.phase(f"replayed {size.days} days, {job_runs} job runs")
-        progress.phase("reading overrides, runtime examples and the learning log")
 
-        history = conn.execute(HISTORY).fetchall()
-        evidence = conn.execute(EVIDENCE).fetchall()
-        rule = conn.execute("SELECT learning.tunables() ->> 'allocation_rule'").fetchone()[0]
-        totals_after = {(r[0], r[1]): r[2] for r in conn.execute(TOKEN_TOTALS).fetchall()}
-        tuning = conn.execute(TUNING_OVERRIDES).fetchall()
-        strength = conn.execute(STRENGTH_OVERRIDES).fetchall()
-        timeframes = list(conn.execute("SELECT learning.tracked_timeframes()").fetchone()[0])
-        runtime_lines = _runtime_examples(conn, strength, tuning, notes)
-        log_counts = conn.execute(LOG_PREFIXES).fetchall()
-        exported = logs.export(conn, out / "learning_system.log")
-        from lowcap_learning.plot import plot_allocation
+def _token_totals(conn) -> dict:
+    return {(r[0], r[1]): r[2] for r in conn.execute(TOKEN_TOTALS).fetchall()}
 
-        progress.phase(f"plotting {out / 'allocation.png'}")
-        plot_allocation(conn, out / "allocation.png", title=f"Demo allocation ({len(history)} trades, seed {seed})")
 
-    # ---------------------------------------------------------------- stdout + report
-    rep.both(f"{len(positions)} positions ({size.tokens} tokens x 3 timeframes), {len(trades)} trades, "
-             f"{len(events)} episode windows over {size.days} days; jobs every {size.job_every_days} simulated day(s)")
-    rep.both("")
-    rep.both("allocation path (trade #, closed_at, " + ", ".join(timeframes) + "):")
-    path_rows = []
+def _run(conn, size: Size, data: History, registry, out: Path, seed: int, progress: Progress, notes) -> Learned:
+    """Seed the positions, replay the history day by day, then read back what was learned."""
+    progress.phase(f"seeding {len(data.positions)} positions")
+    synthetic.insert_positions(conn, data.positions)
+    totals_before = _token_totals(conn)
+    job_runs = _replay(conn, size, data, registry, progress, notes)
+    progress.phase(f"replayed {size.days} days, {job_runs} job runs")
+    progress.phase("reading overrides, runtime examples and the learning log")
+    history = conn.execute(HISTORY).fetchall()
+    evidence = conn.execute(EVIDENCE).fetchall()
+    rule = conn.execute("SELECT learning.tunables() ->> 'allocation_rule'").fetchone()[0]
+    totals_after = _token_totals(conn)
+    tuning = conn.execute(TUNING_OVERRIDES).fetchall()
+    strength = conn.execute(STRENGTH_OVERRIDES).fetchall()
+    timeframes = list(conn.execute("SELECT learning.tracked_timeframes()").fetchone()[0])
+    runtime_lines = _runtime_examples(conn, strength, tuning, notes)
+    log_counts = conn.execute(LOG_PREFIXES).fetchall()
+    exported = logs.export(conn, out / "learning_system.log")
+    from lowcap_learning.plot import plot_allocation
+
+    progress.phase(f"plotting {out / 'allocation.png'}")
+    plot_allocation(conn, out / "allocation.png", title=f"Demo allocation ({len(history)} trades, seed {seed})")
+    return Learned(totals_before, totals_after, history, evidence, rule, tuning, strength, timeframes,
+                   runtime_lines, log_counts, exported)
+
+
+def _replay(conn, size: Size, data: History, registry, progress: Progress, notes: list[str]) -> int:
+    """Each simulated day: its trades, its episode windows and the outcomes of the episodes that ended
+    (one transaction), then the jobs every job_every_days days. Returns the number of job runs."""
+    has_outcome = conn.execute(HAS_FUNCTION, {"sig": "learning.set_episode_outcome(text, text)"}).fetchone()[0]
+    pending = [dict(e, outcome=None) for e in data.events]
+    if not has_outcome:
+        notes.append("episode outcomes inserted with the windows: learning.set_episode_outcome is missing")
+        pending = data.events
+    trades, events = data.trades, data.events
+    job_runs = trades_done = windows_done = 0
+    progress.phase(f"replaying {size.days} simulated days: {len(trades):,} trades, {len(events):,} episode "
+                   f"windows, jobs every {size.job_every_days} day(s)")
+    for day in range(size.days):
+        lo, hi = START + timedelta(days=day), START + timedelta(days=day + 1)
+        day_trades = [t for t in trades if lo <= _ts(t["closed_at"]) < hi]
+        day_windows = [e for e in pending if lo <= _ts(e["timestamp"]) < hi]
+        with conn.transaction():
+            synthetic.insert_closed_trades(conn, day_trades)
+            synthetic.insert_episode_events(conn, day_windows)
+            if has_outcome:
+                ended = [
+                    {"episode_id": ep, "outcome": data.outcome_of[ep]}
+                    for ep, at in data.last_window.items()
+                    if lo <= at < hi
+                ]
+                conn.execute(SET_OUTCOMES, {"rows": json.dumps(ended)})
+        trades_done += len(day_trades)
+        windows_done += len(day_windows)
+        jobs_due = (day + 1) % size.job_every_days == 0 or day + 1 == size.days
+        where = {"day": day + 1, "days": size.days, "trades": (trades_done, len(trades)),
+                 "windows": (windows_done, len(events))}
+        progress.replay(**where, job_runs=job_runs, line=False, doing="running jobs" if jobs_due else "")
+        if jobs_due:
+            for name in registry:
+                as_of = hi + timedelta(minutes=jobs_module.JOBS[name].minute)
+                run = jobs_module.run_job(conn, name, as_of=as_of, slot_start=hi, registry=registry)
+                job_runs += 1
+                if run.status == "failed":
+                    notes.append(f"job {name} at {as_of:%Y-%m-%d %H:%M} failed: {run.error}")
+            progress.replay(**where, job_runs=job_runs, line=True)
+    return job_runs
+
+
+def _path_rows(history: list, every: int) -> list[tuple]:
+    """(label, closed_at, allocation): the start, every `every`-th step and the end."""
+    rows = []
     if history:
-        path_rows.append(("start", history[0][3], history[0][4]))
+        rows.append(("start", history[0][3], history[0][4]))
         for i, row in enumerate(history, start=1):
-            if i % size.path_every == 0 and i != len(history):
-                path_rows.append((str(i), row[3], row[5]))
-        path_rows.append((f"end ({len(history)})", history[-1][3], history[-1][5]))
-    for label, at, alloc in path_rows:
-        rep.both(f"  {label:<10} {at:%Y-%m-%d %H:%M}  {_fmt_alloc(alloc)}")
+            if i % every == 0 and i != len(history):
+                rows.append((str(i), row[3], row[5]))
+        rows.append((f"end ({len(history)})", history[-1][3], history[-1][5]))
+    return rows
+
+
+def _timeframe_line(trades: list[dict], timeframes: list[str]) -> str:
     per_tf = {tf: sum(1 for t in trades if t["timeframe"] == tf) for tf in timeframes}
     mean_tf = {
         tf: sum(t["rpnl_pct"] for t in trades if t["timeframe"] == tf) / max(per_tf[tf], 1) for tf in timeframes
     }
-    tf_line = ", ".join(f"{tf} {per_tf[tf]} (mean {mean_tf[tf]:+.2f}%)" for tf in timeframes)
+    return ", ".join(f"{tf} {per_tf[tf]} (mean {mean_tf[tf]:+.2f}%)" for tf in timeframes)
+
+
+def _print_summary(rep: Report, size: Size, data: History, learned: Learned, path_rows, tf_line, notes) -> bool:
+    """The seeded figures on stdout; returns whether every per-token total was kept."""
+    rep.both(f"{len(data.positions)} positions ({size.tokens} tokens x 3 timeframes), {len(data.trades)} trades, "
+             f"{len(data.events)} episode windows over {size.days} days; jobs every {size.job_every_days} "
+             "simulated day(s)")
+    rep.both("")
+    rep.both("allocation path (trade #, closed_at, " + ", ".join(learned.timeframes) + "):")
+    for label, at, alloc in path_rows:
+        rep.both(f"  {label:<10} {at:%Y-%m-%d %H:%M}  {_fmt_alloc(alloc)}")
     rep.both("  trades per timeframe: " + tf_line)
-    worst = max((abs(totals_after[k] - v) for k, v in totals_before.items()), default=0.0)
-    same_keys = set(totals_before) == set(totals_after)
-    ok = same_keys and worst < 1e-9
-    rep.both(f"per-token totals check: {len(totals_before)} tokens, max |after - before| < 1e-9 %: "
+    before, after = learned.totals_before, learned.totals_after
+    worst = max((abs(after[k] - v) for k, v in before.items()), default=0.0)
+    ok = set(before) == set(after) and worst < 1e-9
+    rep.both(f"per-token totals check: {len(before)} tokens, max |after - before| < 1e-9 %: "
              f"{'ok' if ok else f'FAILED ({worst:.3g})'}")
-    rep.both(f"tuning overrides: {len({(r[0], json.dumps(r[1], sort_keys=True)) for r in tuning})} slices; "
-             f"strength overrides: {len(strength)}")
+    rep.both(f"tuning overrides: {len({(r[0], json.dumps(r[1], sort_keys=True)) for r in learned.tuning})} slices; "
+             f"strength overrides: {len(learned.strength)}")
     for note in notes:
         rep.both(f"note: {note}")
+    return ok
 
-    md = rep.md
+
+def _write_report(rep: Report, out: Path, seed: int, small: bool, size: Size, data: History, learned: Learned,
+                  path_rows, tf_line: str, ok: bool, notes: list[str]) -> None:
+    """demo-output/report.md."""
+    md, timeframes = rep.md, learned.timeframes
     md += [f"# lowcap-learning demo report (seed {seed}, {'small' if small else 'full'})", "",
-           f"{len(positions)} positions ({size.tokens} tokens x 3 timeframes), {len(trades)} closed trades and "
-           f"{len(events)} episode windows over {size.days} simulated days, replayed day by day through the "
-           f"triggers; jobs (lesson-builder, tuning-miner, materializer) run every {size.job_every_days} simulated "
-           f"day(s) with as_of = the simulated slot. The 4h timeframe is the better one by construction.",
+           f"{len(data.positions)} positions ({size.tokens} tokens x 3 timeframes), {len(data.trades)} closed "
+           f"trades and {len(data.events)} episode windows over {size.days} simulated days, replayed day by day "
+           f"through the triggers; jobs (lesson-builder, tuning-miner, materializer) run every "
+           f"{size.job_every_days} simulated day(s) with as_of = the simulated slot. The 4h timeframe is the "
+           "better one by construction.",
            "", "![allocation](allocation.png)"]
     rep.section("Allocation path")
     md += ["| trade # | closed_at | " + " | ".join(timeframes) + " |", "|---|---|" + "---|" * len(timeframes)]
     md += [f"| {label} | {at:%Y-%m-%d %H:%M} | " + " | ".join(f"{v:.4f}" for v in alloc) + " |"
            for label, at, alloc in path_rows]
     md += ["", "Trades per timeframe: " + tf_line, "",
-           f"Per-token totals: {len(totals_before)} tokens, every total kept within 1e-9 %: {'yes' if ok else 'NO'}."]
-    rep.section(f"What the allocation learned, and why (allocation_rule {rule})")
+           f"Per-token totals: {len(learned.totals_before)} tokens, every total kept within 1e-9 %: "
+           f"{'yes' if ok else 'NO'}."]
+    rep.section(f"What the allocation learned, and why (allocation_rule {learned.rule})")
     md += ["Each timeframe's 90-day ROI, its standard error (exact EWMA second moments, effective count),",
            "and z: its distance from the other timeframes in standard errors. The desired split leaves the",
            "starting split only by the part of |z| beyond the evidence threshold.", "",
            "| timeframe | n | ROI (90 d) | effective n | std error | z | desired share |",
            "|---|---|---|---|---|---|---|"]
     md += [f"| {tf} | {n} | {_num(roi, '+.4f')} | {_num(neff, '.1f')} | {_num(se, '.4f')} | {_num(z, '+.2f')} "
-           f"| {_num(share, '.4f')} |" for tf, n, roi, neff, se, z, share in evidence]
+           f"| {_num(share, '.4f')} |" for tf, n, roi, neff, se, z, share in learned.evidence]
     rep.section("Tuning overrides chosen (one unit per slice: ts_min, halo_max, slope_min; 15 largest slices)")
-    md += _tuning_table(tuning)
+    md += _tuning_table(learned.tuning)
     rep.section("Strength overrides (top 15 by confidence)")
-    if strength:
-        md += ["| pattern | scope | dirA | dirE | confidence | edge_raw_roi | n |", "|---|---|---|---|---|---|---|"]
-        md += [f"| {p} | `{json.dumps(s, sort_keys=True)}` | {a:+.3f} | {e:+.3f} | {c:.3f} | {edge:+.4f} | {n} |"
-               for p, s, a, e, c, edge, n in strength[:15]]
-        md += ["", f"{len(strength)} active pm_strength overrides in all."]
-    else:
-        md += ["none"]
+    md += _strength_table(learned.strength)
     rep.section("Runtime application")
-    md += runtime_lines
+    md += learned.runtime_lines
     rep.section("Learning log")
-    md += ["| line | level | rows |", "|---|---|---|"] + [f"| {p} | {lvl} | {n} |" for p, lvl, n in log_counts]
-    md += ["", f"{exported} rows exported to `learning_system.log`."]
+    md += ["| line | level | rows |", "|---|---|---|"] + [f"| {p} | {lvl} | {n} |" for p, lvl, n in learned.log_counts]
+    md += ["", f"{learned.exported} rows exported to `learning_system.log`."]
     if notes:
         rep.section("Notes")
         md += [f"- {n}" for n in notes]
     (out / "report.md").write_text("\n".join(md).lstrip() + "\n")
-    progress.phase(f"wrote {out / 'report.md'} and {out / 'allocation.png'}")
-    return rep
+
+
+def _strength_table(strength) -> list[str]:
+    if not strength:
+        return ["none"]
+    return [
+        "| pattern | scope | dirA | dirE | confidence | edge_raw_roi | n |", "|---|---|---|---|---|---|---|",
+        *(f"| {p} | `{json.dumps(s, sort_keys=True)}` | {a:+.3f} | {e:+.3f} | {c:.3f} | {edge:+.4f} | {n} |"
+          for p, s, a, e, c, edge, n in strength[:15]),
+        "", f"{len(strength)} active pm_strength overrides in all.",
+    ]
 
 
 def _tuning_table(rows) -> list[str]:
@@ -429,50 +507,56 @@ def _evidence_cell(p: dict) -> str:
 
 def _runtime_examples(conn, strength, tuning, notes) -> list[str]:
     """One apply_strength_overrides and one apply_execution_overrides call, on a scope that matches."""
-    lines: list[str] = []
     try:
         runtime = importlib.import_module("lowcap_learning.runtime")
     except ModuleNotFoundError:
         notes.append("runtime application skipped: lowcap_learning.runtime is missing")
         return ["skipped: lowcap_learning.runtime is missing"]
-    apply_strength = getattr(runtime, "apply_strength_overrides", None)
-    if apply_strength is None:
-        notes.append("strength runtime skipped: runtime.apply_strength_overrides is missing")
-        lines.append("- strength: skipped (runtime.apply_strength_overrides is missing)")
-    elif not strength:
-        lines.append("- strength: no active pm_strength override to apply")
-    else:
-        pattern, scope = strength[0][0], dict(strength[0][1])
-        row = conn.execute(
-            "SELECT scope FROM public.pattern_trade_events WHERE pattern_key = %(p)s::text"
-            " AND scope @> %(s)s::jsonb ORDER BY id LIMIT 1",
-            {"p": pattern, "s": json.dumps(scope)},
-        ).fetchone()
-        scope = dict(row[0]) if row else scope
-        result = apply_strength(conn, pattern, scope, 0.5, 0.5)
-        fields = {k: getattr(result, k) for k in ("a_final", "e_final", "position_size_frac", "delta_a", "delta_e",
-                                                  "dir_a", "dir_e", "confidence", "steer_max_eff")
-                  if hasattr(result, k)}
-        lines.append(f"- `apply_strength_overrides(conn, {pattern!r}, {json.dumps(scope, sort_keys=True)}, "
-                     "a_flags=0.5, e_flags=0.5)`:")
-        lines += [f"  - {k} = {v:.4f}" if isinstance(v, float) else f"  - {k} = {v}" for k, v in fields.items()]
-        lines.append(f"  - matches = {len(getattr(result, 'matches', []) or [])}")
-    apply_exec = getattr(runtime, "apply_execution_overrides", None)
-    if apply_exec is None:
-        notes.append("execution runtime skipped: runtime.apply_execution_overrides is missing")
-        lines.append("- execution: skipped (runtime.apply_execution_overrides is missing)")
-    elif not tuning:
-        lines.append("- execution: no active tuning override to apply")
-    else:
-        pattern, scope = _full_scope(conn, tuning[0][0], tuning[0][1])
-        base = {"ts_min": synthetic.TS_MIN, "halo_max": synthetic.HALO_MAX, "slope_min": synthetic.SLOPE_MIN}
-        result = apply_exec(conn, pattern, scope, base)
-        lines.append(f"- `apply_execution_overrides(conn, {pattern!r}, {json.dumps(scope, sort_keys=True)}, "
-                     f"{json.dumps(base)})`:")
-        lines.append(f"  - thresholds = `{_plain(getattr(result, 'thresholds', result))}`")
-        for o in getattr(result, "applied", []) or []:
-            lines.append(f"  - applied {o.action_category}: multiplier {o.multiplier:g}, delta {o.delta}, "
-                         f"slice `{json.dumps(o.scope_subset, sort_keys=True)}` (n {o.n})")
+    lines: list[str] = []
+    for label, function, kind, rows, example in (
+        ("strength", "apply_strength_overrides", "pm_strength", strength, _strength_example),
+        ("execution", "apply_execution_overrides", "tuning", tuning, _execution_example),
+    ):
+        apply = getattr(runtime, function, None)
+        if apply is None:
+            notes.append(f"{label} runtime skipped: runtime.{function} is missing")
+            lines.append(f"- {label}: skipped (runtime.{function} is missing)")
+        elif not rows:
+            lines.append(f"- {label}: no active {kind} override to apply")
+        else:
+            lines += example(conn, apply, rows)
+    return lines
+
+
+def _strength_example(conn, apply_strength, strength) -> list[str]:
+    pattern, scope = strength[0][0], dict(strength[0][1])
+    row = conn.execute(
+        "SELECT scope FROM public.pattern_trade_events WHERE pattern_key = %(p)s::text"
+        " AND scope @> %(s)s::jsonb ORDER BY id LIMIT 1",
+        {"p": pattern, "s": json.dumps(scope)},
+    ).fetchone()
+    scope = dict(row[0]) if row else scope
+    result = apply_strength(conn, pattern, scope, 0.5, 0.5)
+    fields = {k: getattr(result, k) for k in ("a_final", "e_final", "position_size_frac", "delta_a", "delta_e",
+                                              "dir_a", "dir_e", "confidence", "steer_max_eff")
+              if hasattr(result, k)}
+    lines = [f"- `apply_strength_overrides(conn, {pattern!r}, {json.dumps(scope, sort_keys=True)}, "
+             "a_flags=0.5, e_flags=0.5)`:"]
+    lines += [f"  - {k} = {v:.4f}" if isinstance(v, float) else f"  - {k} = {v}" for k, v in fields.items()]
+    lines.append(f"  - matches = {len(getattr(result, 'matches', []) or [])}")
+    return lines
+
+
+def _execution_example(conn, apply_exec, tuning) -> list[str]:
+    pattern, scope = _full_scope(conn, tuning[0][0], tuning[0][1])
+    base = {"ts_min": synthetic.TS_MIN, "halo_max": synthetic.HALO_MAX, "slope_min": synthetic.SLOPE_MIN}
+    result = apply_exec(conn, pattern, scope, base)
+    lines = [f"- `apply_execution_overrides(conn, {pattern!r}, {json.dumps(scope, sort_keys=True)}, "
+             f"{json.dumps(base)})`:",
+             f"  - thresholds = `{_plain(getattr(result, 'thresholds', result))}`"]
+    for o in getattr(result, "applied", []) or []:
+        lines.append(f"  - applied {o.action_category}: multiplier {o.multiplier:g}, delta {o.delta}, "
+                     f"slice `{json.dumps(o.scope_subset, sort_keys=True)}` (n {o.n})")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""SPEC 13's allocation scenarios through the real closed_trades trigger, for each allocation rule.
+"""The allocation scenarios of design §16 through the real closed_trades trigger, for each allocation rule.
 
 `run(url)` makes one fresh database per rule on the server of `url` (built from sql/, the rule set
 with learning.set_tunable), and for every seed and scenario inserts the scenario's trades as one
@@ -7,7 +7,7 @@ from learning.allocation_history and rolls the transaction back, so every seed s
 migrated state. The rules run side by side (one connection each). It returns the figures against
 the targets and the paths; `plots(figures, outdir)` writes fan charts of them.
 
-The figures (SPEC 13):
+The figures (design §16):
 - null: the largest drift of any timeframe from its start after 3,000 trades (mean and p90 over
   seeds; the first release was measured this way: 0.28 / 0.45), and, stricter, the largest drift
   anywhere along the path;

@@ -1,4 +1,4 @@
-"""The hourly learning jobs (SPEC section 9): registry, and one recorded run of a job.
+"""The hourly learning jobs (design §14): registry, and one recorded run of a job.
 
 A run claims its row of learning.job_runs (unique on (job, slot_start)) before it starts, so a slot runs
 at most once whoever asks; it then takes a session advisory lock on the job so two runs of one job never
@@ -20,7 +20,7 @@ import json
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 import psycopg
@@ -130,17 +130,8 @@ class JobRun:
         return cls(*row)
 
     def as_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "job": self.job,
-            "slot_start": self.slot_start,
-            "as_of": self.as_of,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "status": self.status,
-            "counts": self.counts,
-            "error": self.error,
-        }
+        """Every field but `extra`, in declaration order (what `run --json` and `status` show)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
 
 
 def provider(spec: str) -> Callable:

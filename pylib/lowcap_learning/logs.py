@@ -1,8 +1,8 @@
 """The learning-system log: database rows (learning.learning_log) exported to logs/learning_system.log.
 
 Every learning event, from SQL or Python, is a row written by `learning._log` (Python: `db_log`). The
-exporter writes each row to the file exactly once, across SIGKILL at any point (docs/decisions.md,
-Operations). Per batch, under an exclusive lock on `<log>.export.lock`:
+exporter writes each row to the file exactly once, across SIGKILL at any point (design §14). Per batch,
+under an exclusive lock on `<log>.export.lock`:
 
 1. claim unexported rows (`UPDATE ... SET exported_at = now() ... FOR UPDATE SKIP LOCKED RETURNING`);
 2. record the batch (row ids, the file's device/inode and its size before the write) in the sidecar
@@ -98,7 +98,7 @@ class LogRow:
 
 
 def db_log(conn: psycopg.Connection, level: str, message: str) -> None:
-    """Append one learning event (contract 3): a learning.learning_log row, exported to the file later."""
+    """Append one learning event (design §14): a learning.learning_log row, exported to the file later."""
     level = level.upper()
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")

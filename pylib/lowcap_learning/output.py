@@ -9,6 +9,11 @@ import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import click
+
+# `--json` of every command that prints a table otherwise: one spelling, one help text.
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}(:?\d{2})?)$")
 
 

@@ -1,4 +1,4 @@
-"""`lowcap-learning scheduler`: the hourly jobs at :08, :09 and :10 (SPEC section 9), with APScheduler.
+"""`lowcap-learning scheduler`: the hourly jobs at :08, :09 and :10 (design §14), with APScheduler.
 
 Each firing runs `jobs.run_job` for the hour slot of its fire time: the slot row's INSERT decides who
 runs it, so any number of schedulers (or a cron `run --slot current`) run each job once per hour. Every

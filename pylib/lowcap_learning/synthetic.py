@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -146,11 +147,11 @@ def closed_trades(
     ts}; n_patterns limits the distinct pattern keys (None = all 10). Winners trim and reach S3 more
     often, so strength directions differ. tokens: positions rows to draw token/position from.
     """
+    # The draws happen in one fixed order (the seed's rows must never change): timeframes, scopes,
+    # tokens, ROI, times, then the action plan.
     rng = _rng(seed, 2)
     tf_idx = rng.choice(3, size=n, p=[0.4, 0.35, 0.25])
     tf_names = np.array(TIMEFRAMES)[tf_idx]
-    tf_mean = {tf: m for tf, m in zip([t for t in TIMEFRAMES if t != better_timeframe], (-1.5, 0.5), strict=False)}
-    tf_mean[better_timeframe] = 6.0
     scopes = _draw_scopes(rng, n, [d for d in dims if d != "timeframe"])
     by_token: dict[tuple[str, str], dict[str, dict]] = {}
     for tok in tokens or ():
@@ -160,6 +161,46 @@ def closed_trades(
     if token_keys and "chain" in scopes:
         chain_no = {c: j for j, c in enumerate(SCOPE_DIMS["chain"][0])}
         scopes["chain"] = np.array([chain_no.get(token_keys[int(j)][1], 0) for j in token_pick], dtype=np.int64)
+    roi_pct = _trade_roi_pct(rng, tf_names, scopes, better_timeframe)
+    times = _times(rng, n, start, span_days)
+    plan = _ActionPlan.draw(rng, roi_pct, tf_names, actions_per_trade)
+
+    patterns = _ENTRY + _ADD + _TRIM + _EXIT
+    allowed = set(p[0] for p in patterns[: n_patterns or len(patterns)])
+    rows = []
+    for i in range(n):
+        tf = str(tf_names[i])
+        scope = {d: tf if d == "timeframe" else SCOPE_DIMS[d][0][scopes[d][i]] for d in dims}
+        token = token_keys[int(token_pick[i])] if token_keys else None
+        if token and "chain" in scope:
+            scope["chain"] = token[1]
+        closed = times[i]
+        opened = closed - timedelta(days=float(plan.durations[i]))
+        row = {
+            "trade_id": f"{id_prefix}-{seed}-{i:08d}",
+            "position_id": None,
+            "token_contract": None,
+            "token_chain": scope.get("chain"),
+            "timeframe": tf,
+            "rpnl_pct": round(float(roi_pct[i]), 6),
+            "closed_at": _iso(closed),
+            "actions": _trade_actions(plan.sequence(i), allowed, scope, opened, closed),
+            "did_trim": None,
+            "reached_s3": None,
+        }
+        if token:
+            row["position_id"] = by_token[token].get(tf, {}).get("id")
+            row["token_contract"], row["token_chain"] = token
+        rows.append(row)
+    return rows
+
+
+def _trade_roi_pct(rng: np.random.Generator, tf_names: np.ndarray, scopes: dict, better_timeframe: str) -> np.ndarray:
+    """ROI in percent per trade: the timeframe's mean shifted by chain, regime and mcap, fat-tailed noise,
+    ~3 % lognormal runners, clipped to [-99, 5000], ~1 % exactly flat."""
+    n = len(tf_names)
+    tf_mean = {tf: m for tf, m in zip([t for t in TIMEFRAMES if t != better_timeframe], (-1.5, 0.5), strict=False)}
+    tf_mean[better_timeframe] = 6.0
     base = np.array([tf_mean[str(t)] for t in tf_names])
     for dim, table in (("chain", _CHAIN_ROI), ("regime", _REGIME_ROI), ("mcap_bucket", _MCAP_ROI)):
         if dim in scopes:
@@ -171,76 +212,72 @@ def closed_trades(
     roi_pct = np.clip(roi_pct, -99.0, 5000.0)
     flat = rng.random(n) < 0.01
     roi_pct[flat] = 0.0
-    times = _times(rng, n, start, span_days)
+    return roi_pct
 
-    patterns = _ENTRY + _ADD + _TRIM + _EXIT
-    allowed = set(p[0] for p in patterns[: n_patterns or len(patterns)])
-    hi = max(1, int(round(2 * actions_per_trade - 1)))
-    n_actions = rng.integers(1, hi + 1, size=n)
-    win = roi_pct > 0
-    p_trim = np.where(roi_pct > 10, 0.7, np.where(win, 0.45, 0.2))
-    p_s3 = np.where(roi_pct > 15, 0.65, np.where(win, 0.25, 0.05))
-    trims = rng.random(n) < p_trim
-    s3 = rng.random(n) < p_s3
-    choice = rng.random((n, hi + 1))
-    scale = {"15m": 0.3, "1h": 1.0, "4h": 3.0}
-    durations = rng.gamma(2.0, 1.0, size=n) * np.array([scale[str(t)] for t in tf_names])
 
-    rows = []
-    for i in range(n):
-        tf = str(tf_names[i])
-        scope = {d: tf if d == "timeframe" else SCOPE_DIMS[d][0][scopes[d][i]] for d in dims}
-        token = token_keys[int(token_pick[i])] if token_keys else None
-        if token and "chain" in scope:
-            scope["chain"] = token[1]
-        m = int(n_actions[i])
-        sequence = [_ENTRY[0] if choice[i, 0] < 0.7 else _ENTRY[1]]
-        middle = m - 2
-        for j in range(max(middle, 0)):
-            r = choice[i, j + 1]
-            if trims[i] and r < 0.5:
-                sequence.append(_TRIM[1] if s3[i] else _TRIM[0])
+@dataclass(frozen=True)
+class _ActionPlan:
+    """Per trade: how many actions, whether it trims and reaches S3, the uniform draws that pick each
+    action, and how long it was open (days)."""
+
+    n_actions: np.ndarray
+    win: np.ndarray
+    trims: np.ndarray
+    s3: np.ndarray
+    choice: np.ndarray
+    durations: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, roi_pct: np.ndarray, tf_names: np.ndarray, actions_per_trade: float):
+        n = len(roi_pct)
+        hi = max(1, int(round(2 * actions_per_trade - 1)))
+        n_actions = rng.integers(1, hi + 1, size=n)
+        win = roi_pct > 0
+        p_trim = np.where(roi_pct > 10, 0.7, np.where(win, 0.45, 0.2))
+        p_s3 = np.where(roi_pct > 15, 0.65, np.where(win, 0.25, 0.05))
+        trims = rng.random(n) < p_trim
+        s3 = rng.random(n) < p_s3
+        choice = rng.random((n, hi + 1))
+        scale = {"15m": 0.3, "1h": 1.0, "4h": 3.0}
+        durations = rng.gamma(2.0, 1.0, size=n) * np.array([scale[str(t)] for t in tf_names])
+        return cls(n_actions, win, trims, s3, choice, durations)
+
+    def sequence(self, i: int) -> list[tuple[str, str, str]]:
+        """Trade i's action templates: an entry, adds or trims, an exit (winners trim, S3 trades use S3)."""
+        m, trims, s3, choice = int(self.n_actions[i]), self.trims[i], self.s3[i], self.choice[i]
+        sequence = [_ENTRY[0] if choice[0] < 0.7 else _ENTRY[1]]
+        for j in range(max(m - 2, 0)):
+            r = choice[j + 1]
+            if trims and r < 0.5:
+                sequence.append(_TRIM[1] if s3 else _TRIM[0])
             else:
-                sequence.append(_ADD[int(r * 3) % 3] if not s3[i] else _ADD[2])
+                sequence.append(_ADD[int(r * 3) % 3] if not s3 else _ADD[2])
         if m >= 2:
-            sequence.append(_EXIT[1] if s3[i] else (_EXIT[0] if win[i] else _EXIT[2]))
-        if trims[i] and not any(a[1] == "trim" for a in sequence):
-            sequence.insert(len(sequence) - 1 if m >= 2 else 1, _TRIM[1] if s3[i] else _TRIM[0])
-        closed = times[i]
-        opened = closed - timedelta(days=float(durations[i]))
-        k = len(sequence)
-        actions = []
-        for j, (key, category, state) in enumerate(sequence):
-            if key not in allowed:
-                continue
-            ts = opened + (closed - opened) * (j / max(k - 1, 1))
-            actions.append(
-                {
-                    "pattern_key": key,
-                    "action_category": category,
-                    "scope": scope,
-                    "decision_type": category,
-                    "state": state,
-                    "ts": _iso(ts),
-                }
-            )
-        row = {
-            "trade_id": f"{id_prefix}-{seed}-{i:08d}",
-            "position_id": None,
-            "token_contract": None,
-            "token_chain": scope.get("chain"),
-            "timeframe": tf,
-            "rpnl_pct": round(float(roi_pct[i]), 6),
-            "closed_at": _iso(closed),
-            "actions": actions,
-            "did_trim": None,
-            "reached_s3": None,
-        }
-        if token:
-            row["position_id"] = by_token[token].get(tf, {}).get("id")
-            row["token_contract"], row["token_chain"] = token
-        rows.append(row)
-    return rows
+            sequence.append(_EXIT[1] if s3 else (_EXIT[0] if self.win[i] else _EXIT[2]))
+        if trims and not any(a[1] == "trim" for a in sequence):
+            sequence.insert(len(sequence) - 1 if m >= 2 else 1, _TRIM[1] if s3 else _TRIM[0])
+        return sequence
+
+
+def _trade_actions(sequence, allowed: set[str], scope: dict, opened: datetime, closed: datetime) -> list[dict]:
+    """The allowed actions of a sequence, evenly spaced from opened to closed."""
+    k = len(sequence)
+    actions = []
+    for j, (key, category, state) in enumerate(sequence):
+        if key not in allowed:
+            continue
+        ts = opened + (closed - opened) * (j / max(k - 1, 1))
+        actions.append(
+            {
+                "pattern_key": key,
+                "action_category": category,
+                "scope": scope,
+                "decision_type": category,
+                "state": state,
+                "ts": _iso(ts),
+            }
+        )
+    return actions
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,19 +341,7 @@ def episode_events(
     ep_pattern = rng.choice(n_patterns, size=n_ep, p=_zipf(n_patterns))
     ep_scope = _draw_scopes(rng, n_ep, dims)
     scope_idx = {d: v[episode_of] for d, v in ep_scope.items()}
-    s = samples_per_window
-    # Windows of one episode are one setup seen again: the episode's values, jittered a little per
-    # window (last sample) and more for the earlier samples of a window.
-    jitter = np.concatenate([np.full(s - 1, 4.0), [1.0]])
-
-    def around(center, spread, scale):
-        per_window = center[episode_of][:, None] + rng.normal(0.0, scale, size=(n, 1)) * jitter
-        return per_window + rng.normal(0.0, spread * 0.1, size=(n, s)) * (jitter > 1)
-
-    ts = np.clip(around(rng.normal(0.6, 0.1, size=n_ep), 0.1, 0.008), 0.0, 1.0)
-    halo = np.abs(around(rng.normal(0.85, 0.45, size=n_ep), 0.45, 0.02))
-    e60 = around(rng.normal(0.0008, 0.0025, size=n_ep), 0.0025, 0.0001)
-    e144 = around(rng.normal(0.0004, 0.0015, size=n_ep), 0.0015, 0.0001)
+    ts, halo, e60, e144 = _episode_samples(rng, episode_of, n_ep, samples_per_window)
     last = (ts[:, -1], halo[:, -1], e60[:, -1], e144[:, -1])
     p = _success_probability(*last, scope_idx)
     # The episode's outcome follows its last window.
@@ -333,25 +358,12 @@ def episode_events(
     rows = []
     for i in range(n):
         e = int(episode_of[i])
-        scope = {d: SCOPE_DIMS[d][0][ep_scope[d][e]] for d in dims}
-        samples = [
-            {
-                "ts_score": round(float(ts[i, j]), 4),
-                "ts_ok": bool(ts[i, j] >= TS_MIN),
-                "slope_ok": bool(e60[i, j] > SLOPE_MIN or e144[i, j] >= SLOPE_MIN),
-                "entry_zone_ok": bool(halo[i, j] <= HALO_MAX),
-                "halo_distance": round(float(halo[i, j]), 4),
-                "ema60_slope": round(float(e60[i, j]), 6),
-                "ema144_slope": round(float(e144[i, j]), 6),
-            }
-            for j in range(s)
-        ]
-        factors: dict = {"samples": samples}
+        factors: dict = {"samples": _decision_samples(ts[i], halo[i], e60[i], e144[i])}
         if not missing[i]:
             factors.update(ts_min=TS_MIN, halo_max=HALO_MAX, slope_min=SLOPE_MIN, dx_min=DX_MIN)
         rows.append(
             {
-                "scope": scope,
+                "scope": {d: SCOPE_DIMS[d][0][ep_scope[d][e]] for d in dims},
                 "pattern_key": EPISODE_PATTERNS[int(ep_pattern[e]) % len(EPISODE_PATTERNS)],
                 "episode_id": f"{id_prefix}_{seed}_{int(ep_ids[e]):012x}_{e}",
                 "trade_id": None,
@@ -362,6 +374,42 @@ def episode_events(
             }
         )
     return rows
+
+
+def _episode_samples(
+    rng: np.random.Generator, episode_of: np.ndarray, n_ep: int, s: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """ts, halo distance, ema60 and ema144 slopes, (windows x s samples) each. Windows of one episode are
+    one setup seen again: the episode's values, jittered a little per window (last sample) and more for
+    the earlier samples of a window."""
+    n = len(episode_of)
+    jitter = np.concatenate([np.full(s - 1, 4.0), [1.0]])
+
+    def around(center, spread, scale):
+        per_window = center[episode_of][:, None] + rng.normal(0.0, scale, size=(n, 1)) * jitter
+        return per_window + rng.normal(0.0, spread * 0.1, size=(n, s)) * (jitter > 1)
+
+    ts = np.clip(around(rng.normal(0.6, 0.1, size=n_ep), 0.1, 0.008), 0.0, 1.0)
+    halo = np.abs(around(rng.normal(0.85, 0.45, size=n_ep), 0.45, 0.02))
+    e60 = around(rng.normal(0.0008, 0.0025, size=n_ep), 0.0025, 0.0001)
+    e144 = around(rng.normal(0.0004, 0.0015, size=n_ep), 0.0015, 0.0001)
+    return ts, halo, e60, e144
+
+
+def _decision_samples(ts, halo, e60, e144) -> list[dict]:
+    """One window's decision samples as the bot writes them in factors.samples."""
+    return [
+        {
+            "ts_score": round(float(ts[j]), 4),
+            "ts_ok": bool(ts[j] >= TS_MIN),
+            "slope_ok": bool(e60[j] > SLOPE_MIN or e144[j] >= SLOPE_MIN),
+            "entry_zone_ok": bool(halo[j] <= HALO_MAX),
+            "halo_distance": round(float(halo[j]), 4),
+            "ema60_slope": round(float(e60[j]), 6),
+            "ema144_slope": round(float(e144[j]), 6),
+        }
+        for j in range(len(ts))
+    ]
 
 
 def _zipf(k: int) -> np.ndarray:
@@ -432,7 +480,7 @@ def insert_episode_events(conn, rows: Sequence[dict]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# tuning scenarios (SPEC 13): seeded slices of episode windows with a known truth
+# tuning scenarios (design §16): seeded slices of episode windows with a known truth
 
 # The null cells: windows per slice x base success rate, SCENARIO_REPEATS slices each (24 per seed).
 NULL_WINDOWS = (100, 250, 500, 1000)
@@ -548,7 +596,7 @@ def tuning_scenario(
     return rows, truth
 
 
-# allocation scenarios (SPEC 13)
+# allocation scenarios (design §16)
 
 ALLOCATION_SCENARIOS = {
     # kind: (trades, {timeframe: extra mean ROI before the switch}, {after}, switch trade)
@@ -566,7 +614,7 @@ def allocation_scenario(
     sigma: float = 0.25,
     start: datetime = _DEFAULT_START,
 ) -> list[dict]:
-    """SPEC 13's allocation scenarios: closed trades in closed_at order, each on 15m, 1h or 4h
+    """The allocation scenarios of design §16: closed trades in closed_at order, each on 15m, 1h or 4h
     (uniformly), trades_per_day on average (exponential gaps), ROI ~ N(mean, sigma) per trade as a
     fraction (rpnl_pct is its percent, at least -99.99). null: one mean (0) everywhere; edge: 4h earns
     +5 points; shift: 4h earns +5 points until trade 1,500, then 15m does.

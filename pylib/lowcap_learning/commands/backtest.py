@@ -25,52 +25,55 @@ def _report(result, every: int) -> list[str]:
     return lines
 
 
-def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-    @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="A tunable for this replay (repeatable).")
-    @click.option("--compare", metavar="KEY=VALUE", default=None, help="Also replay with this tunable changed.")
-    @click.option("--every", type=int, default=None, help="Show the allocation every N trades (default: ~10 points).")
-    @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Write the allocation path as a PNG.")
-    @click.option("--scratch-url", default=None, help="Server for the scratch database (default: the same).")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.pass_obj
-    def backtest(obj, file, sets, compare, every, plot_file, scratch_url, as_json) -> None:
-        """Replay FILE (CSV or JSONL, as `ingest` reads it) through the real trigger in a scratch
-        database, under the live tunables or --set ones; the live database is only read.
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="A tunable for this replay (repeatable).")
+@click.option("--compare", metavar="KEY=VALUE", default=None, help="Also replay with this tunable changed.")
+@click.option("--every", type=int, default=None, help="Show the allocation every N trades (default: ~10 points).")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the allocation path as a PNG.")
+@click.option("--scratch-url", default=None, help="Server for the scratch database (default: the same).")
+@output.json_option
+@click.pass_obj
+def backtest(obj, file, sets, compare, every, plot_file, scratch_url, as_json) -> None:
+    """Replay FILE (CSV or JSONL, as `ingest` reads it) through the real trigger in a scratch
+    database, under the live tunables or --set ones; the live database is only read.
 
-        Prints the allocation path and the capital-weighted ROI of the learned split against the
-        static starting split (Σ allocation·roi over trades, and the lift). Needs CREATEDB on the
-        server (or --scratch-url).
-        """
-        if plot_file is not None and (plot_file.suffix.lower() != ".png" or not plot_file.parent.is_dir()):
-            raise click.ClickException(f"--plot must name a .png file in an existing directory, got {plot_file}")
-        try:
-            overrides = parse_overrides(sets)
-            variants = [overrides]
-            if compare:
-                variants.append(overrides | parse_overrides([compare]))
-            total = sum(1 for _ in read_rows(file))
-            results = []
-            for variant in variants:
-                with click.progressbar(length=total, label=f"replaying {file.name}", file=sys.stderr) as bar:
-                    results.append(replay(file, obj["url"], variant, scratch_url, progress=bar.update))
-        except IngestError as err:
-            raise click.ClickException(f"{file.name}: {err} (nothing was written)") from None
-        except ValueError as err:
-            raise click.ClickException(str(err)) from None
-        step = every or max(1, len(results[0].steps) // 10)
-        if plot_file is not None:
-            plot(results, plot_file)
-        if as_json:
-            data = results[0].as_dict(step)
-            if compare:
-                data["compare"] = results[1].as_dict(step)
-            click.echo(output.dumps(data, indent=2))
-            return
-        for i, result in enumerate(results):
-            if i:
-                click.echo("")
-            for line in _report(result, step):
-                click.echo(line)
+    Prints the allocation path and the capital-weighted ROI of the learned split against the
+    static starting split (Σ allocation·roi over trades, and the lift). Needs CREATEDB on the
+    server (or --scratch-url).
+    """
+    if plot_file is not None and (plot_file.suffix.lower() != ".png" or not plot_file.parent.is_dir()):
+        raise click.ClickException(f"--plot must name a .png file in an existing directory, got {plot_file}")
+    try:
+        overrides = parse_overrides(sets)
+        variants = [overrides]
+        if compare:
+            variants.append(overrides | parse_overrides([compare]))
+        total = sum(1 for _ in read_rows(file))
+        results = []
+        for variant in variants:
+            with click.progressbar(length=total, label=f"replaying {file.name}", file=sys.stderr) as bar:
+                results.append(replay(file, obj["url"], variant, scratch_url, progress=bar.update))
+    except IngestError as err:
+        raise click.ClickException(f"{file.name}: {err} (nothing was written)") from None
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    step = every or max(1, len(results[0].steps) // 10)
+    if plot_file is not None:
+        plot(results, plot_file)
+    if as_json:
+        data = results[0].as_dict(step)
+        if compare:
+            data["compare"] = results[1].as_dict(step)
+        click.echo(output.dumps(data, indent=2))
+        return
+    for i, result in enumerate(results):
+        if i:
+            click.echo("")
+        for line in _report(result, step):
+            click.echo(line)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(backtest)

@@ -24,33 +24,36 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
+@click.command()
+@output.json_option
+@click.pass_obj
+def check(obj, as_json: bool) -> None:
+    """Recompute EWMAs, n and the allocation path; exit 1 on any divergence."""
+    with db.connection(obj["url"]) as conn:
+        report = run_check(conn)
+    if as_json:
+        click.echo(output.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(
+            f"trades={report.trades} history_rows={report.history_rows} "
+            f"steps_replayed={report.steps_replayed} tokens={report.tokens}"
+        )
+        header = ("series", "n", "n (re)", "roi_short", "recomputed", "ok")
+        rows = [
+            (s.series, str(s.n_stored), str(s.n_recomputed), _fmt(s.roi_short_stored),
+             _fmt(s.roi_short_recomputed), "yes" if s.ok else "NO")
+            for s in report.series
+        ]
+        for line in _table(header, rows):
+            click.echo(line)
+        for line in report.warnings:
+            click.echo(f"warning: {line}")
+        for line in report.divergences:
+            click.echo(f"DIVERGENCE: {line}")
+        click.echo("check: ok" if report.ok else f"check: {len(report.divergences)} divergence(s)")
+    if not report.ok:
+        sys.exit(1)
+
+
 def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.pass_obj
-    def check(obj, as_json: bool) -> None:
-        """Recompute EWMAs, n and the allocation path; exit 1 on any divergence."""
-        with db.connection(obj["url"]) as conn:
-            report = run_check(conn)
-        if as_json:
-            click.echo(output.dumps(report.as_dict(), indent=2))
-        else:
-            click.echo(
-                f"trades={report.trades} history_rows={report.history_rows} "
-                f"steps_replayed={report.steps_replayed} tokens={report.tokens}"
-            )
-            header = ("series", "n", "n (re)", "roi_short", "recomputed", "ok")
-            rows = [
-                (s.series, str(s.n_stored), str(s.n_recomputed), _fmt(s.roi_short_stored),
-                 _fmt(s.roi_short_recomputed), "yes" if s.ok else "NO")
-                for s in report.series
-            ]
-            for line in _table(header, rows):
-                click.echo(line)
-            for line in report.warnings:
-                click.echo(f"warning: {line}")
-            for line in report.divergences:
-                click.echo(f"DIVERGENCE: {line}")
-            click.echo("check: ok" if report.ok else f"check: {len(report.divergences)} divergence(s)")
-        if not report.ok:
-            sys.exit(1)
+    cli.add_command(check)

@@ -139,22 +139,25 @@ def diagnose(conn, url: str) -> list[Finding]:
     return found
 
 
+@click.command()
+@output.json_option
+@click.pass_obj
+def doctor(obj, as_json: bool) -> None:
+    """What the operator must still do: RLS of every table we touch, who holds learning_writer and
+    learning_reader, transaction pooler or not, the ad_strands adapter. Exit 1 when something needs you."""
+    url = db.database_url(obj["url"])
+    with db.connection(url, autocommit=True) as conn:
+        found = diagnose(conn, url)
+    needs = [f for f in found if f.status == "action"]
+    if as_json:
+        click.echo(output.dumps({"ok": not needs, "findings": [asdict(f) for f in found]}, indent=2))
+    else:
+        for f in found:
+            click.echo(f"{f.status.upper():<7}{f.area}: {f.message}")
+        click.echo("doctor: nothing to do" if not needs else f"doctor: {len(needs)} thing(s) need the operator")
+    if needs:
+        raise SystemExit(1)
+
+
 def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.pass_obj
-    def doctor(obj, as_json: bool) -> None:
-        """What the operator must still do: RLS of every table we touch, who holds learning_writer and
-        learning_reader, transaction pooler or not, the ad_strands adapter. Exit 1 when something needs you."""
-        url = db.database_url(obj["url"])
-        with db.connection(url, autocommit=True) as conn:
-            found = diagnose(conn, url)
-        needs = [f for f in found if f.status == "action"]
-        if as_json:
-            click.echo(output.dumps({"ok": not needs, "findings": [asdict(f) for f in found]}, indent=2))
-        else:
-            for f in found:
-                click.echo(f"{f.status.upper():<7}{f.area}: {f.message}")
-            click.echo("doctor: nothing to do" if not needs else f"doctor: {len(needs)} thing(s) need the operator")
-        if needs:
-            raise SystemExit(1)
+    cli.add_command(doctor)
