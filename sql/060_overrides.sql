@@ -1,5 +1,5 @@
--- Execution overrides (SPEC section 7, plan "Override Selection Behavior"): the runtime picks the
--- single most specific active tuning override per category; no blending.
+-- Execution overrides (design §12): the runtime picks the single most specific active tuning
+-- override per category; no blending.
 
 -- learning.select_execution_overrides: per tuning_* category, the active override of p_pattern_key
 -- whose scope_subset is contained in p_scope with the most keys (ties: higher n, then
@@ -43,7 +43,8 @@ BEGIN ATOMIC
 END;
 
 -- learning.trg_pm_overrides_changed: after each statement that changed pm_overrides rows (ours, the
--- bot's, a TRUNCATE), the transaction's row in pm_overrides_changes (once per transaction). A
+-- bot's, a TRUNCATE), the transaction's row in pm_overrides_changes (once per transaction): the
+-- generation the runtime's per-connection cache is kept under (design §13). A
 -- statement that changed no row adds nothing, so re-running a job on the same data changes nothing.
 -- The first statement of a READ COMMITTED transaction also merges the others' rows into its own
 -- once there are more than 32 (the weights' sum is unchanged for every snapshot: the deletions and

@@ -1,27 +1,22 @@
-"""The batch's cache of its overrides never answers differently from PostgreSQL (issue 6).
+"""The connection's cache of a batch's overrides never answers differently from PostgreSQL (design §13).
 
 apply_strength_overrides_batch keeps, per connection and per set of patterns asked, its overrides
-prepared for matching (_BatchIndex) under the generation of pm_overrides, as the single call keeps
-each pattern's. The oracle is the uncached indexed query (`scope_subset <@ scope`), asked after every
-write: committed ones (this or another connection), rolled-back ones, and a transaction's own
-uncommitted ones, which must be seen by it and never kept.
+prepared for matching (_BatchIndex) under the generation of pm_overrides, in the cache that keeps
+each pattern's for the single call. The oracle is the uncached indexed query (`scope_subset <@
+scope`), asked after every write: committed ones (this or another connection), rolled-back ones,
+and a transaction's own uncommitted ones, which must be seen by it and never kept.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 
 import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lowcap_learning import runtime
-from lowcap_learning.runtime import (
-    StrengthResult,
-    apply_strength_overrides,
-    apply_strength_overrides_batch,
-)
+from lowcap_learning.runtime import apply_strength_overrides, apply_strength_overrides_batch
 from test_runtime_cache import INSERT, OVERRIDE, REQUEST, WRITE, _oracle, _write
 
 
@@ -35,7 +30,8 @@ def _assert_same(conn, requests):
 
 
 def _entry(conn, patterns):
-    return runtime._BATCH_CACHES.get(conn, {}).get(tuple(sorted(patterns)))
+    cache = runtime._CACHES.get(conn)
+    return cache.get(tuple(sorted(patterns)))[1] if cache is not None else None
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -98,23 +94,6 @@ def test_a_writing_transaction_sees_its_own_changes_and_never_fills_the_cache(co
         conn.execute("DELETE FROM public.pm_overrides")
 
 
-def test_results_carry_exactly_the_dataclass_fields(conn):
-    """The batch sets each StrengthResult's fields as one dict (not through __init__): the names must
-    be the dataclass' own, or a new field would be missing from batch results."""
-    conn.execute("DELETE FROM public.pm_overrides")
-    try:
-        conn.execute(INSERT, {"p": "pm.f", "s": '{"chain": "sol"}', "c": 0.8, "a": 1.0, "e": -1.0})
-        names = {f.name for f in fields(StrengthResult)}
-        batch = apply_strength_overrides_batch(conn, [("pm.f", {"chain": "sol"}, 0.5, 0.5), ("pm.f", {}, 0.4, 0.6)])
-        single = apply_strength_overrides(conn, "pm.f", {"chain": "sol"}, 0.5, 0.5)
-        for result in [*batch, single]:
-            assert set(vars(result)) == names
-        assert batch[0] == single and batch[0].as_dict() == single.as_dict()
-        assert batch[1].a_final == 0.4 and batch[1].matches == [] and not batch[1].applied
-    finally:
-        conn.execute("DELETE FROM public.pm_overrides")
-
-
 def test_returned_nested_values_are_the_callers_to_change(conn):
     """Overrides with a list or object value are kept in the cache too (PostgreSQL matches them):
     what a batch returns must be the caller's copy, down to the nested values."""
@@ -139,7 +118,6 @@ def test_no_generation_is_never_cached(conn):
     conn.execute("DELETE FROM public.pm_overrides")
     try:
         conn.execute(INSERT, {"p": "pm.g0", "s": '{"chain": "sol"}', "c": 0.8, "a": 1.0, "e": -1.0})
-        runtime._BATCH_CACHES.pop(conn, None)
         runtime._CACHES.pop(conn, None)
         with conn.transaction(force_rollback=True):
             conn.execute("DELETE FROM learning.pm_overrides_changes")
@@ -148,7 +126,7 @@ def test_no_generation_is_never_cached(conn):
                 assert got == [_oracle(conn, "pm.g0", {"chain": "sol"})] and len(got[0]) == 1
                 assert len(apply_strength_overrides(conn, "pm.g0", {"chain": "sol"}, 0.5, 0.5).matches) == 1
             assert _entry(conn, {"pm.g0"}) is None
-            assert "pm.g0" not in runtime._CACHES.get(conn, {})
+            assert runtime._CACHES[conn].get("pm.g0")[1] is None
     finally:
         conn.execute("DELETE FROM public.pm_overrides")
 
@@ -175,13 +153,13 @@ def test_every_lookup_path_and_the_eviction_agree_with_postgresql(conn, monkeypa
         for dense, cells in settings_:
             monkeypatch.setattr(runtime, "_DENSE_KEYS", dense)
             monkeypatch.setattr(runtime, "_MATCH_MATRIX_CELLS", cells)
-            runtime._BATCH_CACHES.pop(conn, None)  # built again under these settings
+            runtime._CACHES.pop(conn, None)  # built again under these settings
             assert _batch_ids(conn, rows) == expected
-            ks = _entry(conn, {"pm.s0", "pm.s1", "pm.none"})[1].key_sets
+            ks = _entry(conn, {"pm.s0", "pm.s1", "pm.none"}).key_sets
             assert all((k.table is None) == (dense == 0) for k in ks)
         for n in range(runtime._CACHE_PATTERN_SETS + 1):
             subset = [r for r in rows if r[0] == "pm.s0"] + [(f"pm.other{n}", {}, 0.5, 0.5)]
             assert _batch_ids(conn, subset)[:4] == expected[:4]
-            assert len(runtime._BATCH_CACHES[conn]) <= runtime._CACHE_PATTERN_SETS
+            assert len(runtime._CACHES[conn].pattern_sets) <= runtime._CACHE_PATTERN_SETS
     finally:
         conn.execute("DELETE FROM public.pm_overrides")

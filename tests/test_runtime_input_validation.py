@@ -1,4 +1,4 @@
-"""Both strength calls check their inputs with one rule, before any round trip (stop 13, from a review).
+"""Both strength calls check their inputs with one rule, before any round trip (design §2, §13).
 
 apply_strength_overrides and apply_strength_overrides_batch used to disagree or fail obscurely on
 inputs outside the contract: an int scope key ({1: "x"} matched the override {"1": "x"} in the single

@@ -1,4 +1,4 @@
-"""Runtime strength steering (SPEC 8): the maths as properties, the matching against PostgreSQL, the CLI."""
+"""Runtime strength steering (design §13): the maths as properties, the matching against PostgreSQL, the CLI."""
 
 from __future__ import annotations
 
@@ -56,6 +56,17 @@ def test_steer_max_eff_pinned(conf, steer):
 @given(unit)
 def test_steer_max_eff_never_exceeds_hard_cap(conf):
     assert 0.03 - 1e-12 <= steer_max_eff(conf) <= 0.22
+
+
+def test_steer_max_eff_is_the_one_the_steering_uses():
+    """One function for floats and arrays (the vectorised steering calls it): the same numbers."""
+    import numpy as np
+
+    confs = np.array([0.0, 0.2, 0.6, 0.9, 1.0])
+    assert steer_max_eff(confs).tolist() == [steer_max_eff(float(c)) for c in confs]
+    general, specific = match(0.3, dir_a=1.0, dir_e=-1.0), match(0.6, dir_a=-1.0, dir_e=1.0, scope={"chain": "sol"})
+    r = steer_strength([general, specific], 0.5, 0.5, TUN)
+    assert r.steer_max_eff == steer_max_eff(r.confidence, TUN)
 
 
 @settings(max_examples=200)
