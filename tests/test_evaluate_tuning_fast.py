@@ -1,4 +1,4 @@
-"""A fast, seeded slice of `make evaluate`'s tuning scenarios (SPEC 13) through the real pipeline:
+"""A fast, seeded slice of `make evaluate`'s tuning scenarios (design §16) through the real pipeline:
 episode rows through the capture trigger, the tuning miner, the materializer, pm_overrides read back.
 
 Under tuning_rule evidence the targets hold (null: at most 5 % of slices get an override; planted

@@ -1,4 +1,4 @@
-"""tuning_rule evidence (SPEC 13): each changed lever's own flips must beat the base rates, at a
+"""tuning_rule evidence (design §10): each changed lever's own flips must beat the base rates, at a
 family-wise error of max_false_override over the lesson's tested candidates. A plain-Python oracle
 (exact Fisher tails in fractions), pinned cases, and the materializer / log / explain end to end."""
 
@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lowcap_learning import simulate
+from lowcap_learning import simulate, synthetic
 from lowcap_learning.cli import cli
 from lowcap_learning.simulate import N_CANDIDATES, Tunables, hypergeom_upper_tail
 from lowcap_learning.tuning import run_tuning_miner
@@ -224,13 +224,6 @@ def test_tunables_refuse_an_unknown_rule():
 # Through the database: miner -> materializer, tuning_params, log lines and explain.
 
 AS_OF = datetime(2026, 1, 10, tzinfo=UTC)
-INSERT_EVENT = """
-INSERT INTO public.pattern_episode_events (scope, pattern_key, episode_id, decision, outcome, factors, timestamp)
-SELECT r.scope, r.pattern_key, r.episode_id, r.decision, r.outcome, r.factors, r.timestamp
-FROM pg_catalog.jsonb_to_recordset(%(rows)s::jsonb) AS r (
-    scope jsonb, pattern_key text, episode_id text, decision text, outcome text, factors jsonb, timestamp timestamptz
-)
-"""
 
 
 def rows_of(pattern: str, events: list[dict]) -> list[dict]:
@@ -265,8 +258,8 @@ def test_materializer_writes_the_evidence_and_logs_it(conn, db_url):
         "TRUNCATE public.pattern_episode_events, public.learning_lessons, public.pm_overrides, learning.learning_log"
     )
     conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
-    conn.execute(INSERT_EVENT, {"rows": json.dumps(rows_of("te.loose", planted_loosening()))})
-    conn.execute(INSERT_EVENT, {"rows": json.dumps(rows_of("te.null", null_tightening()))})
+    synthetic.insert_episode_events(conn, rows_of("te.loose", planted_loosening()))
+    synthetic.insert_episode_events(conn, rows_of("te.null", null_tightening()))
     assert run_tuning_miner(conn, AS_OF)["lessons"] == 2
     out = simulate.materialize_tuning(conn, AS_OF)
     assert out["lessons"] == 2 and out["eligible"] == 1 and out["overrides_written"] == 3

@@ -26,13 +26,6 @@ SELECT id, ctid::text, pattern_key, action_category, scope_subset, multiplier, t
     last_updated_at
 FROM public.pm_overrides ORDER BY id
 """
-INSERT_EVENT = """
-INSERT INTO public.pattern_episode_events (scope, pattern_key, episode_id, decision, outcome, factors, timestamp)
-SELECT r.scope, r.pattern_key, r.episode_id, r.decision, r.outcome, r.factors, r.timestamp
-FROM pg_catalog.jsonb_to_recordset(%(rows)s::jsonb) AS r (
-    scope jsonb, pattern_key text, episode_id text, decision text, outcome text, factors jsonb, timestamp timestamptz
-)
-"""
 
 
 def reset(conn) -> None:
@@ -40,13 +33,13 @@ def reset(conn) -> None:
         "TRUNCATE public.pattern_episode_events, public.learning_lessons, public.pm_overrides, learning.learning_log"
     )
     conn.execute("DELETE FROM public.learning_configs WHERE module_id = 'learning'")
-    # These tests pin SPEC 7 as written: the plan rule (tests/test_tuning_evidence.py covers evidence).
+    # These tests pin the plan rule of design §10 (tests/test_tuning_evidence.py covers evidence).
     conn.execute("SELECT learning.set_tunable('tuning_rule', '\"plan\"')")
     conn.execute("TRUNCATE learning.learning_log")
 
 
 def insert(conn, rows) -> None:
-    conn.execute(INSERT_EVENT, {"rows": json.dumps(rows)})
+    synthetic.insert_episode_events(conn, rows)
 
 
 def window(pattern, scope, n, decision, outcome, ts, halo=0.5, e60=0.001, e144=0.001, prefix="w"):
@@ -247,3 +240,42 @@ def test_blocked_by_is_the_simulation_base_judgement(conn, events):
     ev = simulate.load_events(conn, [lesson])[0]
     assert simulate.blocked_by(ev) == stored
     assert np.all(~ev.acted)
+
+
+def test_a_lesson_has_the_events_whose_scope_contains_its_slice(conn):
+    """PostgreSQL's jsonb containment matches slices to episodes (design §10): numbers by value (1 =
+    1.0), booleans and strings apart, an array never equals a scalar, a non-object scope counts as {}."""
+    reset(conn)
+    scopes = [{"n": 1}, {"n": 1.0}, {"n": "1"}, {"n": True}, {"n": [1]}, {"n": 1, "x": "y"}, {}, [], "s"]
+    rows = []
+    for i, scope in enumerate(scopes):
+        (row,) = window("tm.sc", scope, 1, "skipped", "success", 0.5 + i / 100, prefix=f"sc{i}")
+        rows.append(row)
+    insert(conn, rows)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    slices = {1: {"n": 1}, 2: {"n": "1"}, 3: {"n": True}, 4: {}, 5: {"x": "y", "n": 1.0}, 6: {"n": 2}}
+    lessons = [simulate.Lesson(k, "tm.sc", s, 0, {}, start, AS_OF) for k, s in slices.items()]
+    events = simulate.load_events(conn, lessons)
+    got = {k: sorted(round((ev.ts_score[j] - 0.5) * 100) for j in range(len(ev))) for k, ev in events.items()}
+    assert got == {1: [0, 1, 5], 2: [2], 3: [3], 4: list(range(9)), 5: [5], 6: []}
+
+
+def test_explain_a_full_scope_no_override_applies_to(conn, db_url):
+    """A full scope is explained through the slice whose overrides the runtime applies to it; with none
+    applied, explain names the active slices covering it (the ranking is the runtime's alone, design §12)."""
+    reset(conn)
+    insert(conn, six_two("tm.cover"))
+    conn.execute("SELECT learning.set_tunable('n_min', '10')")
+    assert run_tuning_miner(conn, AS_OF)["lessons"] == 2
+    args = ["--database-url", db_url, "explain", "tuning", "tm.cover", "--scope"]
+    full = json.dumps({"timeframe": "15m", "chain": "sol"})
+    res = CliRunner().invoke(cli, [*args, full])
+    assert res.exit_code == 1
+    assert "no tuning override applies to it; the active slices covering it: {timeframe: 15m}, {}" in res.output
+    simulate.materialize_tuning(conn, AS_OF)
+    res = CliRunner().invoke(cli, [*args, full])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(
+        "note: no lesson for exactly {chain: sol, timeframe: 15m}; the runtime applies the overrides of slice "
+        "{timeframe: 15m} to it"
+    )

@@ -1,4 +1,4 @@
-"""The lever simulation (SPEC 7) against a plain-Python brute force, plus the pinned cases."""
+"""The lever simulation (design §10) against a plain-Python brute force, plus the pinned cases."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def event(draw, consistent_bias: bool = True):
     return ev
 
 
-# These oracles pin SPEC 7 as written: the plan rule (the evidence rule has its own tests).
+# These oracles pin the plan rule of design §10 (the evidence rule has its own tests).
 tunables_st = st.builds(
     Tunables,
     tuning_rule=st.just("plan"),

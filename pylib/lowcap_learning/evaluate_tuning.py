@@ -1,4 +1,4 @@
-"""SPEC 13 tuning scenarios through the real pipeline, per tuning_rule: figures and plots.
+"""The tuning scenarios of design §16 through the real pipeline, per tuning_rule (design §10): figures and plots.
 
 Per seed, the slices of `synthetic.tuning_scenario` (null cells: windows x base success rate; planted
 loosen-ts and tighten-ts slices) are inserted into public.pattern_episode_events (the capture trigger
@@ -44,7 +44,7 @@ TARGETS = {"null_override_rate_max": 0.05, "found_rate_min": 0.80, "wrong_or_mix
 # the threshold is 0.05 / 124.
 TARGET_MIN_WINDOWS = 500
 PLANTED = ("loosen_ts", "tighten_ts")
-RIGHT_SIGN = {"loosen_ts": -1, "tighten_ts": 1}
+PLANTED_DIRECTION = {"loosen_ts": "loosen", "tighten_ts": "tighten"}
 
 RESET = """
 TRUNCATE public.pattern_episode_events, public.learning_lessons, public.pm_overrides, learning.learning_log
@@ -62,18 +62,16 @@ def classify(scenario: str, levers: dict | None) -> str:
         return "none"
     if scenario == "null":
         return "override"
-    ts = levers.get("ts", 0.0)
     others = any(levers.get(k, 0.0) != 0 for k in ("halo", "slope"))
-    if ts != 0 and (ts > 0) == (RIGHT_SIGN[scenario] > 0):
+    if simulate.lever_direction("ts", levers.get("ts", 0.0)) == PLANTED_DIRECTION[scenario]:
         return "mixed" if others else "found"
     return "wrong"
 
 
 def direction(levers: dict) -> str:
     """tighten / loosen when every changed lever moves that way, else mixed."""
-    tight = {"ts": 1, "halo": -1, "slope": 1}
-    signs = {(v > 0) == (tight[k] > 0) for k, v in levers.items() if k in tight and v != 0}
-    return "none" if not signs else "mixed" if len(signs) > 1 else "tighten" if signs.pop() else "loosen"
+    ways = {simulate.lever_direction(k, v) for k, v in levers.items() if k in simulate.LEVERS and v != 0}
+    return "none" if not ways else "mixed" if len(ways) > 1 else ways.pop()
 
 
 def _url_with_db(url: str, dbname: str) -> str:
@@ -261,11 +259,30 @@ def write_plots(result: dict, directory: str | Path) -> list[Path]:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    rules = result["rules"]
-    res = result["results"]
-    n_seeds = len(result["seeds"])
-    paths = []
+    return [_null_plot(plt, result, directory), _power_plot(plt, result, directory)]
 
+
+def _panel(ax, title: str) -> None:
+    """The axes every panel shares: windows per slice (log) against a share in [0, 1]."""
+    ax.set_xscale("log")
+    ax.set_title(title)
+    ax.set_xlabel("windows per slice")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+
+
+def _save(plt, fig, axes, ylabel: str, title: str, path: Path) -> Path:
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _null_plot(plt, result: dict, directory: Path) -> Path:
+    rules, res = result["rules"], result["results"]
     fig, axes = plt.subplots(1, len(rules), figsize=(5.2 * len(rules), 4.0), squeeze=False, sharey=True)
     for ax, rule in zip(axes[0], rules, strict=True):
         cells = list(res[rule]["null"]["by_cell"].values())
@@ -273,20 +290,16 @@ def write_plots(result: dict, directory: str | Path) -> list[Path]:
             pts = sorted((c["windows"], c["rate"]) for c in cells if c["base"] == base)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"base success {base:g}")
         ax.axhline(TARGETS["null_override_rate_max"], color="red", ls="--", lw=1, label="target <= 5 %")
-        ax.set_xscale("log")
-        ax.set_title(f"tuning_rule={rule}: null overall {res[rule]['null']['rate']:.1%}")
-        ax.set_xlabel("windows per slice")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("slices given an override (null episodes)")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"Tuning overrides on null episodes ({n_seeds} seeds)")
-    fig.tight_layout()
-    path = directory / "tuning_null_override_rate.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
+        _panel(ax, f"tuning_rule={rule}: null overall {res[rule]['null']['rate']:.1%}")
+    return _save(
+        plt, fig, axes, "slices given an override (null episodes)",
+        f"Tuning overrides on null episodes ({len(result['seeds'])} seeds)",
+        directory / "tuning_null_override_rate.png",
+    )
 
+
+def _power_plot(plt, result: dict, directory: Path) -> Path:
+    rules, res = result["rules"], result["results"]
     fig, axes = plt.subplots(1, len(PLANTED), figsize=(5.2 * len(PLANTED), 4.0), squeeze=False, sharey=True)
     for ax, scenario in zip(axes[0], PLANTED, strict=True):
         for rule, color in zip(rules, ("tab:blue", "tab:orange", "tab:green"), strict=False):
@@ -297,20 +310,11 @@ def write_plots(result: dict, directory: str | Path) -> list[Path]:
                     label=f"{rule}: wrong or mixed")
         ax.axhline(TARGETS["found_rate_min"], color="green", ls="--", lw=1)
         ax.axhline(TARGETS["wrong_or_mixed_rate_max"], color="red", ls="--", lw=1)
-        ax.set_xscale("log")
-        ax.set_title(scenario.replace("_", " "))
-        ax.set_xlabel("windows per slice")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("share of planted slices")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"Power on planted signals ({n_seeds} seeds)")
-    fig.tight_layout()
-    path = directory / "tuning_planted_power.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
-    return paths
+        _panel(ax, scenario.replace("_", " "))
+    return _save(
+        plt, fig, axes, "share of planted slices",
+        f"Power on planted signals ({len(result['seeds'])} seeds)", directory / "tuning_planted_power.png",
+    )
 
 
 def table(result: dict) -> list[str]:

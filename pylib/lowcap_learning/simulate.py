@@ -1,21 +1,16 @@
-"""The lever simulation of SPEC section 7 and the tuning half of the override materializer.
+"""The lever simulation and tuning evidence (design §10), and the tuning half of the override materializer.
 
 `simulate` is a pure function of numpy arrays (no database): every event is judged under the base
 thresholds and under each of the 124 lever combinations at once (events x 5 values per lever, then
-one boolean tensor events x 125), flips are counted both ways, candidates are filtered (min_gain,
-min_ratio, dodge guard, then the rule's own test) and ranked with SPEC's deterministic tie-breaks.
+one 64-bit event set per combination), flips are counted both ways, the plan's guards refuse
+candidates (`plan_guards`: min_gain, min_ratio, the sign test under the plan rule, the dodge guard),
+the evidence rule tests each changed lever's own flips (`tuning_evidence`: one-sided Fisher exact at
+max_false_override / tested, Bonferroni) and `ranking_keys` orders what is left (design §10).
 
-Two rules (tunable `tuning_rule`, SPEC 13):
-- `plan`: SPEC 7 exactly, with the sign test of gained vs lost at `max_p_value`.
-- `evidence` (default): the sign test is retired; each changed lever's own flips must beat the base
-  rates by a one-sided Fisher exact test. A loosening lever's admitted events (skipped events passing
-  the candidate but not the candidate with that lever back at base) must succeed more often than the
-  acted events at base; a tightening lever's removed events (acted events passing the candidate with
-  that lever at base but not the candidate) must succeed less often than the acted events the candidate
-  keeps. Every changed lever must pass at max_false_override / tested (Bonferroni over the lesson's
-  tested candidates; a candidate needs all its levers, an intersection-union test, so no further split).
-`materialize_tuning` runs it for every active tuning lesson and writes the winner of each slice
-as a unit (tuning_ts_min, tuning_halo, tuning_slope_min) to pm_overrides, idempotently.
+`materialize_tuning` runs it for every active tuning lesson and writes the winner of each slice as a
+unit (tuning_ts_min, tuning_halo, tuning_slope_min) to pm_overrides, idempotently. A lesson's events
+are the events of its window whose scope contains its slice: PostgreSQL decides that containment
+(`@>`, `LESSON_SCOPES`), as the runtime's override selection does (design §12).
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property, lru_cache
 
@@ -48,6 +43,9 @@ N_CANDIDATES = len(GRID)  # 124
 CATEGORIES = {"ts": "tuning_ts_min", "halo": "tuning_halo", "slope": "tuning_slope_min"}
 DEFAULT_THRESHOLDS = (0.60, 1.0, 0.0)
 
+# Why a candidate is refused: the first failing check, in the order design §10 applies them.
+PASSED, MIN_GAIN, MIN_RATIO, SIGN_TEST, DODGE_GUARD, EVIDENCE = range(6)
+
 
 @dataclass(frozen=True)
 class Tunables:
@@ -70,6 +68,10 @@ class Tunables:
         return cls(
             **{f.name: type(getattr(defaults, f.name))(tun.get(f.name, getattr(defaults, f.name))) for f in fields(cls)}
         )
+
+    @property
+    def evidence_rule(self) -> bool:
+        return self.tuning_rule == "evidence"
 
 
 @dataclass
@@ -106,10 +108,40 @@ class EventArrays:
     def __len__(self) -> int:
         return int(self.acted.shape[0])
 
+    def take(self, idx: np.ndarray) -> EventArrays:
+        """The events at positions idx (all of them: self, not a copy)."""
+        if idx.size == len(self):
+            return self
+        return EventArrays(*(getattr(self, name)[idx] for name in self.__dataclass_fields__))
+
+
+# Per lever, the sign of the deltas that loosen its gate (ts -, halo +, slope -).
+_LOOSENING_SIGN = {lever: math.copysign(1.0, STEPS[lever][LOOSENING[lever][0]]) for lever in LEVERS}
+
+
+def lever_direction(lever: str, delta: float) -> str | None:
+    """'loosen' or 'tighten' for a lever's delta (its gate lets more or fewer events pass), None for 0."""
+    if delta == 0:
+        return None
+    return "loosen" if math.copysign(1.0, delta) == _LOOSENING_SIGN[lever] else "tighten"
+
+
+def lever_flips_text(e: dict, lever_width: int = 0) -> str:
+    """'ts admits 20 succeeding 0.800 vs acted at base 0.150 of 60': one lever's flips and reference."""
+    what, ref = ("admits", "acted at base") if e["direction"] == "loosen" else ("removes", "kept")
+    return (
+        f"{e['lever']:<{lever_width}} {what} {e['flipped']} succeeding {rate_text(e['rate'])} vs {ref} "
+        f"{rate_text(e['reference_rate'])} of {e['reference']}"
+    )
+
+
+def rate_text(r: float | None) -> str:
+    return "-" if r is None else f"{r:.3f}"
+
 
 @dataclass(frozen=True)
 class LeverEvidence:
-    """One changed lever's own flips against its reference (SPEC 13, tuning_rule evidence).
+    """One changed lever's own flips against its reference (design §10, evidence rule).
 
     loosen: flipped = the skipped events this lever alone admits, reference = the acted events at base;
     tighten: flipped = the acted events this lever alone removes, reference = the acted events kept.
@@ -134,11 +166,7 @@ class LeverEvidence:
         return self.reference_success / self.reference if self.reference else None
 
     def text(self) -> str:
-        what, ref = ("admits", "acted at base") if self.direction == "loosen" else ("removes", "kept")
-        return (
-            f"{self.lever} {what} {self.flipped} succeeding {_rate_text(self.rate)} vs {ref} "
-            f"{_rate_text(self.reference_rate)} of {self.reference} (p={self.p_value:.3g})"
-        )
+        return f"{lever_flips_text(self.as_dict())} (p={self.p_value:.3g})"
 
     def as_dict(self) -> dict:
         return {
@@ -152,10 +180,6 @@ class LeverEvidence:
             "reference_rate": self.reference_rate,
             "p_value": self.p_value,
         }
-
-
-def _rate_text(r: float | None) -> str:
-    return "-" if r is None else f"{r:.3f}"
 
 
 @dataclass(frozen=True)
@@ -207,16 +231,21 @@ class Candidate:
         """evidence p=… <= alpha=… (max_false_override / tested), or '' under the plan rule."""
         if self.rule != "evidence" or self.evidence_p is None:
             return ""
-        op = "<=" if self.evidence_p <= self.threshold else ">"
+        op = "<=" if within_alpha(self.evidence_p, self.threshold) else ">"
         return f"p={self.evidence_p:.3g} {op} alpha={self.threshold:.3g} ({self.alpha:g}/{self.tested} tested)"
 
     @property
+    def index(self) -> int:
+        """Position in GRID (and in SimulationResult's per-candidate arrays)."""
+        return _GRID_INDEX[self.grid]
+
+    @property
     def nonzero_levers(self) -> int:
-        return sum(i != MIDDLE for i in self.grid)
+        return int(_NONZERO[self.index])
 
     @property
     def grid_steps(self) -> int:
-        return sum(abs(i - MIDDLE) for i in self.grid)
+        return int(_STEPS[self.index])
 
     @property
     def label(self) -> str:
@@ -275,9 +304,12 @@ class SimulationResult:
     wins_lost: np.ndarray
     failures_avoided: np.ndarray
     eligible: np.ndarray
+    # Per candidate, the first check refusing it (PASSED, MIN_GAIN, ... EVIDENCE); the evidence test is
+    # run on the tested candidates the plan's guards pass (refusal() runs it for any other on demand).
+    refusals: np.ndarray
     # Evidence rule (None under plan): per candidate x lever (ts, halo, slope) the lever's own flips and
     # their reference, the Fisher test's arguments, and per candidate its largest lever p (NaN = not
-    # computed: the plan's guards refused it first; candidate() computes it on demand).
+    # computed: the plan's guards refused it first, or it was not tested).
     evidence_counts: np.ndarray | None = None  # (124, 3, 4): flipped, flipped_success, reference, ref_success
     evidence_p: np.ndarray | None = None
     threshold: float | None = None
@@ -297,61 +329,66 @@ class SimulationResult:
             for k, col in enumerate(cols)
         )
 
+    def refusal(self, idx: int, levers: tuple[LeverEvidence, ...] = ()) -> int:
+        """The first check refusing candidate idx (PASSED when none does), tested or not."""
+        code = int(self.refusals[idx])
+        if code == PASSED and self.tunables.evidence_rule and np.isnan(self.evidence_p[idx]):
+            p = max((e.p_value for e in levers or self.lever_evidence(idx)), default=1.0)
+            code = PASSED if within_alpha(p, self.threshold) else EVIDENCE
+        return code
+
     def candidate(self, idx: int) -> Candidate:
         if idx not in self._cache:
             self._cache[idx] = self._candidate(idx)
         return self._cache[idx]
 
     def _candidate(self, idx: int) -> Candidate:
-        g = int(self.misses_caught[idx] + self.failures_avoided[idx])
-        fa = int(self.failures_added[idx])
-        lo = fa + int(self.wins_lost[idx])
         t = self.tunables
-        dodge_sim = (self.n_skipped_failures - fa) / self.n_skipped if self.n_skipped else None
-        min_gain = max(int(t.min_gain), 1)
-        evidence_rule = t.tuning_rule == "evidence"
-        levers = self.lever_evidence(idx) if evidence_rule else ()
-        ev_p = max((e.p_value for e in levers), default=1.0) if evidence_rule else None
-        dodged = (
-            self.dodge_rate is not None
-            and self.dodge_rate >= t.dodge_high
-            and fa / self.n_skipped > t.dodge_max_drop
-        )
-        if g < min_gain:
-            reason = f"gained {g} < min_gain {min_gain}"
-        elif lo > 0 and g / lo < t.min_ratio:
-            reason = f"ratio {fmt_ratio(g / lo)}x < min_ratio {fmt_ratio(t.min_ratio)}x"
-        elif not evidence_rule and t.max_p_value < 1.0 and sign_test_p_value(g, lo) > t.max_p_value:
-            reason = f"p_value {sign_test_p_value(g, lo):.4g} > max_p_value {t.max_p_value:g}"
-        elif dodged:
-            reason = (
-                f"dodge guard: dodge rate {self.dodge_rate:.3f} would drop to {dodge_sim:.3f} "
-                f"(by more than {t.dodge_max_drop:g})"
-            )
-        elif evidence_rule and ev_p > self.threshold:
-            worst = max(levers, key=lambda e: e.p_value)
-            reason = (
-                f"evidence p={ev_p:.3g} > alpha={self.threshold:.3g} ({t.max_false_override:g}/{self.tested} "
-                f"tested): {worst.text()}"
-            )
-        else:
-            reason = None
+        fa = int(self.failures_added[idx])
+        levers = self.lever_evidence(idx) if t.evidence_rule else ()
+        reason = self._reason(idx, self.refusal(idx, levers), levers)
         return Candidate(
             grid=GRID[idx],
             misses_caught=int(self.misses_caught[idx]),
             failures_added=fa,
             wins_lost=int(self.wins_lost[idx]),
             failures_avoided=int(self.failures_avoided[idx]),
-            dodge_rate_sim=dodge_sim,
+            dodge_rate_sim=(self.n_skipped_failures - fa) / self.n_skipped if self.n_skipped else None,
             eligible=reason is None,
             reason=reason,
             rule=t.tuning_rule,
             evidence=levers,
-            evidence_p=ev_p,
+            evidence_p=max((e.p_value for e in levers), default=1.0) if t.evidence_rule else None,
             threshold=self.threshold,
-            alpha=t.max_false_override if evidence_rule else None,
+            alpha=t.max_false_override if t.evidence_rule else None,
             tested=self.tested,
         )
+
+    def _reason(self, idx: int, code: int, levers: tuple[LeverEvidence, ...]) -> str | None:
+        """The refusal as the log lines and `explain tuning` print it (None: eligible)."""
+        t = self.tunables
+        g = int(self.misses_caught[idx] + self.failures_avoided[idx])
+        fa = int(self.failures_added[idx])
+        lo = fa + int(self.wins_lost[idx])
+        if code == MIN_GAIN:
+            return f"gained {g} < min_gain {max(int(t.min_gain), 1)}"
+        if code == MIN_RATIO:
+            return f"ratio {fmt_ratio(g / lo)}x < min_ratio {fmt_ratio(t.min_ratio)}x"
+        if code == SIGN_TEST:
+            return f"p_value {sign_test_p_value(g, lo):.4g} > max_p_value {t.max_p_value:g}"
+        if code == DODGE_GUARD:
+            dodge_sim = (self.n_skipped_failures - fa) / self.n_skipped
+            return (
+                f"dodge guard: dodge rate {self.dodge_rate:.3f} would drop to {dodge_sim:.3f} "
+                f"(by more than {t.dodge_max_drop:g})"
+            )
+        if code == EVIDENCE:
+            worst = max(levers, key=lambda e: e.p_value)
+            return (
+                f"evidence p={worst.p_value:.3g} > alpha={self.threshold:.3g} ({t.max_false_override:g}/{self.tested} "
+                f"tested): {worst.text()}"
+            )
+        return None
 
     @property
     def candidates(self) -> list[Candidate]:
@@ -380,7 +417,7 @@ class SimulationResult:
 
 
 def fmt_ratio(r: float) -> str:
-    """3.0, 1.33, 5.0: two decimals at most, one at least (the plan's log lines)."""
+    """3.0, 1.33, 5.0: two decimals at most, one at least (the log lines)."""
     text = f"{r:.2f}".rstrip("0")
     return text + "0" if text.endswith(".") else text
 
@@ -430,6 +467,7 @@ def blocked_by(ev: EventArrays) -> list[list[str]]:
 
 
 _GRID = np.array(GRID)
+_GRID_INDEX = {g: i for i, g in enumerate(GRID)}
 _COLS = np.array([i * 25 + j * 5 + k for i, j, k in GRID])
 _NONZERO = np.count_nonzero(_GRID != MIDDLE, axis=1)
 _STEPS = np.abs(_GRID - MIDDLE).sum(axis=1)
@@ -467,6 +505,11 @@ def _lever_p_values(flip_n, flip_s, ref_n, ref_s, direction) -> np.ndarray:
     return hypergeom_upper_tail(y, good, flip_n, flip_n + ref_n)
 
 
+def within_alpha(p, threshold: float):
+    """The evidence rule's verdict: a candidate's p (its largest lever p) <= max_false_override / tested."""
+    return p <= threshold
+
+
 def _bit_words(mask: np.ndarray) -> np.ndarray:
     """(..., events) booleans as (..., words) uint64 bit sets (event e = bit e % 64 of word e // 64)."""
     pad = (-mask.shape[-1]) % 64
@@ -493,92 +536,188 @@ def _combo_pass_counts(groups: np.ndarray, ts_pass, halo_pass, slope_pass) -> np
     return np.bitwise_count(per_group).sum(axis=2, dtype=np.int64)
 
 
-def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = True) -> SimulationResult:  # noqa: B008
-    """Evaluate the 124-candidate lever grid on one lesson's events (SPEC section 7)."""
-    ts_pass, halo_pass, slope_pass = lever_passes(ev)
-    base = ts_pass[:, MIDDLE] & halo_pass[:, MIDDLE] & slope_pass[:, MIDDLE]
+@dataclass(frozen=True)
+class _Groups:
+    """The outcome groups of one lesson's events. An event whose recorded decision disagrees with the
+    base gates is inconsistent and in no group, so it never flips (design §10, Flips)."""
 
-    acted, success = ev.acted, ev.success
-    consistent = acted == base
-    missed = ~acted & consistent & success
-    dodged = ~acted & consistent & ~success
-    won = acted & consistent & success
-    false_pos = acted & consistent & ~success
-    # Per lever combination (base included), the passing events of each of the four groups.
-    combo = _combo_pass_counts(np.stack([missed, dodged, won, false_pos]), ts_pass, halo_pass, slope_pass)
+    consistent: np.ndarray
+    missed: np.ndarray  # skipped, would have succeeded
+    dodged: np.ndarray  # skipped, would have failed
+    won: np.ndarray  # acted, succeeded
+    false_pos: np.ndarray  # acted, failed
+
+    @classmethod
+    def of(cls, ev: EventArrays, passes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> _Groups:
+        ts_pass, halo_pass, slope_pass = passes
+        base = ts_pass[:, MIDDLE] & halo_pass[:, MIDDLE] & slope_pass[:, MIDDLE]
+        acted, success = ev.acted, ev.success
+        consistent = acted == base
+        return cls(
+            consistent=consistent,
+            missed=~acted & consistent & success,
+            dodged=~acted & consistent & ~success,
+            won=acted & consistent & success,
+            false_pos=acted & consistent & ~success,
+        )
+
+
+@dataclass(frozen=True)
+class _Flips:
+    """Per candidate the four flip counts, and per lever combination (base included) the passing events
+    of each group (combo: groups missed, dodged, won, false_pos x 125 combinations)."""
+
+    combo: np.ndarray
+    n_won: int
+    n_false_pos: int
+    misses_caught: np.ndarray
+    failures_added: np.ndarray
+    wins_lost: np.ndarray
+    failures_avoided: np.ndarray
+
+    @property
+    def gained(self) -> np.ndarray:
+        return self.misses_caught + self.failures_avoided
+
+    @property
+    def lost(self) -> np.ndarray:
+        return self.failures_added + self.wins_lost
+
+
+def flip_counts(groups: _Groups, passes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> _Flips:
+    """The flips of every candidate (design §10): skipped -> pass counts misses_caught (success) or
+    failures_added (failure); acted -> fail counts wins_lost (success) or failures_avoided (failure)."""
+    combo = _combo_pass_counts(np.stack([groups.missed, groups.dodged, groups.won, groups.false_pos]), *passes)
     counts = combo[:, _COLS]
-    n_won, n_false_pos = int(np.count_nonzero(won)), int(np.count_nonzero(false_pos))
-    misses_caught = counts[0]
-    failures_added = counts[1]
-    wins_lost = n_won - counts[2]
-    failures_avoided = n_false_pos - counts[3]
+    n_won, n_false_pos = int(np.count_nonzero(groups.won)), int(np.count_nonzero(groups.false_pos))
+    return _Flips(
+        combo=combo,
+        n_won=n_won,
+        n_false_pos=n_false_pos,
+        misses_caught=counts[0],
+        failures_added=counts[1],
+        wins_lost=n_won - counts[2],
+        failures_avoided=n_false_pos - counts[3],
+    )
 
-    # Pruning: a lever's loosening values are tested only if some missed event fails its gate at base
-    # (the judgement that fills blocked_by). Loosening an unblocked lever can only add failures.
-    loosening_tested = {
-        "ts": bool(np.any(~ts_pass[missed, MIDDLE])),
-        "halo": bool(np.any(~halo_pass[missed, MIDDLE])),
-        "slope": bool(np.any(~slope_pass[missed, MIDDLE])),
-    }
+
+def tested_candidates(passes, missed: np.ndarray, prune: bool) -> tuple[np.ndarray, dict[str, bool]]:
+    """Pruning (design §10): a lever's loosening values are tested only if some missed event fails its
+    gate at base (the judgement that fills blocked_by); loosening an unblocked lever can only add
+    failures. Returns the tested mask over GRID and, per lever, whether its loosenings are tested."""
+    loosening_tested = {lever: bool(np.any(~p[missed, MIDDLE])) for lever, p in zip(LEVERS, passes, strict=True)}
     tested_mask = np.ones(N_CANDIDATES, dtype=bool)
     if prune:
         for col, lever in enumerate(LEVERS):
             if not loosening_tested[lever]:
                 tested_mask &= ~np.isin(_GRID[:, col], LOOSENING[lever])
+    return tested_mask, loosening_tested
 
-    n_skipped = int(np.count_nonzero(~acted))
-    n_skipped_failures = int(np.count_nonzero(~acted & ~success))
-    dodge_rate = n_skipped_failures / n_skipped if n_skipped else None
 
-    gained = misses_caught + failures_avoided
-    lost = failures_added + wins_lost
-    eligible = tested_mask & (gained >= max(int(tunables.min_gain), 1))
+def plan_guards(flips: _Flips, n_skipped: int, dodge_rate: float | None, t: Tunables) -> np.ndarray:
+    """The plan's guards (design §10, both rules), per candidate the first one refusing it: gained >=
+    min_gain; ratio >= min_ratio; under the plan rule the sign test P(X >= gained | gained + lost, 1/2)
+    <= max_p_value (1 = off); when the base dodge rate >= dodge_high, failures_added / skipped <=
+    dodge_max_drop. Returns the refusal codes (PASSED, MIN_GAIN, MIN_RATIO, SIGN_TEST, DODGE_GUARD)."""
+    gained, lost = flips.gained, flips.lost
+    refusals = np.full(N_CANDIDATES, PASSED, dtype=np.int8)
     with np.errstate(divide="ignore", invalid="ignore"):
-        eligible &= (lost == 0) | (gained / np.where(lost == 0, 1, lost) >= tunables.min_ratio)
-    evidence_rule = tunables.tuning_rule == "evidence"
-    if not evidence_rule and tunables.max_p_value < 1.0:
-        for idx in np.flatnonzero(eligible):
-            if sign_test_p_value(int(gained[idx]), int(lost[idx])) > tunables.max_p_value:
-                eligible[idx] = False
-    if dodge_rate is not None and dodge_rate >= tunables.dodge_high:
-        eligible &= failures_added / n_skipped <= tunables.dodge_max_drop
+        low_ratio = (lost > 0) & (gained / np.where(lost == 0, 1, lost) < t.min_ratio)
+    refusals[low_ratio] = MIN_RATIO
+    refusals[gained < max(int(t.min_gain), 1)] = MIN_GAIN
+    if not t.evidence_rule and t.max_p_value < 1.0:
+        for idx in np.flatnonzero(refusals == PASSED):
+            if sign_test_p_value(int(gained[idx]), int(lost[idx])) > t.max_p_value:
+                refusals[idx] = SIGN_TEST
+    if dodge_guard_armed(dodge_rate, t):
+        refusals[(refusals == PASSED) & (flips.failures_added / n_skipped > t.dodge_max_drop)] = DODGE_GUARD
+    return refusals
+
+
+def dodge_guard_armed(dodge_rate: float | None, t: Tunables) -> bool:
+    """The dodge guard applies when the base dodge rate (skipped failures / skipped) >= dodge_high."""
+    return dodge_rate is not None and dodge_rate >= t.dodge_high
+
+
+def tuning_evidence(
+    flips: _Flips, refusals: np.ndarray, tested_mask: np.ndarray, t: Tunables
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The tuning evidence (design §10, evidence rule): each changed lever's own flips against its
+    reference by a one-sided Fisher exact test, a candidate's p the largest of its levers', at the
+    Bonferroni threshold max_false_override / tested. Marks EVIDENCE in refusals for the tested
+    candidates the guards passed and that fail it; returns (evidence_counts, evidence_p, threshold)."""
+    # A lever's own flips are set differences of pass counts: loosening only adds passing events
+    # and tightening only removes them, so (candidate) - (candidate with the lever at base) counts
+    # exactly the events that lever admits, and the reverse the acted events it removes.
+    combo = flips.combo
+    here = combo[:, _COLS][:, :, None]  # groups x 124 x 1
+    without = combo[:, _DROP]  # groups x 124 x 3
+    loosen = _DIR > 0
+    flip_s = np.where(loosen, here[0] - without[0], without[2] - here[2])
+    flip_f = np.where(loosen, here[1] - without[1], without[3] - here[3])
+    ref_s = np.where(loosen, flips.n_won, here[2])
+    ref_f = np.where(loosen, flips.n_false_pos, here[3])
+    changed = _DIR != 0
+    zero = np.zeros_like(flip_s)
+    evidence_counts = np.stack(
+        [np.where(changed, flip_s + flip_f, zero), np.where(changed, flip_s, zero),
+         np.where(changed, ref_s + ref_f, zero), np.where(changed, ref_s, zero)],
+        axis=-1,
+    )
     tested = int(np.count_nonzero(tested_mask))
+    threshold = t.max_false_override / tested if tested else 0.0
+    evidence_p = np.full(N_CANDIDATES, np.nan)
+    need = np.flatnonzero(tested_mask & (refusals == PASSED))
+    if need.size:
+        sel = evidence_counts[need]
+        p = _lever_p_values(sel[..., 0], sel[..., 1], sel[..., 2], sel[..., 3], _DIR[need])
+        evidence_p[need] = np.where(changed[need], p, 0.0).max(axis=1)
+        refusals[need[~within_alpha(evidence_p[need], threshold)]] = EVIDENCE
+    return evidence_counts, evidence_p, threshold
 
+
+def ranking_keys(gained: np.ndarray, lost: np.ndarray, idx=slice(None)) -> list[tuple[str, np.ndarray]]:
+    """The ranking (design §10), most significant key first, smaller ranks first: highest smoothed
+    ratio (gained + 1) / (lost + 1), then most gained, fewest non-zero levers, fewest grid steps, the
+    smallest (d_ts, d_halo, d_slope). idx: the GRID positions of gained and lost (all by default)."""
+    return [
+        ("smoothed ratio", -((gained + 1) / (lost + 1))),
+        ("gained", -gained),
+        ("levers", _NONZERO[idx]),
+        ("grid steps", _STEPS[idx]),
+        ("d_ts", _GRID[idx, 0]),
+        ("d_halo", _GRID[idx, 1]),
+        ("d_slope", _GRID[idx, 2]),
+    ]
+
+
+def deciding_key(a: Candidate, b: Candidate) -> str:
+    """The name of the first ranking key on which a and b differ (ranking_keys' names)."""
+    keys = ranking_keys(np.array([a.gained, b.gained]), np.array([a.lost, b.lost]), np.array([a.index, b.index]))
+    return next((name for name, k in keys if k[0] != k[1]), "d_slope")
+
+
+def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = True) -> SimulationResult:  # noqa: B008
+    """The lever simulation of design §10 on one lesson's events: flips of the 124 candidates, the
+    pruning, the plan's guards, the evidence rule (when tuning_rule is evidence) and the ranking."""
+    passes = lever_passes(ev)
+    groups = _Groups.of(ev, passes)
+    flips = flip_counts(groups, passes)
+    tested_mask, loosening_tested = tested_candidates(passes, groups.missed, prune)
+    n_skipped = int(np.count_nonzero(~ev.acted))
+    n_skipped_failures = int(np.count_nonzero(~ev.acted & ~ev.success))
+    dodge_rate = n_skipped_failures / n_skipped if n_skipped else None
+    refusals = plan_guards(flips, n_skipped, dodge_rate, tunables)
     evidence_counts = evidence_p = threshold = None
-    if evidence_rule:
-        # A lever's own flips are set differences of pass counts: loosening only adds passing events
-        # and tightening only removes them, so (candidate) - (candidate with the lever at base) counts
-        # exactly the events that lever admits, and the reverse the acted events it removes.
-        here = combo[:, _COLS][:, :, None]  # groups x 124 x 1
-        without = combo[:, _DROP]  # groups x 124 x 3
-        loosen = _DIR > 0
-        flip_s = np.where(loosen, here[0] - without[0], without[2] - here[2])
-        flip_f = np.where(loosen, here[1] - without[1], without[3] - here[3])
-        ref_s = np.where(loosen, n_won, here[2])
-        ref_f = np.where(loosen, n_false_pos, here[3])
-        changed = _DIR != 0
-        zero = np.zeros_like(flip_s)
-        evidence_counts = np.stack(
-            [np.where(changed, flip_s + flip_f, zero), np.where(changed, flip_s, zero),
-             np.where(changed, ref_s + ref_f, zero), np.where(changed, ref_s, zero)],
-            axis=-1,
-        )
-        threshold = tunables.max_false_override / tested if tested else 0.0
-        evidence_p = np.full(N_CANDIDATES, np.nan)
-        need = np.flatnonzero(eligible)
-        if need.size:
-            sel = evidence_counts[need]
-            p = _lever_p_values(sel[..., 0], sel[..., 1], sel[..., 2], sel[..., 3], _DIR[need])
-            evidence_p[need] = np.where(changed[need], p, 0.0).max(axis=1)
-            eligible[need] &= evidence_p[need] <= threshold
-
-    smoothed = (gained + 1) / (lost + 1)
+    if tunables.evidence_rule:
+        evidence_counts, evidence_p, threshold = tuning_evidence(flips, refusals, tested_mask, tunables)
     # lexsort: the last key is the primary one.
-    order = np.lexsort((_GRID[:, 2], _GRID[:, 1], _GRID[:, 0], _STEPS, _NONZERO, -gained, -smoothed))
+    order = np.lexsort(tuple(k for _, k in reversed(ranking_keys(flips.gained, flips.lost))))
     order = order[tested_mask[order]]
+    tested = int(np.count_nonzero(tested_mask))
     return SimulationResult(
         n_events=len(ev),
-        n_inconsistent=int(np.count_nonzero(~consistent)),
+        n_inconsistent=int(np.count_nonzero(~groups.consistent)),
         n_skipped=n_skipped,
         n_skipped_failures=n_skipped_failures,
         dodge_rate=dodge_rate,
@@ -587,11 +726,12 @@ def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = Tru
         loosening_tested=loosening_tested,
         tunables=tunables,
         order=order,
-        misses_caught=misses_caught,
-        failures_added=failures_added,
-        wins_lost=wins_lost,
-        failures_avoided=failures_avoided,
-        eligible=eligible,
+        misses_caught=flips.misses_caught,
+        failures_added=flips.failures_added,
+        wins_lost=flips.wins_lost,
+        failures_avoided=flips.failures_avoided,
+        eligible=tested_mask & (refusals == PASSED),
+        refusals=refusals,
         evidence_counts=evidence_counts,
         evidence_p=evidence_p,
         threshold=threshold,
@@ -599,12 +739,13 @@ def simulate(ev: EventArrays, tunables: Tunables = Tunables(), prune: bool = Tru
 
 
 # ---------------------------------------------------------------------------------------------
-# The materializer (contract 2): database in, pm_overrides out.
+# The materializer (design §10, Overrides as a unit): database in, pm_overrides out.
 
 TUNABLES = "SELECT learning.tunables()"
 
-# Each lesson is simulated on the window it was mined on (learning.tuning_lesson_window).
-ACTIVE_LESSONS = """
+# The tuning lessons, each with the window it was mined on (learning.tuning_lesson_window): the active
+# ones for the materializer, one slice (any status) for `explain tuning`.
+TUNING_LESSONS = """
 SELECT
     l.id,
     l.pattern_key,
@@ -612,23 +753,27 @@ SELECT
     l.n,
     l.stats,
     w.window_start AS w_start,
-    w.window_end AS w_end
+    w.window_end AS w_end,
+    l.status
 FROM public.learning_lessons AS l
 CROSS JOIN LATERAL learning.tuning_lesson_window(l.stats, %(as_of)s::timestamptz) AS w
 WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.action_category = 'tuning'
-    AND l.status = 'active'
-    AND (%(lesson_id)s::bigint IS NULL OR l.id = %(lesson_id)s::bigint)
+    AND (NOT %(active_only)s::boolean OR l.status = 'active')
+    AND (%(pattern_key)s::text IS NULL OR l.pattern_key = %(pattern_key)s::text)
+    AND (%(scope)s::jsonb IS NULL OR l.scope_subset = %(scope)s::jsonb)
 ORDER BY l.pattern_key, l.scope_subset::text
 """
 
-# One round trip for every lesson: the events of each (pattern_key, window) once, in id order;
-# each lesson's events are the ones whose scope contains its slice (matched in numpy).
+# One round trip for every window of a chunk: the events of each (pattern_key, window), in id order,
+# each with its scope as text (a non-object scope counts as {}, as in design §12). Which lessons an
+# event belongs to is LESSON_SCOPES' containment over these same scopes (one snapshot: no event
+# inserted meanwhile can shift the match).
 WINDOW_EVENTS = """
 SELECT
     w.pattern_key,
     w.w_start,
     w.w_end,
-    e.scope,
+    (CASE WHEN pg_catalog.jsonb_typeof(e.scope) = 'object' THEN e.scope ELSE '{}'::jsonb END)::text,
     e.decision = 'acted',
     e.outcome = 'success',
     learning._num(e.factors -> 'decision_sample' -> 'ts_score'),
@@ -646,6 +791,52 @@ INNER JOIN public.pattern_episode_events AS e
     AND e.timestamp <= w.w_end
     AND e.outcome IN ('success', 'failure')
 ORDER BY w.pattern_key, w.w_start, w.w_end, e.id
+"""
+
+# Per lesson (its position in the chunk) the numbers of its window's distinct scopes that contain its
+# slice: the one place a slice is matched to episodes, by jsonb containment `@>` (design §10, §12).
+# The equality join on the slice's first scalar pair only narrows the pairs `@>` is tested on (a scope
+# containing the slice holds that pair: ~4x fewer tests); a slice without one is tested on every scope.
+LESSON_SCOPES = """
+WITH scope AS MATERIALIZED (
+    SELECT s.window_no, s.scope_no, s.scope::jsonb AS scope
+    FROM unnest(%(scope_windows)s::integer[], %(scope_nos)s::integer[], %(scopes)s::text[])
+        AS s (window_no, scope_no, scope)
+),
+
+scope_pair AS MATERIALIZED (
+    SELECT s.window_no, s.scope_no, s.scope, p.key, p.value
+    FROM scope AS s
+    CROSS JOIN LATERAL pg_catalog.jsonb_each(s.scope) AS p (key, value)
+),
+
+lesson AS MATERIALIZED (
+    SELECT
+        l.ord,
+        l.window_no,
+        l.scope_subset::jsonb AS scope_subset,
+        (
+            SELECT pg_catalog.min(p.key)
+            FROM pg_catalog.jsonb_each(l.scope_subset::jsonb) AS p (key, value)
+            WHERE pg_catalog.jsonb_typeof(p.value) IN ('string', 'number', 'boolean')
+        ) AS key
+    FROM unnest(%(lesson_windows)s::integer[], %(slices)s::text[]) WITH ORDINALITY AS l (window_no, scope_subset, ord)
+)
+
+SELECT m.ord::integer, pg_catalog.array_agg(m.scope_no ORDER BY m.scope_no)
+FROM (
+    SELECT lesson.ord, sp.scope_no
+    FROM lesson
+    INNER JOIN scope_pair AS sp
+        ON lesson.window_no = sp.window_no AND lesson.key = sp.key AND lesson.scope_subset -> lesson.key = sp.value
+    WHERE sp.scope @> lesson.scope_subset
+    UNION ALL
+    SELECT lesson.ord, scope.scope_no
+    FROM lesson
+    INNER JOIN scope ON lesson.window_no = scope.window_no
+    WHERE lesson.key IS NULL AND scope.scope @> lesson.scope_subset
+) AS m
+GROUP BY m.ord
 """
 
 # The tuning overrides of one chunk's lessons (same pattern_key and scope_subset).
@@ -714,6 +905,11 @@ class Lesson:
     stats: dict
     w_start: object
     w_end: object
+    status: str = "active"
+
+    @property
+    def window(self) -> tuple:
+        return (self.pattern_key, self.w_start, self.w_end)
 
 
 def fmt_scope(scope: dict) -> str:
@@ -728,27 +924,19 @@ def _scalar(v) -> str:
     return str(v)
 
 
-def _tag(v):
-    """A scope value as jsonb compares it: booleans, numbers (1 == 1.0) and strings apart."""
-    if isinstance(v, bool):
-        return ("b", v)
-    if isinstance(v, int | float):
-        return ("n", float(v))
-    if isinstance(v, str):
-        return ("s", v)
-    return None
-
-
 def _empty_events() -> EventArrays:
     z = np.zeros(0)
     return EventArrays(*(z for _ in range(12)))
 
 
 class _WindowEvents:
-    """The events of one (pattern_key, window) and a scope index to cut each lesson's subset."""
+    """The events of one (pattern_key, window) and, per event, the number of its scope among the
+    window's distinct scope texts (`scopes`); LESSON_SCOPES says which of those contain a slice."""
 
     def __init__(self, rows: list) -> None:
-        self.scopes = [r[3] if isinstance(r[3], dict) else {} for r in rows]
+        numbers: dict[str, int] = {}
+        self.scope_no = np.array([numbers.setdefault(r[3], len(numbers)) for r in rows], dtype=np.int64)
+        self.scopes = list(numbers)
         th = np.array([r[13] for r in rows], dtype=np.float64).reshape(-1, 3)
 
         def f(col):
@@ -771,31 +959,12 @@ class _WindowEvents:
             halo_max=th[:, 1],
             slope_min=th[:, 2],
         )
-        self._codes: dict[str, tuple[dict, np.ndarray]] = {}
 
-    def _column(self, key: str) -> tuple[dict, np.ndarray]:
-        if key not in self._codes:
-            table: dict = {}
-            codes = np.array(
-                [table.setdefault(_tag(s.get(key, None)), len(table)) if key in s else -1 for s in self.scopes],
-                dtype=np.int64,
-            )
-            self._codes[key] = (table, codes)
-        return self._codes[key]
-
-    def subset(self, scope_subset: dict) -> EventArrays:
-        mask = np.ones(len(self.events), dtype=bool)
-        for key, value in scope_subset.items():
-            table, codes = self._column(key)
-            tag = _tag(value)
-            mask &= codes == table[tag] if tag is not None and tag in table else False
-        ev = self.events
-        return EventArrays(*(getattr(ev, name)[mask] for name in ev.__dataclass_fields__))
-
-
-def load_lessons(conn, as_of=None, lesson_id=None) -> list[Lesson]:
-    params = {"as_of": as_of or _now(conn), "lesson_id": lesson_id}
-    return [Lesson(*row) for row in conn.execute(ACTIVE_LESSONS, params).fetchall()]
+    def subset(self, scope_nos: Sequence[int]) -> EventArrays:
+        """The events whose scope is one of scope_nos."""
+        member = np.zeros(len(self.scopes), dtype=bool)
+        member[list(scope_nos)] = True
+        return self.events.take(np.flatnonzero(member[self.scope_no]))
 
 
 def _load_windows(conn, windows: Sequence[tuple]) -> dict[tuple, _WindowEvents]:
@@ -818,20 +987,50 @@ def _load_windows(conn, windows: Sequence[tuple]) -> dict[tuple, _WindowEvents]:
     return {key: _WindowEvents(group) for key, group in grouped.items()}
 
 
-def _window(lesson: Lesson) -> tuple:
-    return (lesson.pattern_key, lesson.w_start, lesson.w_end)
+def _lesson_scopes(conn, lessons: Sequence[Lesson], built: dict[tuple, _WindowEvents]) -> list[list[int]]:
+    """Per lesson, the numbers of its window's scopes that contain its slice (PostgreSQL's `@>`)."""
+    windows = list(built)
+    number = {w: i for i, w in enumerate(windows)}
+    known = [(i, lesson) for i, lesson in enumerate(lessons) if lesson.window in number]
+    out: list[list[int]] = [[] for _ in lessons]
+    if not known:
+        return out
+    params = {
+        "scope_windows": [number[w] for w in windows for _ in built[w].scopes],
+        "scope_nos": [k for w in windows for k in range(len(built[w].scopes))],
+        "scopes": [s for w in windows for s in built[w].scopes],
+        "lesson_windows": [number[lesson.window] for _, lesson in known],
+        "slices": [json.dumps(lesson.scope_subset or {}) for _, lesson in known],
+    }
+    for ord_, nos in conn.execute(LESSON_SCOPES, params).fetchall():
+        out[known[ord_ - 1][0]] = nos
+    return out
+
+
+def _lesson_events(conn, lessons: Sequence[Lesson], built: dict[tuple, _WindowEvents]) -> Iterator[EventArrays]:
+    """Each lesson's events, one lesson at a time: those of its window whose scope contains its slice."""
+    scopes = _lesson_scopes(conn, lessons, built)
+    for lesson, nos in zip(lessons, scopes, strict=True):
+        yield built[lesson.window].subset(nos) if lesson.window in built else _empty_events()
+
+
+def load_lessons(conn, as_of=None, pattern_key: str | None = None, scope: dict | None = None) -> list[Lesson]:
+    """The active tuning lessons (or, given pattern_key and scope, that slice's lesson of any status)."""
+    params = {
+        "as_of": as_of or _now(conn),
+        "active_only": pattern_key is None,
+        "pattern_key": pattern_key,
+        "scope": None if scope is None else json.dumps(scope),
+    }
+    return [Lesson(*row) for row in conn.execute(TUNING_LESSONS, params).fetchall()]
 
 
 def load_events(conn, lessons: Sequence[Lesson]) -> dict[int, EventArrays]:
     """Every lesson's events, from one query over the distinct (pattern_key, window) pairs."""
     if not lessons:
         return {}
-    built = _load_windows(conn, [_window(lesson) for lesson in lessons])
-    out = {}
-    for lesson in lessons:
-        we = built.get((lesson.pattern_key, lesson.w_start, lesson.w_end))
-        out[lesson.id] = we.subset(lesson.scope_subset or {}) if we is not None else _empty_events()
-    return out
+    built = _load_windows(conn, [lesson.window for lesson in lessons])
+    return {lesson.id: ev for lesson, ev in zip(lessons, _lesson_events(conn, lessons, built), strict=True)}
 
 
 def _now(conn):
@@ -908,10 +1107,6 @@ def same_value(a, b, rel: float = 1e-12) -> bool:
     return a == b
 
 
-def _key(pattern_key: str, category: str, scope: dict) -> tuple[str, str, str]:
-    return (pattern_key, category, json.dumps(scope, sort_keys=True))
-
-
 def simulation_line(lesson: Lesson, result: SimulationResult) -> str:
     head = f"SIMULATION: pattern={lesson.pattern_key} scope={fmt_scope(lesson.scope_subset)} | "
     head += f"tested={result.tested} skipped={result.skipped} | "
@@ -949,8 +1144,25 @@ def _existing_row_line(r) -> str:
     )
 
 
+def _key(pattern_key: str, category: str, scope: dict) -> tuple[str, str, str]:
+    return (pattern_key, category, json.dumps(scope, sort_keys=True))
+
+
+def _created_line(row: dict) -> str:
+    p = row["tuning_params"]
+    ratio = "inf" if p["ratio"] is None else f"{fmt_ratio(p['ratio'])}x"
+    return (
+        f"OVERRIDE CREATED: pattern={row['pattern_key']} | action={row['action_category']} | "
+        f"multiplier={row['multiplier']:g} | delta={p['delta']:g} | scope={fmt_scope(row['scope_subset'])} | "
+        f"ratio={ratio}"
+    )
+
+
+_COUNTS = ("eligible", "tested", "skipped", "written", "unchanged", "deactivated")
+
+
 def materialize_tuning(conn, as_of=None, chunk_lessons: int = CHUNK_LESSONS) -> dict:
-    """Simulate every active tuning lesson and write each slice's winner (contract 2). Idempotent.
+    """Simulate every active tuning lesson and write each slice's winner (design §10). Idempotent.
 
     The lessons are read through a cursor and handled chunk_lessons at a time (their events loaded,
     simulated, their overrides compared and written, their log lines written, then freed), so memory
@@ -958,12 +1170,12 @@ def materialize_tuning(conn, as_of=None, chunk_lessons: int = CHUNK_LESSONS) -> 
     active lesson are deactivated at the end, a chunk at a time.
     """
     started = time.perf_counter()
-    n_lessons = eligible = tested = skipped = written = unchanged = deactivated = 0
+    totals = dict.fromkeys(_COUNTS, 0)
     with conn.transaction():
         tunables = Tunables.from_json(conn.execute(TUNABLES).fetchone()[0])
-        params = {"as_of": as_of or _now(conn), "lesson_id": None}
+        params = {"as_of": as_of or _now(conn), "active_only": True, "pattern_key": None, "scope": None}
         with conn.cursor(name="lowcap_tuning_lessons", scrollable=True) as cur:
-            cur.execute(ACTIVE_LESSONS, params)
+            cur.execute(TUNING_LESSONS, params)
             n_lessons = conn.execute('MOVE FORWARD ALL IN "lowcap_tuning_lessons"').rowcount
             cur.scroll(0, mode="absolute")
             _log_many(conn, [("INFO", f"Override Materializer starting | lessons={n_lessons}")])
@@ -971,38 +1183,29 @@ def materialize_tuning(conn, as_of=None, chunk_lessons: int = CHUNK_LESSONS) -> 
             while rows := cur.fetchmany(chunk_lessons):
                 lessons = [Lesson(*row) for row in rows]
                 del rows
-                c = _materialize_chunk(conn, lessons, tunables, cache)
-                eligible += c["eligible"]
-                tested += c["tested"]
-                skipped += c["skipped"]
-                written += c["written"]
-                unchanged += c["unchanged"]
-                deactivated += c["deactivated"]
+                for key, value in _materialize_chunk(conn, lessons, tunables, cache).items():
+                    totals[key] += value
                 del lessons
-        with conn.cursor(name="lowcap_tuning_orphans") as cur:
-            cur.execute(ORPHAN_TUNING)
-            while rows := cur.fetchmany(chunk_lessons):
-                deactivated += conn.execute(DEACTIVATE, {"ids": [r[0] for r in rows]}).rowcount
-                _log_many(conn, [("INFO", _existing_row_line(r)) for r in rows])
+        totals["deactivated"] += _deactivate_orphans(conn, chunk_lessons)
         duration = time.perf_counter() - started
         _log_many(
             conn,
             [
                 (
                     "INFO",
-                    f"Override Materializer completed | overrides_created={written} | unchanged={unchanged} | "
-                    f"deactivated={deactivated} | duration={duration:.3f}s",
+                    f"Override Materializer completed | overrides_created={totals['written']} | "
+                    f"unchanged={totals['unchanged']} | deactivated={totals['deactivated']} | duration={duration:.3f}s",
                 )
             ],
         )
     return {
         "lessons": n_lessons,
-        "eligible": eligible,
-        "overrides_written": written,
-        "unchanged": unchanged,
-        "deactivated": deactivated,
-        "tested": tested,
-        "skipped": skipped,
+        "eligible": totals["eligible"],
+        "overrides_written": totals["written"],
+        "unchanged": totals["unchanged"],
+        "deactivated": totals["deactivated"],
+        "tested": totals["tested"],
+        "skipped": totals["skipped"],
     }
 
 
@@ -1011,38 +1214,22 @@ def _log_many(conn, logs: list[tuple[str, str]]) -> None:
         conn.execute(LOG_MANY, {"levels": [lv for lv, _ in logs], "messages": [m for _, m in logs]})
 
 
+def _deactivate_orphans(conn, chunk_lessons: int) -> int:
+    """Deactivate the active tuning overrides of no active lesson, a chunk at a time; logs each."""
+    deactivated = 0
+    with conn.cursor(name="lowcap_tuning_orphans") as cur:
+        cur.execute(ORPHAN_TUNING)
+        while rows := cur.fetchmany(chunk_lessons):
+            deactivated += conn.execute(DEACTIVATE, {"ids": [r[0] for r in rows]}).rowcount
+            _log_many(conn, [("INFO", _existing_row_line(r)) for r in rows])
+    return deactivated
+
+
 def _materialize_chunk(conn, lessons: list[Lesson], tunables: Tunables, cache: dict[tuple, _WindowEvents]) -> dict:
-    """One chunk of the materializer: simulate, compare with the chunk's stored overrides, write, log.
-
-    cache holds the previous chunk's last window on entry (lessons come in pattern_key order, so a
-    window cut by a chunk boundary is read once) and this chunk's last window on return."""
-    windows = list(dict.fromkeys(_window(lesson) for lesson in lessons))
-    built = {w: cache[w] for w in windows if w in cache}
-    built.update(_load_windows(conn, [w for w in windows if w not in built]))
-    cache.clear()
-
-    logs: list[tuple[str, str]] = []
-    desired: dict[tuple[str, str, str], dict] = {}
-    eligible = tested = skipped = 0
-    for lesson in lessons:
-        we = built.get(_window(lesson))
-        ev = we.subset(lesson.scope_subset or {}) if we is not None else _empty_events()
-        result = simulate(ev, tunables)
-        del ev
-        tested += result.tested
-        skipped += result.skipped
-        logs.append(("INFO", simulation_line(lesson, result)))
-        if result.best is None:
-            logs.append(("WARNING", no_override_line(lesson, result)))
-        else:
-            eligible += 1
-        for row in desired_rows(lesson, result):
-            desired[_key(row["pattern_key"], row["action_category"], row["scope_subset"])] = row
-    last = windows[-1]
-    if last in built:
-        cache[last] = built[last]
+    """One chunk of the materializer: simulate, compare with the chunk's stored overrides, write, log."""
+    built = _chunk_windows(conn, lessons, cache)
+    logs, desired, counts = _simulate_chunk(conn, lessons, built, tunables)
     del built
-
     existing = {
         _key(r[1], r[2], r[3]): r
         for r in conn.execute(
@@ -1053,6 +1240,58 @@ def _materialize_chunk(conn, lessons: list[Lesson], tunables: Tunables, cache: d
             },
         ).fetchall()
     }
+    to_write, counts["unchanged"] = _changed_rows(desired, existing)
+    stale = {r[0] for key, r in existing.items() if r[7] == "active" and key not in desired}
+    counts["written"] = len(to_write)
+    if to_write:
+        conn.execute(UPSERT_OVERRIDES, {"rows": json.dumps(to_write)})
+        logs.extend(("INFO", _created_line(row)) for row in to_write)
+    counts["deactivated"] = 0
+    if stale:
+        counts["deactivated"] = conn.execute(DEACTIVATE, {"ids": sorted(stale)}).rowcount
+        logs.extend(("INFO", _existing_row_line(r)) for r in existing.values() if r[0] in stale)
+    _log_many(conn, logs)
+    return counts
+
+
+def _chunk_windows(conn, lessons: list[Lesson], cache: dict[tuple, _WindowEvents]) -> dict[tuple, _WindowEvents]:
+    """The events of the chunk's windows. cache holds the previous chunk's last window on entry
+    (lessons come in pattern_key order, so a window cut by a chunk boundary is read once) and this
+    chunk's last window on return."""
+    windows = list(dict.fromkeys(lesson.window for lesson in lessons))
+    built = {w: cache[w] for w in windows if w in cache}
+    built.update(_load_windows(conn, [w for w in windows if w not in built]))
+    cache.clear()
+    if windows[-1] in built:
+        cache[windows[-1]] = built[windows[-1]]
+    return built
+
+
+def _simulate_chunk(
+    conn, lessons: list[Lesson], built: dict[tuple, _WindowEvents], tunables: Tunables
+) -> tuple[list[tuple[str, str]], dict[tuple[str, str, str], dict], dict]:
+    """Each lesson's simulation (one lesson's events in memory at a time): its log lines, the rows its
+    winner wants in pm_overrides (by key) and the eligible / tested / skipped counts."""
+    logs: list[tuple[str, str]] = []
+    desired: dict[tuple[str, str, str], dict] = {}
+    counts = dict.fromkeys(("eligible", "tested", "skipped"), 0)
+    for lesson, ev in zip(lessons, _lesson_events(conn, lessons, built), strict=True):
+        result = simulate(ev, tunables)
+        del ev
+        counts["tested"] += result.tested
+        counts["skipped"] += result.skipped
+        logs.append(("INFO", simulation_line(lesson, result)))
+        if result.best is None:
+            logs.append(("WARNING", no_override_line(lesson, result)))
+        else:
+            counts["eligible"] += 1
+        for row in desired_rows(lesson, result):
+            desired[_key(row["pattern_key"], row["action_category"], row["scope_subset"])] = row
+    return logs, desired, counts
+
+
+def _changed_rows(desired: dict[tuple, dict], existing: dict[tuple, tuple]) -> tuple[list[dict], int]:
+    """The desired rows that differ from the stored ones (relative 1e-12), and how many do not."""
     to_write, unchanged = [], 0
     for key, row in desired.items():
         old = existing.get(key)
@@ -1066,31 +1305,4 @@ def _materialize_chunk(conn, lessons: list[Lesson], tunables: Tunables, cache: d
             unchanged += 1
             continue
         to_write.append(row)
-    stale = {r[0] for key, r in existing.items() if r[7] == "active" and key not in desired}
-
-    if to_write:
-        conn.execute(UPSERT_OVERRIDES, {"rows": json.dumps(to_write)})
-        for row in to_write:
-            p = row["tuning_params"]
-            ratio = "inf" if p["ratio"] is None else f"{fmt_ratio(p['ratio'])}x"
-            logs.append(
-                (
-                    "INFO",
-                    f"OVERRIDE CREATED: pattern={row['pattern_key']} | action={row['action_category']} | "
-                    f"multiplier={row['multiplier']:g} | delta={p['delta']:g} | "
-                    f"scope={fmt_scope(row['scope_subset'])} | ratio={ratio}",
-                )
-            )
-    deactivated = 0
-    if stale:
-        deactivated = conn.execute(DEACTIVATE, {"ids": sorted(stale)}).rowcount
-        logs.extend(("INFO", _existing_row_line(r)) for r in existing.values() if r[0] in stale)
-    _log_many(conn, logs)
-    return {
-        "eligible": eligible,
-        "tested": tested,
-        "skipped": skipped,
-        "written": len(to_write),
-        "unchanged": unchanged,
-        "deactivated": deactivated,
-    }
+    return to_write, unchanged

@@ -1,4 +1,4 @@
-"""The tuning miner job (contract 2): learning.mine_tuning_lessons in one transaction."""
+"""The tuning miner job (design §9): learning.mine_tuning_lessons in one transaction."""
 
 from __future__ import annotations
 

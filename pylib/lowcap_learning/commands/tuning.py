@@ -8,32 +8,14 @@ import click
 
 from lowcap_learning import db, output, simulate
 
-LESSON_BY_SCOPE = """
-SELECT
-    l.id,
-    l.pattern_key,
-    l.scope_subset,
-    l.n,
-    l.stats,
-    w.window_start,
-    w.window_end,
-    l.status
-FROM public.learning_lessons AS l
-CROSS JOIN LATERAL learning.tuning_lesson_window(l.stats, pg_catalog.now()) AS w
-WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.action_category = 'tuning'
-    AND l.pattern_key = %(pattern_key)s::text AND l.scope_subset = %(scope)s::jsonb
-"""
-
-# The slice the runtime would use for a full scope: the active lesson with the most keys contained
-# in it (ties: higher n, then scope_subset::text), as learning.select_execution_overrides ranks.
-MOST_SPECIFIC_SLICE = """
+# The active slices of a pattern whose scope_subset the given scope contains (PostgreSQL's `@>`),
+# named when no override applies to the scope (unranked: the ranking is the runtime's, design §12).
+COVERING_SLICES = """
 SELECT l.scope_subset
 FROM public.learning_lessons AS l
 WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.action_category = 'tuning'
     AND l.status = 'active' AND l.pattern_key = %(pattern_key)s::text AND %(scope)s::jsonb @> l.scope_subset
-ORDER BY (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(l.scope_subset)) DESC, l.n DESC,
-    l.scope_subset::text ASC
-LIMIT 1
+ORDER BY l.scope_subset::text COLLATE "C"
 """
 
 SLICE_OVERRIDES = """
@@ -44,7 +26,6 @@ WHERE o.pattern_key = %(pattern_key)s::text AND o.scope_subset = %(scope)s::json
 ORDER BY o.action_category
 """
 
-TUNABLES = "SELECT learning.tunables()"
 RUNTIME_SELECTION = """
 SELECT action_category, multiplier, delta, scope_subset
 FROM learning.select_execution_overrides(%(pattern_key)s::text, %(scope)s::jsonb)
@@ -52,22 +33,79 @@ ORDER BY action_category
 """
 
 
-def _rate(x) -> str:
-    return "-" if x is None else f"{x:.3f}"
+# The words for the ranking key (simulate.ranking_keys) that puts the winner ahead of the runner-up.
+_DECIDERS = {
+    "smoothed ratio": "smoothed ratio ({a.smoothed_ratio:.3f} vs {b.smoothed_ratio:.3f})",
+    "gained": "gained at an equal smoothed ratio ({a.gained} vs {b.gained})",
+    "levers": "fewer levers at equal counts ({a.nonzero_levers} vs {b.nonzero_levers})",
+    "grid steps": "fewer grid steps at equal counts ({a.grid_steps} vs {b.grid_steps})",
+}
+_SMALLER_TUPLE = "the smaller (d_ts, d_halo, d_slope) tuple at equal counts"
 
 
 def _decider(best: simulate.Candidate, other: simulate.Candidate) -> str:
-    """Which ranking key (SPEC 7 order) puts best ahead of other."""
-    a, b = (best.gained + 1) * (other.lost + 1), (other.gained + 1) * (best.lost + 1)
-    if a != b:
-        return f"smoothed ratio ({best.smoothed_ratio:.3f} vs {other.smoothed_ratio:.3f})"
-    if best.gained != other.gained:
-        return f"gained at an equal smoothed ratio ({best.gained} vs {other.gained})"
-    if best.nonzero_levers != other.nonzero_levers:
-        return f"fewer levers at equal counts ({best.nonzero_levers} vs {other.nonzero_levers})"
-    if best.grid_steps != other.grid_steps:
-        return f"fewer grid steps at equal counts ({best.grid_steps} vs {other.grid_steps})"
-    return "the smaller (d_ts, d_halo, d_slope) tuple at equal counts"
+    """Which ranking key (design §10) puts best ahead of other."""
+    text = _DECIDERS.get(simulate.deciding_key(best, other), _SMALLER_TUPLE)
+    return text.format(a=best, b=other)
+
+
+def _lesson(conn, pattern_key: str, scope: dict) -> simulate.Lesson | None:
+    """The tuning lesson of exactly this slice (any status), or None."""
+    found = simulate.load_lessons(conn, pattern_key=pattern_key, scope=scope)
+    return found[0] if found else None
+
+
+def _slice_lesson(conn, pattern_key: str, scope: dict, runtime: list[dict]) -> tuple[simulate.Lesson, dict, str | None]:
+    """The lesson to explain for scope: its own slice's, else the slice whose overrides the runtime
+    applies to it (learning.select_execution_overrides, design §12), with a note saying so."""
+    lesson = _lesson(conn, pattern_key, scope)
+    if lesson is not None:
+        return lesson, scope, None
+    if runtime:
+        applied = runtime[0]["scope_subset"]
+        lesson = _lesson(conn, pattern_key, applied)
+        if lesson is not None:
+            note = (
+                f"no lesson for exactly {simulate.fmt_scope(scope)}; the runtime applies the overrides of slice "
+                f"{simulate.fmt_scope(applied)} to it"
+            )
+            return lesson, applied, note
+    covering = [r[0] for r in conn.execute(COVERING_SLICES, {"pattern_key": pattern_key, "scope": json.dumps(scope)})]
+    if covering:
+        raise click.ClickException(
+            f"no tuning lesson for pattern {pattern_key} and scope {simulate.fmt_scope(scope)}, and no tuning "
+            "override applies to it; the active slices covering it: "
+            + ", ".join(simulate.fmt_scope(c) for c in covering)
+            + " (pass one as --scope)"
+        )
+    raise click.ClickException(
+        f"no tuning lesson for pattern {pattern_key} covering scope {simulate.fmt_scope(scope)} "
+        "(run `lowcap-learning run tuning-miner` first, or check the pattern key)"
+    )
+
+
+def _why(status: str, result: simulate.SimulationResult, tunables: simulate.Tunables) -> str:
+    """Why the slice has its override (or none): the checks the winner passed and what beat the next."""
+    best = result.best
+    if status != "active":
+        return "the lesson is inactive (its slice was not re-mined), so the materializer applies nothing from it"
+    if best is None:
+        return f"nothing applied: {result.no_override_reason}"
+    runner_up = next((c for c in result.candidates if c.eligible and c.grid != best.grid), None)
+    if best.rule == "evidence":
+        test = f"evidence {best.evidence_text()} (" + "; ".join(e.text() for e in best.evidence) + ")"
+    else:
+        test = f"p={best.p_value:.4g} <= {tunables.max_p_value:g}"
+    return (
+        f"{best.label} won: gained {best.gained} >= min_gain {max(tunables.min_gain, 1)}, ratio "
+        f"{best.ratio_text()} >= {simulate.fmt_ratio(tunables.min_ratio)}x, {test}, dodge guard "
+        + ("passed" if simulate.dodge_guard_armed(result.dodge_rate, tunables) else "not armed")
+        + (
+            f"; it beats the next eligible {runner_up.label} on {_decider(best, runner_up)}"
+            if runner_up
+            else "; it is the only eligible candidate"
+        )
+    )
 
 
 def explain_data(conn, pattern_key: str, scope: dict, top: int = 5) -> dict:
@@ -75,28 +113,9 @@ def explain_data(conn, pattern_key: str, scope: dict, top: int = 5) -> dict:
         {"action_category": r[0], "multiplier": r[1], "delta": r[2], "scope_subset": r[3]}
         for r in conn.execute(RUNTIME_SELECTION, {"pattern_key": pattern_key, "scope": json.dumps(scope)})
     ]
-    row = conn.execute(LESSON_BY_SCOPE, {"pattern_key": pattern_key, "scope": json.dumps(scope)}).fetchone()
-    note = None
-    if row is None:
-        # Not a slice itself: explain the slice that covers this scope (the one the runtime would use).
-        covering = conn.execute(
-            MOST_SPECIFIC_SLICE, {"pattern_key": pattern_key, "scope": json.dumps(scope)}
-        ).fetchone()
-        if covering is not None:
-            note = (
-                f"no lesson for exactly {simulate.fmt_scope(scope)}; the most specific slice it falls in is "
-                f"{simulate.fmt_scope(covering[0])}"
-            )
-            scope = covering[0]
-            row = conn.execute(LESSON_BY_SCOPE, {"pattern_key": pattern_key, "scope": json.dumps(scope)}).fetchone()
-    if row is None:
-        raise click.ClickException(
-            f"no tuning lesson for pattern {pattern_key} covering scope {simulate.fmt_scope(scope)} "
-            "(run `lowcap-learning run tuning-miner` first, or check the pattern key)"
-        )
-    status = row[7]
-    lesson = simulate.Lesson(*row[:7])
-    tunables = simulate.Tunables.from_json(conn.execute(TUNABLES).fetchone()[0])
+    lesson, scope, note = _slice_lesson(conn, pattern_key, scope, runtime)
+    status = lesson.status
+    tunables = simulate.Tunables.from_json(conn.execute(simulate.TUNABLES).fetchone()[0])
     events = simulate.load_events(conn, [lesson])[lesson.id]
     result = simulate.simulate(events, tunables)
     best = result.best
@@ -104,30 +123,7 @@ def explain_data(conn, pattern_key: str, scope: dict, top: int = 5) -> dict:
         {"action_category": r[0], "multiplier": r[1], "delta": r[2], "status": r[3], "last_updated_at": str(r[4])}
         for r in conn.execute(SLICE_OVERRIDES, {"pattern_key": pattern_key, "scope": json.dumps(scope)})
     ]
-    if status != "active":
-        why = "the lesson is inactive (its slice was not re-mined), so the materializer applies nothing from it"
-    elif best is None:
-        why = f"nothing applied: {result.no_override_reason}"
-    else:
-        runner_up = next((c for c in result.candidates if c.eligible and c.grid != best.grid), None)
-        if best.rule == "evidence":
-            test = (
-                f"evidence {best.evidence_text()} ("
-                + "; ".join(e.text() for e in best.evidence)
-                + ")"
-            )
-        else:
-            test = f"p={best.p_value:.4g} <= {tunables.max_p_value:g}"
-        why = (
-            f"{best.label} won: gained {best.gained} >= min_gain {max(tunables.min_gain, 1)}, ratio "
-            f"{best.ratio_text()} >= {simulate.fmt_ratio(tunables.min_ratio)}x, {test}, dodge guard "
-            + ("passed" if result.dodge_rate is not None and result.dodge_rate >= tunables.dodge_high else "not armed")
-            + (
-                f"; it beats the next eligible {runner_up.label} on {_decider(best, runner_up)}"
-                if runner_up
-                else "; it is the only eligible candidate"
-            )
-        )
+    why = _why(status, result, tunables)
     return {
         "pattern_key": pattern_key,
         "scope": scope,
@@ -154,12 +150,13 @@ def explain_data(conn, pattern_key: str, scope: dict, top: int = 5) -> dict:
 
 def render(data: dict) -> list[str]:
     s = data["lesson"]["stats"]
+    rate = simulate.rate_text
     sim = data["simulation"]
     lines = [f"note: {data['note']}"] if data.get("note") else []
     lines += [
         f"tuning lesson: pattern={data['pattern_key']} scope={simulate.fmt_scope(data['scope'])} "
         f"| status={data['lesson']['status']} n={data['lesson']['n']}",
-        f"  rates: wr={_rate(s.get('wr'))} fpr={_rate(s.get('fpr'))} mr={_rate(s.get('mr'))} dr={_rate(s.get('dr'))}"
+        f"  rates: wr={rate(s.get('wr'))} fpr={rate(s.get('fpr'))} mr={rate(s.get('mr'))} dr={rate(s.get('dr'))}"
         f" | acted={s.get('n_acted')} skipped={s.get('n_skipped')} misses={s.get('n_misses')} fps={s.get('n_fps')}"
         f" neutral={s.get('n_neutral')} | window=({s.get('window_start')}, {s.get('window_end')}]",
         f"  simulation: events={sim['events']} inconsistent={sim['inconsistent']} tested={sim['tested']} "
@@ -185,11 +182,9 @@ def render(data: dict) -> list[str]:
             f"  {verdict}"
         )
         for e in c.get("evidence") or []:
-            what, ref = ("admits", "acted at base") if e["direction"] == "loosen" else ("removes", "kept")
             lines.append(
-                f"        evidence {e['lever']:<5} {what} {e['flipped']} succeeding {_rate(e['rate'])} vs {ref} "
-                f"{_rate(e['reference_rate'])} of {e['reference']}: p={e['p_value']:.3g} "
-                f"({'<=' if e['p_value'] <= c['threshold'] else '>'} alpha {c['threshold']:.3g})"
+                f"        evidence {simulate.lever_flips_text(e, 5)}: p={e['p_value']:.3g} "
+                f"({'<=' if simulate.within_alpha(e['p_value'], c['threshold']) else '>'} alpha {c['threshold']:.3g})"
             )
     lines.append(f"  why: {data['why']}")
     if data["overrides"]:
