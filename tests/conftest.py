@@ -133,5 +133,5 @@ def reset_learning(connection: psycopg.Connection) -> None:
 
 
 def use_allocation_rule(connection: psycopg.Connection, rule: str) -> None:
-    """Select the allocation rule (SPEC 13): 'plan' for the oracles of SPEC 4, or 'evidence'."""
+    """Select the allocation rule (design §5): 'plan' for the plan rule's oracles, or 'evidence'."""
     connection.execute("SELECT learning.set_tunable('allocation_rule', to_jsonb(%s::text))", (rule,))

@@ -182,7 +182,7 @@ def test_a_populated_0001_database_upgrades_and_keeps_learning():
 
 
 # ---------------------------------------------------------------------------------------------
-# A database that already has the bot's tables and rows (the shapes the bot writes: docs/decisions.md).
+# A database that already has the bot's tables and rows (the shapes the bot writes: design §18).
 
 BOT_SCHEMA = """
 CREATE TABLE public.learning_configs (
@@ -360,7 +360,7 @@ def test_upgrade_adopts_the_bots_tables_and_keeps_every_row():
             ]
             assert dm["timeframe_weights"] == LEGACY_DECISION_MAKER["timeframe_weights"]
             assert dm["global_rr"] == LEGACY_DECISION_MAKER["global_rr"]
-            # The bot's global_roi is in percent: it is kept under global_roi_legacy_pct (docs/decisions.md).
+            # The bot's global_roi is in percent: it is kept under global_roi_legacy_pct (design §4).
             assert dm["global_roi_legacy_pct"] == LEGACY_DECISION_MAKER["global_roi"]
             assert set(dm["timeframe_allocation"]) == {"15m", "1h", "4h"}
             pm = conn.execute("SELECT config_data FROM learning_configs WHERE module_id = 'pm'").fetchone()[0]

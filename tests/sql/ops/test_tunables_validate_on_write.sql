@@ -1,4 +1,4 @@
--- SPEC 10 "validate on write" for every write of the learning row, not only learning.set_tunable:
+-- Validate on write (design §3) for every write of the learning row, not only learning.set_tunable:
 -- a direct INSERT or UPDATE of public.learning_configs is refused with set_tunable's own message
 -- and SQLSTATE (22023) when a tunable is bad; other modules' rows are never validated; a tau change
 -- written directly recomputes the EWMA state exactly as set_tunable does (which no longer does it
@@ -120,7 +120,7 @@ SELECT lives_ok(
 SELECT is(pg_temp.recomputes(), 0, 'a row with default taus does not recompute the EWMA state');
 
 -- ---------------------------------------------------------- the trade trigger on a direct row
--- SPEC 4's pinned numbers with the directly written row: 15m +5% -> no change; 1h -2% -> 0.1506 / 0.4994.
+-- The plan walkthrough's pinned numbers (design §5) with the directly written row: 15m +5% -> no change; 1h -2% -> 0.1506 / 0.4994.
 INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
 VALUES ('v1', '15m', 5, '2026-01-01T00:00:00Z');
 INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
