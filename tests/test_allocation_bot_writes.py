@@ -1,4 +1,4 @@
-"""The bot's position writes always win over a trade's redistribution (SPEC 4, positions).
+"""The bot's position writes always win over a trade's redistribution (design §6).
 
 Two real sessions: the bot holds a position row (an uncommitted UPDATE) while a trade is inserted.
 The trade must neither wait for the row nor undo the bot's change: it leaves that token as it is,
@@ -232,6 +232,75 @@ POISON = {
 
 def same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
+
+
+SLEEP_ONCE = """
+CREATE FUNCTION public.test_sleep_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('lowcap_test.sleep_once', true) = 'on' THEN
+        PERFORM set_config('lowcap_test.sleep_once', 'done', false);
+        PERFORM set_config('application_name', 'racing:' || OLD.timeframe, false);
+        PERFORM pg_sleep(2);
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER zz_test_sleep_once BEFORE UPDATE ON public.lowcap_positions
+FOR EACH ROW EXECUTE FUNCTION public.test_sleep_once();
+"""
+
+
+def test_a_bot_write_committed_while_the_trade_rewrites_the_token_is_kept(db_url):
+    """The optimistic pass (design §6) takes no lock before its UPDATE: a row the bot changes and
+    commits after the trade summed the token, but before the trade reaches that row, keeps the bot's
+    value (PostgreSQL re-checks the row against the value the token was summed with), as if the bot
+    had written it right after the trade; the trade's other row gets its share of the token as summed."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        reset(conn, {"T": {"15m": 3, "1h": 5}})
+        conn.execute(SLEEP_ONCE)
+        errors: list[str] = []
+
+        def trade() -> None:
+            try:
+                with psycopg.connect(db_url, autocommit=True) as t:
+                    t.execute("SET lowcap_test.sleep_once = 'on'")
+                    t.execute(
+                        "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)"
+                        " VALUES ('t1', '4h', 3, '2026-01-05')"
+                    )
+            except Exception as err:  # an error reaching the trade's caller fails the test
+                errors.append(repr(err))
+
+        thread = threading.Thread(target=trade)
+        thread.start()
+        try:
+            sleeping = None
+            for _ in range(200):
+                sleeping = conn.execute(
+                    "SELECT substr(application_name, 8) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name LIKE 'racing:%'"
+                ).fetchone()
+                if sleeping:
+                    break
+                time.sleep(0.02)
+            assert sleeping, "the trade never rewrote a row"
+            first = sleeping[0]
+            other = "1h" if first == "15m" else "15m"
+            conn.execute(
+                "UPDATE public.lowcap_positions SET total_allocation_pct = 40"
+                " WHERE token_contract = 'T' AND timeframe = %s::text",
+                (other,),
+            )
+        finally:
+            thread.join(timeout=30)
+            conn.execute("DROP TRIGGER zz_test_sleep_once ON public.lowcap_positions")
+            conn.execute("DROP FUNCTION public.test_sleep_once()")
+        assert errors == []
+        alloc = allocation(conn)
+        rows = positions(conn, "T")
+        assert rows[other] == 40
+        assert rows[first] == pytest.approx(split(8, alloc, ("15m", "1h"))[first], rel=1e-12)
+        assert conn.execute("SELECT count(*) FROM learning.pending_redistribution").fetchone()[0] == 0
 
 
 def test_rows_that_are_not_a_percent_are_left_alone_and_never_fail_a_trade(db_url):

@@ -1,4 +1,4 @@
-"""Concurrent writers (SPEC 4): 8 connections insert 250 trades each at the same time. They serialize
+"""Concurrent writers (design §4): 8 connections insert 250 trades each at the same time. They serialize
 on the decision_maker row: no error reaches a caller, no update is lost, and the recorded path chains."""
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def test_trade_waiting_on_a_tau_change_folds_with_the_new_tau(db_url, tau_change
 
 
 def test_bot_transactions_insert_the_trade_then_update_positions_without_deadlock(db_url):
-    """SPEC 4's lock order: a bot transaction that inserts its closed trade first and then updates its
+    """The lock order of design §4: a bot transaction that inserts its closed trade first and then updates its
     positions never deadlocks with another one doing the same (the trigger rewrites positions too)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         reset_learning(conn)

@@ -1,7 +1,7 @@
-"""SPEC 13, fast and seeded: on the same seeds, through the real trigger, the evidence rule keeps the
-split on null data and follows a planted edge (and its move), while the plan's rule drifts far on
-null data. Fails if the evidence is switched off (the evidence figures would be the plan's).
-The full run (30 seeds) is `make evaluate`."""
+"""The evaluation targets of design §16, fast and seeded: on the same seeds, through the real
+trigger, the evidence rule keeps the split on null data and follows a planted edge (and its move),
+while the plan's rule drifts far on null data. Fails if the evidence is switched off (the evidence
+figures would be the plan's). The full run (30 seeds) is `make evaluate`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def test_evidence_learns_signal_not_noise_on_the_seeded_scenarios():
     started = time.perf_counter()
     result = evaluate_allocation.run(SERVER_URL, seeds=SEEDS, rules=("evidence", "plan"), first_seed=0)
     evidence, plan = result["rules"]["evidence"], result["rules"]["plan"]
-    # The SPEC 13 targets, on these seeds.
+    # The design §16 targets, on these seeds.
     assert evidence["null_final_mean"] <= 0.05, evidence
     assert evidence["null_final_p90"] <= 0.15, evidence
     assert evidence["edge_gain_mean"] >= 0.15, evidence

@@ -1,4 +1,4 @@
-"""Oracles for SPEC 4: the stored EWMAs against pandas, and the allocation path against a plain-Python
+"""Oracles for design §4 and §5: the stored EWMAs against pandas, and the allocation path against a plain-Python
 re-statement of the allocation step written from the spec (not from the SQL).
 
 Trades go through the real trigger (single- and multi-row INSERTs, late trades, equal timestamps).
@@ -104,7 +104,7 @@ def pandas_ewm(trades: list[Trade], tau_days: float) -> float:
 
 def test_ewma_equals_pandas_after_every_insert(conn):
     reset_learning(conn)
-    use_allocation_rule(conn, "plan")  # SPEC 4's oracle is the plan's rule
+    use_allocation_rule(conn, "plan")  # the oracle is the plan's rule (design §5)
     rng = random.Random(20261126)
     trades = random_trades(rng, 90)
     seen: list[Trade] = []
@@ -139,7 +139,7 @@ def test_ewma_equals_pandas_after_every_insert(conn):
 
 def test_first_trade_ewma_is_its_roi_and_ties_weigh_equally(conn):
     reset_learning(conn)
-    use_allocation_rule(conn, "plan")  # SPEC 4's oracle is the plan's rule
+    use_allocation_rule(conn, "plan")  # the oracle is the plan's rule (design §5)
     at = Trade("a", "1h", 4.0, 10_000_000)
     insert(conn, [at])
     assert conn.execute(READ_TF).fetchall()[1][2:] == (0.04, 0.04, 1)
@@ -153,11 +153,11 @@ def test_first_trade_ewma_is_its_roi_and_ties_weigh_equally(conn):
 
 
 # ---------------------------------------------------------------------------------------------
-# The allocation step, restated from SPEC 4 in plain Python.
+# The allocation step, restated from design §5 in plain Python.
 
 
 def spec_ewma(trades: list[Trade], tau_days: float) -> float:
-    """SPEC 4: sum w*roi / sum w with w = exp(-age/tau), ages taken from the newest closed_at."""
+    """design §4: sum w*roi / sum w with w = exp(-age/tau), ages taken from the newest closed_at."""
     tau = tau_days * 86_400
     newest = max(t.epoch for t in trades)
     weights = [math.exp(-(newest - t.epoch) / tau) for t in trades]
@@ -165,7 +165,7 @@ def spec_ewma(trades: list[Trade], tau_days: float) -> float:
 
 
 def spec_step(current, roi_short, counts, max_step=0.003, min_trades_full=5, min_allocation=0.05):
-    """One allocation step (SPEC 4, steps 1-5). Returns (new allocation, desired or None)."""
+    """One allocation step (design §5, steps 1-5). Returns (new allocation, desired or None)."""
     members = [i for i in range(len(current)) if counts[i] >= 1]
     if len(members) < 2:
         return list(current), None
@@ -187,7 +187,7 @@ def spec_step(current, roi_short, counts, max_step=0.003, min_trades_full=5, min
 
 
 class SpecModel:
-    """The learning state of SPEC 4 as a pure function of the trades taken so far."""
+    """The learning state of design §4 as a pure function of the trades taken so far."""
 
     def __init__(self):
         self.allocation = list(START)
@@ -209,7 +209,7 @@ class SpecModel:
 
 
 def test_spec_step_reproduces_the_pinned_walkthrough():
-    """The oracle itself is right: SPEC 4's pinned numbers (trade 2 and trade 3)."""
+    """The oracle itself is right: design §5's pinned numbers (trade 2 and trade 3)."""
     alloc, _ = spec_step(list(START), [0.05, None, None], [1, 0, 0])
     assert alloc == list(START)
     alloc, _ = spec_step(alloc, [0.05, -0.02, None], [1, 1, 0])
@@ -221,7 +221,7 @@ def test_spec_step_reproduces_the_pinned_walkthrough():
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_allocation_path_equals_the_spec_oracle(conn, seed):
     reset_learning(conn)
-    use_allocation_rule(conn, "plan")  # SPEC 4's oracle is the plan's rule
+    use_allocation_rule(conn, "plan")  # the oracle is the plan's rule (design §5)
     rng = random.Random(seed)
     trades = random_trades(rng, 160, zero_share=0.0)  # continuous rois: no exact score ties
     # Statements of 1 to 12 trades; a multi-row INSERT takes its trades in (closed_at, trade_id) order.

@@ -3,7 +3,7 @@
 PostgreSQL raises "value out of range: underflow" when a float8 product rounds to exactly 0, so
 `max_step 2.2e-308` with `min_trades_full 1000000` once failed every trade INSERT inside
 learning.allocation_step. The step now counts every magnitude below 1e-140 as 0
-(docs/decisions.md, "allocation arithmetic"); these tests drive it with the validator's extremes.
+(design §5); these tests drive it with the validator's extremes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hypothesis: SPEC 4's invariants hold for any stream of closed trades, through the real trigger.
+"""Hypothesis: design §5's invariants hold for any stream of closed trades, through the real trigger.
 
 Streams mix timeframes (1m and 1d included), rois (negative, zero, -100%), equal and late closed_at,
 single- and multi-row INSERTs, over random positions (every status, untracked timeframes, NULL and
@@ -114,7 +114,7 @@ def use_rule(conn: psycopg.Connection, rule: str) -> None:
 
 
 def check_step(row, rule: str = "plan", evidence=None) -> None:
-    """One history row obeys SPEC 4 steps 1-5 (the plan's ranking by roi_short, or the evidence
+    """One history row obeys design §5 steps 1-5 (the plan's ranking by roi_short, or the evidence
     rule's: the desired split is the starting split while no timeframe stands out of its noise)."""
     _seq, trade_id, tf, reason, before, after, desired, roi_short, counts, limit = row
     assert abs(sum(after) - 1) <= 1e-12, (trade_id, after)
@@ -381,9 +381,9 @@ def sql_set_digits(digits: int) -> str:
 
 
 def test_long_stream_keeps_the_sum_without_drift(conn):
-    """Regression (review, stop 13): the group total was the sum of its members, so each step's
+    """Regression: the group total was the sum of its members, so each step's
     rounding carried into the next and the allocation drifted steadily off 1 (-1.6e-12 after this
-    stream of 30,000 trades, past SPEC's 1e-12 at ~19,000). Anchored to 1 it stays within ulps."""
+    stream of 30,000 trades, past the 1e-12 of design §5 at ~19,000). Anchored to 1 it stays within ulps."""
     with fresh(conn):
         conn.execute(
             """
@@ -421,8 +421,8 @@ def test_a_drifted_allocation_is_pulled_back_to_one(conn):
 
 
 def test_a_token_with_one_tracked_row_is_not_rewritten(conn):
-    """SPEC 4: rows whose value does not change are not written. A token's only tracked row keeps
-    its total, even where total * a / a rounds to another float (review, stop 13: 12.24 became
+    """design §6: rows whose value does not change are not written. A token's only tracked row keeps
+    its total, even where total * a / a rounds to another float (12.24 became
     12.240000000000002 for about one allocation in ten)."""
     with fresh(conn):
         seed_positions(conn, [[("1h", "active", 12.24)], [("15m", "active", 3.0), ("4h", "dormant", 5.0)]])

@@ -1,15 +1,15 @@
-"""SPEC 12: every function in schema learning pins search_path to pg_catalog, pg_temp.
+"""Every function in schema learning pins search_path to pg_catalog, pg_temp.
 
 pg_temp is named last on purpose: a schema left off the path is still searched *first* for relation
 and type names when it is the session's temporary schema, so `''` let a caller's temp domain named
-`jsonb` stand in for the catalog's inside a SECURITY DEFINER function (docs/decisions.md, "search_path").
+`jsonb` stand in for the catalog's inside a SECURITY DEFINER function (design §2).
 
 The only exceptions are non-SECURITY-DEFINER helpers in SQL with a SQL-standard body (RETURN /
 BEGIN ATOMIC), whose names are bound when they are created: a SET clause would stop them being
-inlined. The IMMUTABLE ones are SPEC's exception; the STABLE ones (a body PostgreSQL marks STABLE,
+inlined. The IMMUTABLE ones are the design's exception; the STABLE ones (a body PostgreSQL marks STABLE,
 such as jsonb_build_object or a text-to-array cast, is never inlined into an IMMUTABLE function) are
-the "other exceptions" SPEC asks a test to list. Both are listed here by name, so a new exception
-shows up in review as a change to this file, and each must really be inlined (issue 6: three of them
+the "other exceptions" a test must list (design §2). Both are listed here by name, so a new exception
+shows up in review as a change to this file, and each must really be inlined (three of them
 were not, and were planned again in every trigger transaction).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 INLINABLE_EXCEPTIONS = {
-    # sql/020_allocation.sql
+    # sql/020_allocation_fold.sql
     "_decay",
     "_scaled",
     "ewma_fold",
@@ -27,22 +27,25 @@ INLINABLE_EXCEPTIONS = {
     "starting_allocation",
     "tracked_timeframes",
     "trade_roi",
-    # sql/020_allocation.sql, on the closed_trades trigger's hot path (bench helper, issue 6)
+    # sql/022_allocation_positions.sql: a row's share of its token's total (design §6)
+    "_position_share",
+    # sql/023_allocation_trigger.sql, on the closed_trades trigger's hot path (design §1)
     "_fmt",
     "_fmt_allocation",
     # sql/025_slices.sql (strength helper)
     "scope_dimensions",
-    # sql/050_strength.sql: a table function inlined into the builder's statement (bench, issue 6)
+    # sql/026_lessons.sql: the lesson writer's number comparison
+    "_num_close",
+    # sql/050_strength.sql: table functions inlined into the builder's statements (design §11)
     "strength_stats_of",
     "strength_outcome",
     # sql/030_episodes.sql (tuning helper)
     "_flag",
     "_num",
-    "_num_close",
 }
 
 # STABLE exceptions: the body calls something PostgreSQL marks STABLE, so only a STABLE declaration
-# lets the planner inline it (all on the closed_trades trigger's hot path, issue 6).
+# lets the planner inline it (all on the closed_trades trigger's hot path, design §1).
 STABLE_INLINABLE_EXCEPTIONS = {
     "_series_json",  # jsonb_build_object (STABLE: timestamptz output follows TimeZone)
     "_decision_maker_config",  # jsonb_build_object, to_jsonb

@@ -28,7 +28,8 @@ def reset(conn: psycopg.Connection) -> None:
         ALTER TABLE public.closed_trades DISABLE TRIGGER _100_append_only;
         TRUNCATE public.closed_trades, public.pattern_trade_events, public.lowcap_positions,
             public.pattern_episode_events, public.learning_lessons, public.pm_overrides,
-            learning.allocation_history, learning.learning_log, learning.pending_redistribution;
+            learning.allocation_history, learning.learning_log, learning.pending_redistribution,
+            learning.allocation_state;
         ALTER TABLE public.closed_trades ENABLE TRIGGER _100_append_only;
         DELETE FROM public.learning_configs;
         SELECT learning.ensure_decision_maker_config();

@@ -1,4 +1,4 @@
--- SPEC 4 input rules: every bad trade is refused with a message naming the field, and no table
+-- Input rules (design §2): every bad trade is refused with a message naming the field, and no table
 -- changes; closed_trades is append-only; a duplicate trade_id never counts twice.
 BEGIN;
 SELECT plan(36);
@@ -30,7 +30,7 @@ BEGIN
 END;
 $$;
 
-SELECT lives_ok($$SELECT learning.set_tunable('allocation_rule', '"plan"')$$, 'the plan''s rule (SPEC 4 figures)');
+SELECT lives_ok($$SELECT learning.set_tunable('allocation_rule', '"plan"')$$, 'the plan''s rule (design §5 figures)');
 
 -- Some state to protect: two learned trades (the allocation has moved) and a position.
 INSERT INTO public.lowcap_positions (token_contract, token_chain, timeframe, status, total_allocation_pct)
@@ -151,7 +151,7 @@ VALUES ('good3', '4h', 3, '2026-01-03T00:00:00Z');
 SELECT results_eq(
     $$SELECT timeframe, round(current_allocation::numeric, 6) FROM learning.timeframe_allocation()$$,
     $$VALUES ('15m', 0.151128), ('1h', 0.498800), ('4h', 0.350072)$$,
-    'after the refusals the next good trade gives SPEC 4''s pinned trade-3 figures');
+    'after the refusals the next good trade gives the pinned trade-3 figures of design §5');
 SELECT is(
     (SELECT count(*)::integer FROM public.pattern_trade_events WHERE trade_id = 'good1'), 1,
     'the good trade''s one action became one strength fact');

@@ -1,4 +1,4 @@
--- learning.allocation_step and learning.ewma_fold on their own, on hand-computed cases (SPEC 4).
+-- learning.allocation_step and learning.ewma_fold on their own, on hand-computed cases (design §4, §5).
 BEGIN;
 SELECT plan(31);
 

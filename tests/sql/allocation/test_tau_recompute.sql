@@ -13,7 +13,7 @@ VALUES
 INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
 VALUES ('r6', '1h', -4, '2026-01-02T12:00:00Z');  -- late
 
--- expected(tf, tau_days): the closed form of SPEC 4 over closed_trades (NULL tf = global).
+-- expected(tf, tau_days): the closed form of design §4 over closed_trades (NULL tf = global).
 CREATE FUNCTION pg_temp.expected(p_tf text, p_tau_days float8)
 RETURNS float8
 LANGUAGE sql

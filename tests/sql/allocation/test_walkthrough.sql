@@ -1,5 +1,5 @@
--- The plan's walkthrough and SPEC 4's pinned trade-3 figures, through the real trigger, under the
--- plan's rule; the walkthrough's first two trades hold under the evidence rule too (SPEC 13).
+-- The plan's walkthrough and the pinned trade-3 figures of design §5, through the real trigger, under the
+-- plan's rule; the walkthrough's first two trades hold under the evidence rule too (design §5).
 BEGIN;
 SELECT plan(14);
 
@@ -24,7 +24,7 @@ SELECT is(
     'the step records its rule'
 );
 ROLLBACK TO SAVEPOINT evidence;
-SELECT lives_ok($$SELECT learning.set_tunable('allocation_rule', '"plan"')$$, 'the plan''s rule (SPEC 4)');
+SELECT lives_ok($$SELECT learning.set_tunable('allocation_rule', '"plan"')$$, 'the plan''s rule (design §5)');
 
 INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at)
 VALUES ('w1', '15m', 5, '2026-01-01T00:00:00Z');
@@ -59,7 +59,7 @@ VALUES ('w3', '4h', 3, '2026-01-03T00:00:00Z');
 SELECT results_eq(
     $$SELECT timeframe, round(current_allocation::numeric, 6) FROM learning.timeframe_allocation()$$,
     $$VALUES ('15m', 0.151128), ('1h', 0.498800), ('4h', 0.350072)$$,
-    'trade 3 (4h +3%): the pinned figures of SPEC 4'
+    'trade 3 (4h +3%): the pinned figures of design §5'
 );
 SELECT cmp_ok(
     abs((SELECT sum(current_allocation) FROM learning.timeframe_allocation()) - 1), '<', 1e-12::float8,
