@@ -1,5 +1,6 @@
--- Scope slices (SPEC section 7), shared by the strength builder and the tuning miner: the scope
--- dimensions of a row, and the level-wise (apriori) search of every slice with enough support.
+-- Scope slices (design §8), shared by the strength builder and the tuning miner: the scope
+-- dimensions of a row, the run's slice budget, and the level-wise (apriori) search of every slice
+-- with enough support.
 
 -- learning.scope_dimensions: the top-level keys of p_scope with a string, number or boolean value,
 -- restricted to p_dims unless it is empty. Pure pg_catalog SQL with a SQL-standard body (its names
@@ -125,9 +126,137 @@ BEGIN
 END;
 $$;
 
+-- learning._bound_slice_patterns: learning._slices_bound of the patterns of pg_temp._sb_patterns
+-- ranked in (p_after, p_after + p_batch]: per pattern, how many frequent values each key has, then
+-- the power sums of those counts (keys with the same count taken together). A step of
+-- learning._admit_slice_budget.
+CREATE OR REPLACE FUNCTION learning._bound_slice_patterns(
+    p_after integer,
+    p_batch integer,
+    p_n_min integer,
+    p_max_level integer
+)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    WITH batch_patterns AS (
+        SELECT x.pattern_key
+        FROM pg_temp._sb_patterns AS x
+        WHERE x.ord > p_after AND x.ord <= p_after + p_batch
+    ),
+
+    -- the batch's cells first, so only they are expanded into pairs
+    batch_cells AS MATERIALIZED (
+        SELECT c.pattern_key, c.dims, c.stats[1] AS n
+        FROM pg_temp.slice_cells AS c
+        INNER JOIN batch_patterns AS bp ON c.pattern_key = bp.pattern_key
+    ),
+
+    items AS (
+        SELECT c.pattern_key, e.key
+        FROM batch_cells AS c
+        CROSS JOIN LATERAL pg_catalog.jsonb_each(
+            CASE WHEN pg_catalog.jsonb_typeof(c.dims) = 'object' THEN c.dims ELSE '{}'::jsonb END
+        ) AS e (key, value)
+        WHERE p_max_level >= 1 AND pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+        GROUP BY c.pattern_key, e.key, e.value
+        HAVING pg_catalog.sum(c.n) >= p_n_min
+    ),
+
+    per_v AS (
+        SELECT k.pattern_key, k.v, pg_catalog.count(*)::numeric AS keys
+        FROM (
+            SELECT i.pattern_key, pg_catalog.count(*)::numeric AS v
+            FROM items AS i
+            GROUP BY i.pattern_key, i.key
+        ) AS k
+        GROUP BY k.pattern_key, k.v
+    ),
+
+    power_sums AS (
+        SELECT
+            v.pattern_key,
+            ARRAY[
+                pg_catalog.sum(v.keys * v.v),
+                pg_catalog.sum(v.keys * v.v ^ 2),
+                pg_catalog.sum(v.keys * v.v ^ 3),
+                pg_catalog.sum(v.keys * v.v ^ 4),
+                pg_catalog.sum(v.keys * v.v ^ 5),
+                pg_catalog.sum(v.keys * v.v ^ 6),
+                pg_catalog.sum(v.keys * v.v ^ 7),
+                pg_catalog.sum(v.keys * v.v ^ 8)
+            ] AS p
+        FROM per_v AS v
+        GROUP BY v.pattern_key
+    )
+
+    UPDATE pg_temp._sb_patterns AS p
+    SET bound = learning._slices_bound(s.p, p_max_level)
+    FROM batch_patterns AS bp
+    LEFT JOIN power_sums AS s ON bp.pattern_key = s.pattern_key
+    WHERE p.pattern_key = bp.pattern_key;
+END;
+$$;
+
+-- learning._skip_slice_patterns: the patterns of pg_temp._sb_patterns past the budget (no bound,
+-- a bound alone over it, or past where the running sum of the bounds in rank order exceeds it) go
+-- to pg_temp.slice_skipped, their cells out of pg_temp.slice_cells, with one WARNING naming the
+-- first ten. Returns how many. A step of learning._admit_slice_budget.
+CREATE OR REPLACE FUNCTION learning._skip_slice_patterns(p_job text, p_budget bigint, p_budget_key text)
+RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    skipped bigint;
+    admitted_bound numeric;
+    first_patterns text;
+BEGIN
+    INSERT INTO pg_temp.slice_skipped (pattern_key)
+    SELECT r.pattern_key
+    FROM (
+        SELECT
+            p.pattern_key,
+            p.bound,
+            pg_catalog.sum(CASE WHEN p.bound <= p_budget THEN p.bound ELSE 0 END) OVER (ORDER BY p.ord) AS running
+        FROM pg_temp._sb_patterns AS p
+    ) AS r
+    WHERE r.bound IS NULL OR r.bound > p_budget OR r.running > p_budget;
+    GET DIAGNOSTICS skipped = ROW_COUNT;
+    IF skipped = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT
+        pg_catalog.sum(p.bound) FILTER (WHERE k.pattern_key IS NULL),
+        pg_catalog.string_agg(pg_catalog.left(p.pattern_key, 64), ',' ORDER BY p.ord)
+            FILTER (WHERE k.pattern_key IS NOT NULL AND k.n <= 10)
+    INTO admitted_bound, first_patterns
+    FROM pg_temp._sb_patterns AS p
+    LEFT JOIN (
+        SELECT s.pattern_key, pg_catalog.row_number() OVER (ORDER BY x.ord) AS n
+        FROM pg_temp.slice_skipped AS s
+        INNER JOIN pg_temp._sb_patterns AS x ON s.pattern_key = x.pattern_key
+    ) AS k ON p.pattern_key = k.pattern_key;
+    DELETE FROM pg_temp.slice_cells AS c
+    WHERE EXISTS (SELECT FROM pg_temp.slice_skipped AS k WHERE k.pattern_key = c.pattern_key);
+    PERFORM learning._log('WARNING', pg_catalog.format(
+        '%s: patterns not mined | patterns=%s | first=%s%s | admitted_slices_at_most=%s | %s=%s | '
+        || 'reason=their slices would not fit the run''s budget (patterns with the most trades or events '
+        || 'first); their stored lessons are kept as they are',
+        p_job, skipped, first_patterns, CASE WHEN skipped > 10 THEN ',...' ELSE '' END,
+        coalesce(admitted_bound, 0), p_budget_key, p_budget
+    ));
+    RETURN skipped;
+END;
+$$;
+
 -- learning._admit_slice_budget: keeps a mining run within p_budget slices whatever one writer
--- inserted. Patterns of pg_temp.slice_cells with support (summed stats[1]) >= p_n_min are taken in
--- order of support (ties by pattern_key), each bounded before any slice is enumerated
+-- inserted (design §8, §14). Patterns of pg_temp.slice_cells with support (summed stats[1]) >= p_n_min
+-- are taken in order of support (ties by pattern_key), each bounded before any slice is enumerated
 -- (learning._slices_bound of its frequent (key, value) pairs), and admitted while the running sum of
 -- their bounds fits the budget; a pattern whose bound alone exceeds the budget is left out without
 -- ending the admission. Bounds are computed in batches of growing size down that order and stop
@@ -156,8 +285,6 @@ DECLARE
     batch integer := 256;
     spent boolean := false;
     skipped bigint;
-    admitted_bound numeric;
-    first_patterns text;
 BEGIN
     DROP TABLE IF EXISTS pg_temp.slice_skipped, pg_temp._sb_patterns;
     CREATE TEMP TABLE slice_skipped (pattern_key text PRIMARY KEY) ON COMMIT DROP;
@@ -178,64 +305,7 @@ BEGIN
     ANALYZE pg_temp._sb_patterns;
 
     WHILE done < n_patterns AND NOT spent LOOP
-        -- The bounds of the next batch: per pattern, how many frequent values each key has, then
-        -- the power sums of those counts (keys with the same count taken together).
-        WITH batch_patterns AS (
-            SELECT x.pattern_key
-            FROM pg_temp._sb_patterns AS x
-            WHERE x.ord > done AND x.ord <= done + batch
-        ),
-
-        -- the batch's cells first, so only they are expanded into pairs
-        batch_cells AS MATERIALIZED (
-            SELECT c.pattern_key, c.dims, c.stats[1] AS n
-            FROM pg_temp.slice_cells AS c
-            INNER JOIN batch_patterns AS bp ON c.pattern_key = bp.pattern_key
-        ),
-
-        items AS (
-            SELECT c.pattern_key, e.key
-            FROM batch_cells AS c
-            CROSS JOIN LATERAL pg_catalog.jsonb_each(
-                CASE WHEN pg_catalog.jsonb_typeof(c.dims) = 'object' THEN c.dims ELSE '{}'::jsonb END
-            ) AS e (key, value)
-            WHERE max_level >= 1 AND pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
-            GROUP BY c.pattern_key, e.key, e.value
-            HAVING pg_catalog.sum(c.n) >= p_n_min
-        ),
-
-        per_v AS (
-            SELECT k.pattern_key, k.v, pg_catalog.count(*)::numeric AS keys
-            FROM (
-                SELECT i.pattern_key, pg_catalog.count(*)::numeric AS v
-                FROM items AS i
-                GROUP BY i.pattern_key, i.key
-            ) AS k
-            GROUP BY k.pattern_key, k.v
-        ),
-
-        power_sums AS (
-            SELECT
-                v.pattern_key,
-                ARRAY[
-                    pg_catalog.sum(v.keys * v.v),
-                    pg_catalog.sum(v.keys * v.v ^ 2),
-                    pg_catalog.sum(v.keys * v.v ^ 3),
-                    pg_catalog.sum(v.keys * v.v ^ 4),
-                    pg_catalog.sum(v.keys * v.v ^ 5),
-                    pg_catalog.sum(v.keys * v.v ^ 6),
-                    pg_catalog.sum(v.keys * v.v ^ 7),
-                    pg_catalog.sum(v.keys * v.v ^ 8)
-                ] AS p
-            FROM per_v AS v
-            GROUP BY v.pattern_key
-        )
-
-        UPDATE pg_temp._sb_patterns AS p
-        SET bound = learning._slices_bound(s.p, max_level)
-        FROM batch_patterns AS bp
-        LEFT JOIN power_sums AS s ON bp.pattern_key = s.pattern_key
-        WHERE p.pattern_key = bp.pattern_key;
+        PERFORM learning._bound_slice_patterns(done, batch, p_n_min, max_level);
         done := done + batch;
         batch := batch * 2;
         -- Spent once the bounds so far (a prefix of the order) no longer fit.
@@ -245,258 +315,71 @@ BEGIN
         );
     END LOOP;
 
-    INSERT INTO pg_temp.slice_skipped (pattern_key)
-    SELECT r.pattern_key
-    FROM (
-        SELECT
-            p.pattern_key,
-            p.bound,
-            pg_catalog.sum(CASE WHEN p.bound <= p_budget THEN p.bound ELSE 0 END) OVER (ORDER BY p.ord) AS running
-        FROM pg_temp._sb_patterns AS p
-    ) AS r
-    WHERE r.bound IS NULL OR r.bound > p_budget OR r.running > p_budget;
-    GET DIAGNOSTICS skipped = ROW_COUNT;
-    IF skipped > 0 THEN
-        SELECT
-            pg_catalog.sum(p.bound) FILTER (WHERE k.pattern_key IS NULL),
-            pg_catalog.string_agg(pg_catalog.left(p.pattern_key, 64), ',' ORDER BY p.ord)
-                FILTER (WHERE k.pattern_key IS NOT NULL AND k.n <= 10)
-        INTO admitted_bound, first_patterns
-        FROM pg_temp._sb_patterns AS p
-        LEFT JOIN (
-            SELECT s.pattern_key, pg_catalog.row_number() OVER (ORDER BY x.ord) AS n
-            FROM pg_temp.slice_skipped AS s
-            INNER JOIN pg_temp._sb_patterns AS x ON s.pattern_key = x.pattern_key
-        ) AS k ON p.pattern_key = k.pattern_key;
-        DELETE FROM pg_temp.slice_cells AS c
-        WHERE EXISTS (SELECT FROM pg_temp.slice_skipped AS k WHERE k.pattern_key = c.pattern_key);
-        PERFORM learning._log('WARNING', pg_catalog.format(
-            '%s: patterns not mined | patterns=%s | first=%s%s | admitted_slices_at_most=%s | %s=%s | '
-            || 'reason=their slices would not fit the run''s budget (patterns with the most trades or events '
-            || 'first); their stored lessons are kept as they are',
-            p_job, skipped, first_patterns, CASE WHEN skipped > 10 THEN ',...' ELSE '' END,
-            coalesce(admitted_bound, 0), p_budget_key, p_budget
-        ));
-    END IF;
+    skipped := learning._skip_slice_patterns(p_job, p_budget, p_budget_key);
     DROP TABLE pg_temp._sb_patterns;
     RETURN skipped;
 END;
 $$;
 
--- learning._slices_enumeration_limit: how many (cell, slice) rows frequent_slices may enumerate
--- directly before it falls back to the level-wise extension (setting learning.slices_enumeration_limit,
--- so a test can force either path; default 20 million rows, a few seconds of aggregation here).
-CREATE OR REPLACE FUNCTION learning._slices_enumeration_limit()
-RETURNS numeric
-LANGUAGE sql
-STABLE
-SET search_path = pg_catalog, pg_temp
-RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_enumeration_limit', true), '')::numeric, 20000000);
-
--- learning._slices_grouping_sets: whether frequent_slices may count slices by GROUP BY GROUPING SETS
--- (setting learning.slices_grouping_sets: 'auto' by its cost rule, the default; 'on' whenever the sets
--- fit; 'off' never), so a test can force each path.
-CREATE OR REPLACE FUNCTION learning._slices_grouping_sets()
+-- learning._fs_sums: the element-wise sums of the columns <p_prefix>1..<p_prefix>N as SQL text,
+-- e.g. 'pg_catalog.sum(c.s1), pg_catalog.sum(c.s2)' (written out once per run: array subscripts
+-- per row are slow).
+CREATE OR REPLACE FUNCTION learning._fs_sums(p_prefix text, p_width integer)
 RETURNS text
 LANGUAGE sql
-STABLE
+IMMUTABLE
+PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN coalesce(nullif(pg_catalog.current_setting('learning.slices_grouping_sets', true), ''), 'auto');
+RETURN (
+    SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(%s%s)', p_prefix, i), ', ' ORDER BY i)
+    FROM pg_catalog.generate_series(1, p_width) AS i
+);
 
--- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
--- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats.
--- Few scope keys in all: one GROUP BY GROUPING SETS over a column per key (below). Otherwise
--- level by level on aggregated cells: level k counts the k-subsets of each cell's frequent pairs,
--- either all of them at once from a combination table (few pairs per cell) or by extending the
--- frequent (k-1)-slices a cell contains with the cell's frequent pairs whose key sorts after the
--- slice's last key (each slice built once).
--- Pairs are numbered in key order so a slice is an int[] while it is counted (far cheaper than jsonb)
--- and a cell's frequent pairs are one sorted array, extended by slicing instead of a join.
--- jit off: the temp tables' row estimates (28k groups guessed for 1 real one) priced small
--- statements above jit_above_cost, and compiling them cost ~0.1-0.2 s per run.
-CREATE OR REPLACE FUNCTION learning.frequent_slices(p_n_min integer, p_max_dims integer)
-RETURNS TABLE (pattern_key text, scope_subset jsonb, stats double precision [])
+-- learning._fs_slice_key: the SQL text of the key of a slice of p_level items at positions m.p[1..]
+-- of a cell's frequent items c.items: the ids packed into one bigint (p_bits per id) when they fit
+-- in 62 bits, since hashing one integer per enumerated row is far cheaper than an int[]; else the
+-- int[] itself. With p_unpack, the ids again as an int[] from a packed key g.k (unpacked once per
+-- slice). Ids start at 1, so packed keys of different lengths never collide.
+CREATE OR REPLACE FUNCTION learning._fs_slice_key(p_level integer, p_bits integer, p_unpack boolean DEFAULT false)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN (
+    SELECT
+        CASE
+            WHEN p_bits * p_level > 62 AND p_unpack THEN 'g.k'
+            WHEN p_bits * p_level > 62
+                THEN 'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('c.items[m.p[%s]]', j), ', ' ORDER BY j) || ']'
+            WHEN p_unpack
+                THEN 'ARRAY[' || pg_catalog.string_agg(pg_catalog.format(
+                    '((g.k >> %s) & %s)::integer', p_bits * (p_level - j), (1::bigint << p_bits) - 1
+                ), ', ' ORDER BY j) || ']'
+            ELSE pg_catalog.string_agg(
+                pg_catalog.format('(c.items[m.p[%s]]::bigint << %s)', j, p_bits * (p_level - j)), ' | ' ORDER BY j
+            )
+        END
+    FROM pg_catalog.generate_series(1, p_level) AS j
+);
+
+-- learning._fs_prepare: the first steps of learning.frequent_slices. The cells grouped by (pattern,
+-- dims) with their sums unpacked into columns s1..sN (pg_temp._fs_cells); the empty slice of every
+-- pattern with enough support (level 0); the frequent items: distinct (pattern, key, value) pairs
+-- with enough support, numbered in key order so that a cell's items sorted by id are sorted by key
+-- and a slice's ids increase (pg_temp._fs_items, level 1); each cell's frequent items as one sorted
+-- array with the cell's sums alongside (pg_temp._fs_citems: apriori, only they can extend a slice).
+-- Level 0 and 1 go to pg_temp._fs_out, level 1's keys to pg_temp._fs_level. Returns the level-1
+-- count (0 when level 0 found nothing or p_max_level < 1: then the item tables are not made).
+CREATE OR REPLACE FUNCTION learning._fs_prepare(p_n_min integer, p_width integer, p_max_level integer)
+RETURNS bigint
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET client_min_messages = 'warning'
-SET jit = off
 AS $$
 DECLARE
-    width integer;
-    sums text;
-    cell_sums text;
-    level integer := 0;
-    max_level integer := GREATEST(coalesce(p_max_dims, 0), 0);
     found_rows bigint;
-    max_items integer;
-    max_item integer;
-    bits integer;
-    key_expr text;
-    ids_expr text;
-    combinations numeric;
-    binomial numeric;
-    enumerated numeric;
-    direct boolean := false;
-    gs_keys text [];
-    keys_per_cell numeric;
-    grouping_sets numeric;
-    gs_columns text;
-    gs_values text;
-    gs_joins text;
-    gs_having text;
-    gs_object text;
-    gs_object_joins text;
 BEGIN
-    IF pg_catalog.to_regclass('pg_temp.slice_cells') IS NULL THEN
-        RAISE EXCEPTION 'learning.frequent_slices needs the temp table pg_temp.slice_cells'
-            USING ERRCODE = 'undefined_table',
-                HINT = 'CREATE TEMP TABLE slice_cells (pattern_key text, dims jsonb, stats float8[])';
-    END IF;
-    SELECT pg_catalog.max(pg_catalog.cardinality(c.stats)) INTO width FROM pg_temp.slice_cells AS c;
-    IF width IS NULL OR width < 1 THEN
-        RETURN;
-    END IF;
-    DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_raw, pg_temp._fs_items, pg_temp._fs_pairs,
-        pg_temp._fs_citems, pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out,
-        pg_temp._fs_comb, pg_temp._fs_dims, pg_temp._fs_vals;
-    SELECT
-        pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.stats[%s]) AS s%s', i, i), ', ' ORDER BY i),
-        pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.s%s)', i), ', ' ORDER BY i)
-    INTO cell_sums, sums
-    FROM pg_catalog.generate_series(1, width) AS i;
-
-    -- Few scope keys in all (the usual case: a handful of scope dimensions): one column per key and
-    -- every slice of <= max_level keys counted in one GROUP BY GROUPING SETS, each cell added to
-    -- each of its sets in one pass, nothing enumerated into tables. A cell without a key (or with
-    -- a non-scalar value there) has NULL in its column, and a group with NULL in a grouped column is
-    -- no slice (HAVING drops it). Every slice is counted, so no pruning is needed; the paths below
-    -- prune by apriori (a slice's count is never above its parts'), which holds for both callers'
-    -- cells (trade counts, inclusion-exclusion included), and so they give the same slices.
-    -- Many keys, or cells with few of them, take the paths below.
-    IF learning._slices_grouping_sets() NOT IN ('auto', 'on', 'off') THEN
-        RAISE EXCEPTION 'learning.slices_grouping_sets must be auto, on or off, got %', learning._slices_grouping_sets()
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF max_level >= 1 AND learning._slices_grouping_sets() <> 'off' THEN
-        -- The cells' distinct dims: their scalar keys and how many a cell has on average.
-        CREATE TEMP TABLE _fs_dims ON COMMIT DROP AS
-        SELECT c.dims, pg_catalog.count(*) AS cells
-        FROM pg_temp.slice_cells AS c
-        WHERE c.pattern_key IS NOT NULL
-        GROUP BY c.dims;
-        WITH pairs AS (
-            SELECT d.dims, d.cells, e.key COLLATE "C" AS key
-            FROM pg_temp._fs_dims AS d
-            CROSS JOIN LATERAL pg_catalog.jsonb_each(
-                CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
-            ) AS e (key, value)
-            WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
-        )
-        SELECT
-            (SELECT coalesce(pg_catalog.array_agg(k.key ORDER BY k.key), '{}')
-             FROM (SELECT DISTINCT p.key FROM pairs AS p) AS k),
-            (SELECT pg_catalog.sum(p.cells) FROM pairs AS p)
-            / nullif((SELECT pg_catalog.sum(d.cells) FROM pg_temp._fs_dims AS d), 0)
-        INTO gs_keys, keys_per_cell;
-        -- grouping sets: every subset of <= max_level keys; a cell's own: those of its keys.
-        grouping_sets := 0;
-        binomial := 1;
-        FOR k IN 0..LEAST(max_level, pg_catalog.cardinality(gs_keys)) LOOP
-            IF k > 0 THEN
-                binomial := binomial * (pg_catalog.cardinality(gs_keys) - k + 1) / k;
-            END IF;
-            grouping_sets := grouping_sets + binomial;
-        END LOOP;
-        combinations := 0;
-        binomial := 1;
-        FOR k IN 0..max_level LOOP
-            IF k > 0 THEN
-                binomial := binomial * (pg_catalog.round(coalesce(keys_per_cell, 0)) - k + 1) / k;
-            END IF;
-            EXIT WHEN binomial <= 0;
-            combinations := combinations + binomial;
-        END LOOP;
-        -- 40 keys: jsonb_build_object's 80 arguments stay under the 100 a function takes.
-        IF
-            pg_catalog.cardinality(gs_keys) <= 40 AND grouping_sets <= 4096
-            AND (
-                learning._slices_grouping_sets() = 'on'
-                OR (grouping_sets <= 256 AND grouping_sets <= 2 * combinations)
-            )
-        THEN
-            -- The (key, value) pairs numbered: the grouping is on these integers (hashing the jsonb
-            -- values in every grouping set cost 3x more).
-            CREATE TEMP TABLE _fs_vals ON COMMIT DROP AS
-            SELECT x.key, x.value, pg_catalog.row_number() OVER ()::integer AS val_id
-            FROM (
-                SELECT DISTINCT e.key COLLATE "C" AS key, e.value
-                FROM pg_temp._fs_dims AS d
-                CROSS JOIN LATERAL pg_catalog.jsonb_each(
-                    CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
-                ) AS e (key, value)
-                WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
-            ) AS x;
-            ANALYZE pg_temp._fs_vals;
-            WITH RECURSIVE sets (last, cols, k) AS (
-                SELECT 0, ''::text, 0
-                UNION ALL
-                SELECT
-                    j,
-                    sets.cols || CASE WHEN sets.k > 0 THEN ', ' ELSE '' END || 'c.k' || j,
-                    sets.k + 1
-                FROM sets
-                CROSS JOIN LATERAL pg_catalog.generate_series(sets.last + 1, pg_catalog.cardinality(gs_keys)) AS j
-                WHERE sets.k < max_level
-            )
-            SELECT pg_catalog.string_agg('(' || sets.cols || ')', ', ' ORDER BY sets.k, sets.cols)
-            INTO key_expr
-            FROM sets;
-            -- Each key's column holds the number of the cell's value there (NULL: no scalar value);
-            -- a slice's object is built back from the numbers of its grouped columns.
-            SELECT
-                coalesce(pg_catalog.string_agg(pg_catalog.format('%L, o%s.value', g.key, g.i), ', ' ORDER BY g.i), ''),
-                coalesce(pg_catalog.string_agg(pg_catalog.format(
-                    ' LEFT JOIN pg_temp._fs_vals AS o%s ON o%s.val_id = g.k%s', g.i, g.i, g.i), '' ORDER BY g.i), ''),
-                coalesce(pg_catalog.string_agg(pg_catalog.format(', c.k%s', g.i), '' ORDER BY g.i), ''),
-                coalesce(pg_catalog.string_agg(pg_catalog.format(', v%s.val_id AS k%s', g.i, g.i), '' ORDER BY g.i), ''),
-                coalesce(pg_catalog.string_agg(pg_catalog.format(
-                    ' LEFT JOIN pg_temp._fs_vals AS v%s ON v%s.key = %L AND v%s.value = c.dims -> %L',
-                    g.i, g.i, g.key, g.i, g.key), '' ORDER BY g.i), ''),
-                coalesce(pg_catalog.string_agg(pg_catalog.format(
-                    ' AND (GROUPING(c.k%s) = 1 OR c.k%s IS NOT NULL)', g.i, g.i), '' ORDER BY g.i), '')
-            INTO gs_object, gs_object_joins, gs_columns, gs_values, gs_joins, gs_having
-            FROM pg_catalog.unnest(gs_keys) WITH ORDINALITY AS g (key, i);
-            RETURN QUERY EXECUTE pg_catalog.format(
-                'SELECT g.pattern_key, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(%s)), g.stats
-                 FROM (
-                     SELECT c.pattern_key%s, ARRAY[%s] AS stats
-                     FROM (
-                         SELECT c.pattern_key%s, %s
-                         FROM pg_temp.slice_cells AS c%s
-                         WHERE c.pattern_key IS NOT NULL
-                     ) AS c
-                     GROUP BY c.pattern_key, GROUPING SETS (%s)
-                     HAVING pg_catalog.sum(c.s1) >= $1%s
-                 ) AS g%s',
-                gs_object,
-                gs_columns,
-                sums,
-                gs_values,
-                (SELECT pg_catalog.string_agg(pg_catalog.format('c.stats[%s]::double precision AS s%s', i, i), ', ' ORDER BY i)
-                 FROM pg_catalog.generate_series(1, width) AS i),
-                gs_joins,
-                key_expr,
-                gs_having,
-                gs_object_joins
-            ) USING p_n_min;
-            DROP TABLE pg_temp._fs_dims, pg_temp._fs_vals;
-            RETURN;
-        END IF;
-        DROP TABLE pg_temp._fs_dims;
-    END IF;
-
-    -- Cells grouped, their sums unpacked into columns s1..sN (array subscripts per row are slow).
     EXECUTE pg_catalog.format(
         'CREATE TEMP TABLE _fs_cells ON COMMIT DROP AS
          SELECT pg_catalog.row_number() OVER () AS cell_id, g.*
@@ -506,12 +389,362 @@ BEGIN
              WHERE c.pattern_key IS NOT NULL
              GROUP BY c.pattern_key, c.dims
          ) AS g',
-        cell_sums
+        (SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.sum(c.stats[%s]) AS s%s', i, i), ', ' ORDER BY i)
+         FROM pg_catalog.generate_series(1, p_width) AS i)
     );
     -- Only the columns plans depend on (the join key and the grouping): stats on dims (jsonb) cost ~0.15 s.
     ANALYZE pg_temp._fs_cells (cell_id, pattern_key);
+    EXECUTE pg_catalog.format(
+        'INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+         SELECT c.pattern_key, ''{}''::integer [], ARRAY[%s]
+         FROM pg_temp._fs_cells AS c
+         GROUP BY c.pattern_key
+         HAVING pg_catalog.sum(c.s1) >= $1',
+        learning._fs_sums('c.s', p_width)
+    ) USING p_n_min;
+    GET DIAGNOSTICS found_rows = ROW_COUNT;
+    IF found_rows = 0 OR p_max_level < 1 THEN
+        RETURN 0;
+    END IF;
+
+    -- Every scalar (key, value) pair of every cell of a pattern with enough support.
+    CREATE TEMP TABLE _fs_raw ON COMMIT DROP AS
+    SELECT c.cell_id, c.pattern_key, e.key COLLATE "C" AS key, e.value
+    FROM pg_temp._fs_cells AS c
+    INNER JOIN pg_temp._fs_out AS o ON c.pattern_key = o.pattern_key
+    CROSS JOIN LATERAL pg_catalog.jsonb_each(
+        CASE WHEN pg_catalog.jsonb_typeof(c.dims) = 'object' THEN c.dims ELSE '{}'::jsonb END
+    ) AS e (key, value)
+    WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean');
+    ANALYZE pg_temp._fs_raw (cell_id, pattern_key, key); -- not value: jsonb stats cost more than they inform
+
+    -- Level 1: the frequent items with their sums.
+    EXECUTE pg_catalog.format(
+        'INSERT INTO pg_temp._fs_items (item_id, pattern_key, key, value, stats)
+         SELECT
+             pg_catalog.row_number() OVER (ORDER BY d.key, d.pattern_key, d.value)::integer,
+             d.pattern_key, d.key, d.value, d.stats
+         FROM (
+             SELECT r.pattern_key, r.key, r.value, ARRAY[%s] AS stats
+             FROM pg_temp._fs_raw AS r
+             INNER JOIN pg_temp._fs_cells AS c ON r.cell_id = c.cell_id
+             GROUP BY r.pattern_key, r.key, r.value
+             HAVING pg_catalog.sum(c.s1) >= $1
+         ) AS d',
+        learning._fs_sums('c.s', p_width)
+    ) USING p_n_min;
+    GET DIAGNOSTICS found_rows = ROW_COUNT;
+    ANALYZE pg_temp._fs_items (item_id, pattern_key, key);
+    INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+    SELECT i.pattern_key, ARRAY[i.item_id], i.stats FROM pg_temp._fs_items AS i;
+    CREATE TEMP TABLE _fs_level ON COMMIT DROP AS
+    SELECT i.item_id::bigint AS k FROM pg_temp._fs_items AS i;
+
+    -- Cells with two frequent items or more (only they hold a slice of level 2 or more).
+    EXECUTE pg_catalog.format(
+        'CREATE TEMP TABLE _fs_citems ON COMMIT DROP AS
+         SELECT x.cell_id, x.items, %s
+         FROM (
+             SELECT r.cell_id, pg_catalog.array_agg(i.item_id ORDER BY i.item_id) AS items
+             FROM pg_temp._fs_raw AS r
+             INNER JOIN pg_temp._fs_items AS i
+                 ON r.pattern_key = i.pattern_key AND r.key = i.key AND r.value = i.value
+             GROUP BY r.cell_id
+             HAVING pg_catalog.count(*) >= 2
+         ) AS x
+         INNER JOIN pg_temp._fs_cells AS c ON x.cell_id = c.cell_id',
+        (SELECT pg_catalog.string_agg(pg_catalog.format('c.s%s', i), ', ' ORDER BY i)
+         FROM pg_catalog.generate_series(1, p_width) AS i)
+    );
+    DROP TABLE pg_temp._fs_raw;
+    ANALYZE pg_temp._fs_citems (cell_id);
+    RETURN found_rows;
+END;
+$$;
+
+-- learning._fs_prefix_filter: the apriori condition of a level-p_level candidate as SQL text: its
+-- (p_level - 1)-item prefix is a frequent slice. A candidate whose every shorter prefix is frequent
+-- was itself counted, so "no prefix of length j is one of level j's infrequent candidates" says
+-- the same, for the levels that pruned anything (p_pruned_levels): their packed keys p_pruned
+-- ($2, hashed by PostgreSQL) are few in the usual case and no join is needed. With p_semijoin (an
+-- infrequent candidate's key did not fit in a bigint), the prefix is looked up among the frequent
+-- slices of the level before (pg_temp._fs_prev). 'true' when nothing was pruned yet: then every
+-- candidate of every level was frequent.
+CREATE OR REPLACE FUNCTION learning._fs_prefix_filter(
+    p_level integer,
+    p_bits integer,
+    p_pruned_levels integer [],
+    p_semijoin boolean
+)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE
+    WHEN p_semijoin
+        THEN pg_catalog.format(
+            'EXISTS (SELECT FROM pg_temp._fs_prev AS f WHERE f.k = %s)', learning._fs_slice_key(p_level - 1, p_bits)
+        )
+    ELSE coalesce(
+        (
+            SELECT
+                pg_catalog.string_agg(
+                    pg_catalog.format('(%s) <> ALL ($2)', learning._fs_slice_key(j, p_bits)), ' AND ' ORDER BY j
+                )
+            FROM pg_catalog.unnest(p_pruned_levels) AS j
+            WHERE j < p_level
+        ),
+        'true'
+    )
+END;
+
+-- learning._fs_level: level p_level of learning.frequent_slices (design §8). Candidates are the
+-- p_level-subsets of each cell's frequent items that pass the apriori condition
+-- (learning._fs_prefix_filter), taken from a table of position combinations (pg_temp._fs_comb) so
+-- that every candidate of every cell is counted in one aggregate with no per-cell rows stored.
+-- The frequent ones go to pg_temp._fs_out and become the next level's pg_temp._fs_level; the packed
+-- keys of the infrequent ones are returned in pruned (NULL when they do not fit in a bigint), the
+-- count of the frequent ones in slices.
+CREATE OR REPLACE FUNCTION learning._fs_level(
+    p_n_min integer,
+    p_level integer,
+    p_width integer,
+    p_bits integer,
+    p_pruned bigint [],
+    p_filter text,
+    OUT slices bigint,
+    OUT pruned bigint []
+)
+RETURNS record
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_pruned bigint;
+BEGIN
+    ALTER TABLE pg_temp._fs_level RENAME TO _fs_prev;
+    EXECUTE pg_catalog.format(
+        'CREATE TEMP TABLE _fs_level ON COMMIT DROP AS
+         SELECT %s AS k, ARRAY[%s] AS stats
+         FROM pg_temp._fs_citems AS c
+         INNER JOIN pg_temp._fs_comb AS m ON m.k = %s AND m.last <= pg_catalog.cardinality(c.items)
+         WHERE %s
+         GROUP BY 1',
+        learning._fs_slice_key(p_level, p_bits),
+        learning._fs_sums('c.s', p_width),
+        p_level,
+        p_filter
+    ) USING p_n_min, p_pruned;
+    DROP TABLE pg_temp._fs_prev;
+    IF p_bits * p_level <= 62 THEN
+        WITH gone AS (DELETE FROM pg_temp._fs_level AS g WHERE g.stats[1] < p_n_min RETURNING g.k)
+        SELECT pg_catalog.count(*), pg_catalog.array_agg(gone.k) INTO n_pruned, pruned FROM gone;
+    ELSE
+        DELETE FROM pg_temp._fs_level AS g WHERE g.stats[1] < p_n_min;
+        GET DIAGNOSTICS n_pruned = ROW_COUNT;
+        pruned := CASE WHEN n_pruned = 0 THEN '{}'::bigint [] END;
+    END IF;
+    pruned := coalesce(pruned, CASE WHEN n_pruned = 0 THEN '{}'::bigint [] END);
+    EXECUTE pg_catalog.format(
+        'INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
+         SELECT i.pattern_key, g.ids, g.stats
+         FROM (SELECT %s AS ids, g.stats FROM pg_temp._fs_level AS g) AS g
+         INNER JOIN pg_temp._fs_items AS i ON g.ids[1] = i.item_id',
+        learning._fs_slice_key(p_level, p_bits, true)
+    );
+    GET DIAGNOSTICS slices = ROW_COUNT;
+    IF slices > 0 THEN
+        ANALYZE pg_temp._fs_level;
+    END IF;
+END;
+$$;
+
+-- learning._fs_dims: the distinct dims of pg_temp.slice_cells with their cell counts
+-- (pg_temp._fs_dims, made once per run) and their scalar keys, "C" order.
+CREATE OR REPLACE FUNCTION learning._fs_dims()
+RETURNS text []
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.to_regclass('pg_temp._fs_dims') IS NULL THEN
+        CREATE TEMP TABLE _fs_dims ON COMMIT DROP AS
+        SELECT c.dims, pg_catalog.count(*) AS cells
+        FROM pg_temp.slice_cells AS c
+        WHERE c.pattern_key IS NOT NULL
+        GROUP BY c.dims;
+    END IF;
+    RETURN (
+        SELECT coalesce(pg_catalog.array_agg(DISTINCT e.key COLLATE "C" ORDER BY e.key COLLATE "C"), '{}')
+        FROM pg_temp._fs_dims AS d
+        CROSS JOIN LATERAL pg_catalog.jsonb_each(
+            CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
+        ) AS e (key, value)
+        WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+    );
+END;
+$$;
+
+-- learning._fs_prefer_grouping_sets: whether learning.frequent_slices counts by grouping sets
+-- (learning._fs_grouping_sets), its one fast path (design §8): when the cells have few scope keys
+-- in all, so that the grouping sets (every subset of <= p_max_level keys) number <= 256, far
+-- under the 4,096-set cap, and <= 2x the subsets a cell of average width has (sparse keys keep
+-- the level-wise search, which enumerates a cell's own subsets only). At most 40 keys:
+-- jsonb_build_object's 80 arguments stay under the 100 a function takes.
+CREATE OR REPLACE FUNCTION learning._fs_prefer_grouping_sets(p_max_level integer)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys text [] := learning._fs_dims();
+    n_keys integer := pg_catalog.cardinality(keys);
+    keys_per_cell numeric;
+    grouping_sets numeric := 0;
+    combinations numeric := 0;
+    binomial numeric := 1;
+BEGIN
+    IF n_keys > 40 OR p_max_level < 1 THEN
+        RETURN false;
+    END IF;
+    SELECT pg_catalog.sum(d.cells * (
+        SELECT pg_catalog.count(*)
+        FROM pg_catalog.jsonb_each(
+            CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
+        ) AS e (key, value)
+        WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+    )) / nullif(pg_catalog.sum(d.cells), 0)
+    INTO keys_per_cell
+    FROM pg_temp._fs_dims AS d;
+    FOR k IN 0..LEAST(p_max_level, n_keys) LOOP
+        IF k > 0 THEN
+            binomial := binomial * (n_keys - k + 1) / k;
+        END IF;
+        grouping_sets := grouping_sets + binomial;
+    END LOOP;
+    binomial := 1;
+    FOR k IN 0..p_max_level LOOP
+        IF k > 0 THEN
+            binomial := binomial * (pg_catalog.round(coalesce(keys_per_cell, 0)) - k + 1) / k;
+        END IF;
+        EXIT WHEN binomial <= 0;
+        combinations := combinations + binomial;
+    END LOOP;
+    RETURN grouping_sets <= 256 AND grouping_sets <= 2 * combinations;
+END;
+$$;
+
+-- learning._fs_grouping_sets: the slices of learning.frequent_slices counted by one GROUP BY
+-- GROUPING SETS (design §8): one column per scope key, holding the number of the cell's value
+-- there (NULL: no scalar value), and every set of <= p_max_level keys counted in one pass, each
+-- cell added to each of its sets, nothing enumerated into tables. A group with NULL in a grouped
+-- column is no slice (HAVING). Every slice is counted, so no pruning is needed: a slice's count is
+-- never above its parts' for both callers' cells, so this is the level-wise search's result
+-- (a property test checks both against a brute force). Values are numbered first: hashing the jsonb
+-- values in every grouping set cost 3x more.
+CREATE OR REPLACE FUNCTION learning._fs_grouping_sets(p_n_min integer, p_width integer, p_max_level integer)
+RETURNS TABLE (pattern_key text, scope_subset jsonb, stats double precision [])
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys text [] := learning._fs_dims();
+    sets text;
+    parts record;
+BEGIN
+    IF p_max_level < 1 THEN
+        keys := '{}'::text []; -- only the empty slice is asked for
+    END IF;
+    DROP TABLE IF EXISTS pg_temp._fs_vals;
+    CREATE TEMP TABLE _fs_vals ON COMMIT DROP AS
+    SELECT x.key, x.value, pg_catalog.row_number() OVER ()::integer AS val_id
+    FROM (
+        SELECT DISTINCT e.key COLLATE "C" AS key, e.value
+        FROM pg_temp._fs_dims AS d
+        CROSS JOIN LATERAL pg_catalog.jsonb_each(
+            CASE WHEN pg_catalog.jsonb_typeof(d.dims) = 'object' THEN d.dims ELSE '{}'::jsonb END
+        ) AS e (key, value)
+        WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean')
+    ) AS x;
+    ANALYZE pg_temp._fs_vals;
+    WITH RECURSIVE s (last, cols, k) AS (
+        SELECT 0, ''::text, 0
+        UNION ALL
+        SELECT j, s.cols || CASE WHEN s.k > 0 THEN ', ' ELSE '' END || 'c.k' || j, s.k + 1
+        FROM s
+        CROSS JOIN LATERAL pg_catalog.generate_series(s.last + 1, pg_catalog.cardinality(keys)) AS j
+        WHERE s.k < p_max_level
+    )
+    SELECT pg_catalog.string_agg('(' || s.cols || ')', ', ' ORDER BY s.k, s.cols) INTO sets FROM s;
+    SELECT
+        coalesce(pg_catalog.string_agg(pg_catalog.format('%L, o%s.value', g.key, g.i), ', ' ORDER BY g.i), '') AS object,
+        coalesce(pg_catalog.string_agg(pg_catalog.format(
+            ' LEFT JOIN pg_temp._fs_vals AS o%s ON o%s.val_id = g.k%s', g.i, g.i, g.i), '' ORDER BY g.i), '') AS object_joins,
+        coalesce(pg_catalog.string_agg(pg_catalog.format(', c.k%s', g.i), '' ORDER BY g.i), '') AS columns,
+        coalesce(pg_catalog.string_agg(pg_catalog.format(', v%s.val_id AS k%s', g.i, g.i), '' ORDER BY g.i), '') AS vals,
+        coalesce(pg_catalog.string_agg(pg_catalog.format(
+            ' LEFT JOIN pg_temp._fs_vals AS v%s ON v%s.key = %L AND v%s.value = c.dims -> %L',
+            g.i, g.i, g.key, g.i, g.key), '' ORDER BY g.i), '') AS joins,
+        coalesce(pg_catalog.string_agg(pg_catalog.format(
+            ' AND (GROUPING(c.k%s) = 1 OR c.k%s IS NOT NULL)', g.i, g.i), '' ORDER BY g.i), '') AS having
+    INTO parts
+    FROM pg_catalog.unnest(keys) WITH ORDINALITY AS g (key, i);
+    RETURN QUERY EXECUTE pg_catalog.format(
+        'SELECT g.pattern_key, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(%s)), g.stats
+         FROM (
+             SELECT c.pattern_key%s, ARRAY[%s] AS stats
+             FROM (
+                 SELECT c.pattern_key%s, %s
+                 FROM pg_temp.slice_cells AS c%s
+                 WHERE c.pattern_key IS NOT NULL
+             ) AS c
+             GROUP BY c.pattern_key, GROUPING SETS (%s)
+             HAVING pg_catalog.sum(c.s1) >= $1%s
+         ) AS g%s',
+        parts.object, parts.columns, learning._fs_sums('c.s', p_width), parts.vals,
+        (SELECT pg_catalog.string_agg(pg_catalog.format('c.stats[%s]::double precision AS s%s', i, i), ', ' ORDER BY i)
+         FROM pg_catalog.generate_series(1, p_width) AS i),
+        parts.joins, sets, parts.having, parts.object_joins
+    ) USING p_n_min;
+    DROP TABLE pg_temp._fs_vals;
+END;
+$$;
+
+-- learning._fs_level_wise: the slices of learning.frequent_slices by the level-wise search
+-- (design §8), for cells whose stats have p_width elements. Level by level (apriori): level k extends only the frequent slices of level k - 1, with frequent
+-- items of the same cell whose key sorts after the slice's last key (learning._fs_level); a slice's
+-- count is never above its parts' (both callers' counts are unit counts, inclusion-exclusion
+-- included), so the pruned slices are exactly the infrequent ones. Pairs are numbered in key order
+-- so a slice is a packed bigint or an int[] while it is counted (far cheaper than jsonb), and its
+-- object is built once at the end. jit off: the temp tables' row estimates (28k groups guessed for
+-- 1 real one) priced small statements above jit_above_cost, and compiling them cost ~0.1-0.2 s.
+CREATE OR REPLACE FUNCTION learning._fs_level_wise(p_n_min integer, p_max_dims integer, p_width integer)
+RETURNS TABLE (pattern_key text, scope_subset jsonb, stats double precision [])
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    width integer := p_width;
+    max_level integer := GREATEST(coalesce(p_max_dims, 0), 0);
+    level integer := 1;
+    found_rows bigint;
+    max_items integer;
+    bits integer;
+    step record;
+    pruned bigint [] := '{}'::bigint [];
+    pruned_levels integer [] := '{}'::integer [];
+    semijoin boolean := false;
+BEGIN
+    DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_raw, pg_temp._fs_items, pg_temp._fs_citems,
+        pg_temp._fs_level, pg_temp._fs_prev, pg_temp._fs_out, pg_temp._fs_comb;
     CREATE TEMP TABLE _fs_items (
-        item_id integer, pattern_key text, key text COLLATE "C", value jsonb
+        item_id integer, pattern_key text, key text COLLATE "C", value jsonb, stats double precision []
     ) ON COMMIT DROP;
     CREATE TEMP TABLE _fs_out (
         out_id bigint GENERATED ALWAYS AS IDENTITY,
@@ -520,229 +753,41 @@ BEGIN
         stats double precision []
     ) ON COMMIT DROP;
 
-    -- Level 0: the empty slice of every pattern.
-    EXECUTE pg_catalog.format(
-        'INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
-         SELECT c.pattern_key, ''{}''::integer [], ARRAY[%s]
-         FROM pg_temp._fs_cells AS c
-         GROUP BY c.pattern_key
-         HAVING pg_catalog.sum(c.s1) >= $1',
-        sums
-    ) USING p_n_min;
-    GET DIAGNOSTICS found_rows = ROW_COUNT;
-
-    IF found_rows > 0 AND max_level >= 1 THEN
-        -- Every scalar (key, value) pair of every cell of a supported pattern.
-        CREATE TEMP TABLE _fs_raw ON COMMIT DROP AS
-        SELECT
-            c.cell_id,
-            c.pattern_key,
-            e.key COLLATE "C" AS key,
-            e.value
-        FROM pg_temp._fs_cells AS c
-        INNER JOIN pg_temp._fs_out AS o ON c.pattern_key = o.pattern_key
-        CROSS JOIN LATERAL pg_catalog.jsonb_each(
-            CASE WHEN pg_catalog.jsonb_typeof(c.dims) = 'object' THEN c.dims ELSE '{}'::jsonb END
-        ) AS e (key, value)
-        WHERE pg_catalog.jsonb_typeof(e.value) IN ('string', 'number', 'boolean');
-        ANALYZE pg_temp._fs_raw (cell_id, pattern_key, key); -- not value: jsonb stats cost more than they inform
-
-        -- Items: distinct (pattern, key, value), numbered in key order, so a cell's items sorted by
-        -- id are sorted by key and a slice's ids are increasing.
-        INSERT INTO pg_temp._fs_items (item_id, pattern_key, key, value)
-        SELECT
-            pg_catalog.row_number() OVER (ORDER BY d.key, d.pattern_key, d.value)::integer AS item_id,
-            d.pattern_key,
-            d.key,
-            d.value
-        FROM (SELECT DISTINCT r.pattern_key, r.key, r.value FROM pg_temp._fs_raw AS r) AS d;
-        ANALYZE pg_temp._fs_items;
-
-        CREATE TEMP TABLE _fs_pairs ON COMMIT DROP AS
-        SELECT
-            r.cell_id,
-            i.item_id
-        FROM pg_temp._fs_raw AS r
-        INNER JOIN pg_temp._fs_items AS i
-            ON r.pattern_key = i.pattern_key AND r.key = i.key AND r.value = i.value;
-        DROP TABLE pg_temp._fs_raw;
-        ANALYZE pg_temp._fs_pairs;
-
-        -- Level 1: one slice per item.
-        EXECUTE pg_catalog.format(
-            'CREATE TEMP TABLE _fs_level ON COMMIT DROP AS
-             SELECT ARRAY[p.item_id] AS ids, ARRAY[%s] AS stats
-             FROM pg_temp._fs_pairs AS p
-             INNER JOIN pg_temp._fs_cells AS c ON p.cell_id = c.cell_id
-             GROUP BY p.item_id
-             HAVING pg_catalog.sum(c.s1) >= $1',
-            sums
-        ) USING p_n_min;
-        GET DIAGNOSTICS found_rows = ROW_COUNT;
-        level := 1;
-        INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
-        SELECT i.pattern_key, l.ids, l.stats
-        FROM pg_temp._fs_level AS l
-        INNER JOIN pg_temp._fs_items AS i ON l.ids[1] = i.item_id;
-
-        -- Each cell's frequent items in key order (apriori: only they can extend a slice), with the
-        -- cell's sums alongside so the enumeration below needs no join per enumerated row.
-        EXECUTE pg_catalog.format(
-            'CREATE TEMP TABLE _fs_citems ON COMMIT DROP AS
-             SELECT x.cell_id, x.items, %s
-             FROM (
-                 SELECT
-                     p.cell_id,
-                     pg_catalog.array_agg(p.item_id ORDER BY p.item_id) AS items
-                 FROM pg_temp._fs_pairs AS p
-                 INNER JOIN pg_temp._fs_level AS l ON l.ids[1] = p.item_id
-                 GROUP BY p.cell_id
-                 HAVING pg_catalog.count(*) >= 2
-             ) AS x
-             INNER JOIN pg_temp._fs_cells AS c ON x.cell_id = c.cell_id',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('c.s%s', i), ', ' ORDER BY i)
-             FROM pg_catalog.generate_series(1, width) AS i)
-        );
-        ANALYZE pg_temp._fs_citems (cell_id);
-
-        -- Few frequent items per cell (the usual case: a handful of scope dimensions): every k-subset
-        -- of each cell's frequent items is enumerated from a table of position combinations and
-        -- counted in one aggregate per level, no intermediate tables. Slices with an infrequent
-        -- (k-1)-subset are counted too and fail HAVING like every infrequent slice, so the result is
-        -- the level-wise one. Many items per cell: the level-wise extension below bounds the work.
+    found_rows := learning._fs_prepare(p_n_min, width, max_level);
+    IF found_rows > 0 AND max_level >= 2 THEN
         SELECT pg_catalog.max(pg_catalog.cardinality(c.items)) INTO max_items FROM pg_temp._fs_citems AS c;
-        combinations := 0;
-        binomial := coalesce(max_items, 0);
-        FOR k IN 2..max_level LOOP
-            binomial := binomial * (max_items - k + 1) / k;
-            combinations := combinations + binomial;
-        END LOOP;
-        IF max_items IS NOT NULL AND combinations <= learning._slices_enumeration_limit() / 100 THEN
-            CREATE TEMP TABLE _fs_comb ON COMMIT DROP AS
-            WITH RECURSIVE comb (k, p) AS (
-                SELECT 1, ARRAY[i] FROM pg_catalog.generate_series(1, max_items) AS i
-                UNION ALL
-                SELECT comb.k + 1, comb.p || j
-                FROM comb
-                CROSS JOIN LATERAL pg_catalog.generate_series(comb.p[comb.k] + 1, max_items) AS j
-                WHERE comb.k < max_level
-            )
-            SELECT comb.k, comb.p[comb.k] AS last, comb.p FROM comb WHERE comb.k >= 2;
-            SELECT pg_catalog.sum(h.cells * (
-                SELECT pg_catalog.count(*) FROM pg_temp._fs_comb AS m WHERE m.last <= h.d
-            ))
-            INTO enumerated
-            FROM (
-                SELECT pg_catalog.cardinality(c.items) AS d, pg_catalog.count(*) AS cells
-                FROM pg_temp._fs_citems AS c
-                GROUP BY 1
-            ) AS h;
-            IF coalesce(enumerated, 0) <= learning._slices_enumeration_limit() THEN
-                ANALYZE pg_temp._fs_comb;
-                direct := true;
-                -- A slice's item ids packed into one bigint (bits per id from the largest id) when
-                -- they fit: hashing one integer per enumerated row is far cheaper than an int[];
-                -- the ids are unpacked once per group. Otherwise the int[] itself is the key.
-                SELECT pg_catalog.max(i.item_id) INTO max_item FROM pg_temp._fs_items AS i;
-                bits := pg_catalog.ceil(pg_catalog.log(2, coalesce(max_item, 0) + 1::numeric))::integer;
-                WHILE found_rows > 0 AND level < max_level LOOP
-                    level := level + 1;
-                    IF bits * level <= 62 THEN
-                        SELECT
-                            pg_catalog.string_agg(
-                                pg_catalog.format('(c.items[m.p[%s]]::bigint << %s)', j, bits * (level - j)),
-                                ' | ' ORDER BY j
-                            ),
-                            pg_catalog.string_agg(
-                                pg_catalog.format('((g.k >> %s) & %s)::integer', bits * (level - j), (1::bigint << bits) - 1),
-                                ', ' ORDER BY j
-                            )
-                        INTO key_expr, ids_expr
-                        FROM pg_catalog.generate_series(1, level) AS j;
-                    ELSE
-                        key_expr := (
-                            SELECT 'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('c.items[m.p[%s]]', j), ', ' ORDER BY j) || ']'
-                            FROM pg_catalog.generate_series(1, level) AS j
-                        );
-                        ids_expr := NULL;
-                    END IF;
-                    EXECUTE pg_catalog.format(
-                        'INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
-                         SELECT i.pattern_key, g.ids, g.stats
-                         FROM (
-                             SELECT %s AS ids, g.stats
-                             FROM (
-                                 SELECT %s AS k, ARRAY[%s] AS stats
-                                 FROM pg_temp._fs_citems AS c
-                                 INNER JOIN pg_temp._fs_comb AS m
-                                     ON m.k = %s AND m.last <= pg_catalog.cardinality(c.items)
-                                 GROUP BY 1
-                                 HAVING pg_catalog.sum(c.s1) >= $1
-                             ) AS g
-                         ) AS g
-                         INNER JOIN pg_temp._fs_items AS i ON g.ids[1] = i.item_id',
-                        coalesce('ARRAY[' || ids_expr || ']', 'g.k'),
-                        key_expr,
-                        sums,
-                        level
-                    ) USING p_n_min;
-                    GET DIAGNOSTICS found_rows = ROW_COUNT;
-                END LOOP;
-            END IF;
-        END IF;
-
-        IF NOT direct THEN
-            CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
-            SELECT
-                c.cell_id,
-                ARRAY[u.item_id] AS ids,
-                u.pos::integer AS pos
-            FROM pg_temp._fs_citems AS c
-            CROSS JOIN LATERAL pg_catalog.unnest(c.items) WITH ORDINALITY AS u (item_id, pos);
-            ANALYZE pg_temp._fs_cur;
-        END IF;
     END IF;
-
-    WHILE NOT direct AND found_rows > 0 AND level < max_level LOOP
-        level := level + 1;
-        -- Extend each frequent (k-1)-slice of a cell with each later frequent item of that cell.
-        DROP TABLE IF EXISTS pg_temp._fs_next;
-        CREATE TEMP TABLE _fs_next ON COMMIT DROP AS
-        SELECT
-            cur.cell_id,
-            cur.ids || u.item_id AS ids,
-            cur.pos + u.step::integer AS pos
-        FROM pg_temp._fs_cur AS cur
-        INNER JOIN pg_temp._fs_citems AS c ON cur.cell_id = c.cell_id
-        CROSS JOIN LATERAL
-            pg_catalog.unnest(c.items[cur.pos + 1:]) WITH ORDINALITY AS u (item_id, step);
-        ANALYZE pg_temp._fs_next;
-
-        DROP TABLE IF EXISTS pg_temp._fs_level;
-        EXECUTE pg_catalog.format(
-            'CREATE TEMP TABLE _fs_level ON COMMIT DROP AS
-             SELECT n.ids, ARRAY[%s] AS stats
-             FROM pg_temp._fs_next AS n
-             INNER JOIN pg_temp._fs_cells AS c ON n.cell_id = c.cell_id
-             GROUP BY n.ids
-             HAVING pg_catalog.sum(c.s1) >= $1',
-            sums
-        ) USING p_n_min;
-        GET DIAGNOSTICS found_rows = ROW_COUNT;
-        INSERT INTO pg_temp._fs_out (pattern_key, ids, stats)
-        SELECT i.pattern_key, l.ids, l.stats
-        FROM pg_temp._fs_level AS l
-        INNER JOIN pg_temp._fs_items AS i ON l.ids[1] = i.item_id;
-
-        IF found_rows > 0 AND level < max_level THEN
-            DROP TABLE IF EXISTS pg_temp._fs_cur;
-            CREATE TEMP TABLE _fs_cur ON COMMIT DROP AS
-            SELECT n.cell_id, n.ids, n.pos
-            FROM pg_temp._fs_next AS n
-            INNER JOIN pg_temp._fs_level AS l ON n.ids = l.ids;
-            ANALYZE pg_temp._fs_cur;
-        END IF;
-    END LOOP;
+    IF max_items IS NOT NULL THEN
+        -- Position combinations k = 2..max_level of up to max_items items, ascending.
+        CREATE TEMP TABLE _fs_comb ON COMMIT DROP AS
+        WITH RECURSIVE comb (k, p) AS (
+            SELECT 1, ARRAY[i] FROM pg_catalog.generate_series(1, max_items) AS i
+            UNION ALL
+            SELECT comb.k + 1, comb.p || j
+            FROM comb
+            CROSS JOIN LATERAL pg_catalog.generate_series(comb.p[comb.k] + 1, max_items) AS j
+            WHERE comb.k < LEAST(max_level, max_items)
+        )
+        SELECT comb.k, comb.p[comb.k] AS last, comb.p FROM comb WHERE comb.k >= 2;
+        ANALYZE pg_temp._fs_comb;
+        SELECT pg_catalog.ceil(pg_catalog.log(2, coalesce(pg_catalog.max(i.item_id), 0) + 1::numeric))::integer
+        INTO bits
+        FROM pg_temp._fs_items AS i;
+        WHILE found_rows > 0 AND level < LEAST(max_level, max_items) LOOP
+            level := level + 1;
+            step := learning._fs_level(
+                p_n_min, level, width, bits, pruned,
+                learning._fs_prefix_filter(level, bits, pruned_levels, semijoin)
+            );
+            found_rows := step.slices;
+            IF step.pruned IS NULL THEN
+                semijoin := true;
+            ELSIF pg_catalog.cardinality(step.pruned) > 0 THEN
+                pruned := pruned || step.pruned;
+                pruned_levels := pruned_levels || level;
+            END IF;
+        END LOOP;
+    END IF;
 
     -- Each slice's object from its item ids, grouped by out_id alone (hashing the stats array as a
     -- group key cost more than the objects); the empty slice has no items.
@@ -760,8 +805,46 @@ BEGIN
         INNER JOIN pg_temp._fs_items AS i ON u.item_id = i.item_id
         GROUP BY u.out_id
     ) AS x ON o.out_id = x.out_id;
-    DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_items, pg_temp._fs_pairs, pg_temp._fs_citems,
-        pg_temp._fs_cur, pg_temp._fs_next, pg_temp._fs_level, pg_temp._fs_out, pg_temp._fs_comb,
-        pg_temp._fs_dims, pg_temp._fs_vals;
+    DROP TABLE IF EXISTS pg_temp._fs_cells, pg_temp._fs_items, pg_temp._fs_citems, pg_temp._fs_level,
+        pg_temp._fs_out, pg_temp._fs_comb;
+END;
+$$;
+
+-- learning.frequent_slices: every slice (sub-object of a cell's dims, <= p_max_dims pairs, {} included)
+-- of pg_temp.slice_cells whose summed stats[1] >= p_n_min, with element-wise summed stats (design §8).
+-- The level-wise (apriori) search (learning._fs_level_wise), or, when the cells have few scope keys
+-- in all, its one fast path: one GROUP BY GROUPING SETS (learning._fs_prefer_grouping_sets,
+-- learning._fs_grouping_sets), which gives the same slices (property-tested) and halves the
+-- strength builder's slice count on realistic data (the builder beats pandas only with it).
+-- jit off: the temp tables' row estimates (28k groups guessed for 1 real one) priced small
+-- statements above jit_above_cost, and compiling them cost ~0.1-0.2 s per run.
+CREATE OR REPLACE FUNCTION learning.frequent_slices(p_n_min integer, p_max_dims integer)
+RETURNS TABLE (pattern_key text, scope_subset jsonb, stats double precision [])
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = 'warning'
+SET jit = off
+AS $$
+DECLARE
+    width integer;
+    max_level integer := GREATEST(coalesce(p_max_dims, 0), 0);
+BEGIN
+    IF pg_catalog.to_regclass('pg_temp.slice_cells') IS NULL THEN
+        RAISE EXCEPTION 'learning.frequent_slices needs the temp table pg_temp.slice_cells'
+            USING ERRCODE = 'undefined_table',
+                HINT = 'CREATE TEMP TABLE slice_cells (pattern_key text, dims jsonb, stats float8[])';
+    END IF;
+    SELECT pg_catalog.max(pg_catalog.cardinality(c.stats)) INTO width FROM pg_temp.slice_cells AS c;
+    IF width IS NULL OR width < 1 THEN
+        RETURN;
+    END IF;
+    DROP TABLE IF EXISTS pg_temp._fs_dims;
+    IF learning._fs_prefer_grouping_sets(max_level) THEN
+        RETURN QUERY SELECT g.pattern_key, g.scope_subset, g.stats FROM learning._fs_grouping_sets(p_n_min, width, max_level) AS g;
+    ELSE
+        RETURN QUERY SELECT l.pattern_key, l.scope_subset, l.stats FROM learning._fs_level_wise(p_n_min, max_level, width) AS l;
+    END IF;
+    DROP TABLE IF EXISTS pg_temp._fs_dims;
 END;
 $$;

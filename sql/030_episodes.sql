@@ -1,4 +1,4 @@
--- Episode capture (SPEC section 6): a BEFORE INSERT trigger on pattern_episode_events turns the
+-- Episode capture (design §7): a BEFORE INSERT trigger on pattern_episode_events turns the
 -- bot's factors.samples plus thresholds into the summary the tuning miner and the lever simulation
 -- read, and learning.set_episode_outcome sets the outcome of every window of an episode.
 
@@ -83,7 +83,7 @@ RETURN pg_catalog.array_remove(
     NULL
 );
 
--- learning.blocked_by: the gates (ts, slope, halo, in that order) that fail for a decision sample
+-- learning.blocked_by: the blocked_by rule (design §7, §10): the gates (ts, slope, halo, in that order) that fail for a decision sample
 -- under thresholds [ts_min, halo_max, slope_min]; the value when present, else its flag, else failed.
 -- This is the base judgement of the lever simulation (lowcap_learning.simulate mirrors it in numpy).
 CREATE OR REPLACE FUNCTION learning.blocked_by(p_sample jsonb, p_thresholds double precision [])
@@ -129,7 +129,7 @@ RETURN (
     WHERE g.failed
 );
 
--- learning.summarize_samples: the SPEC 6 summary of a samples array (min/max/median per numeric
+-- learning.summarize_samples: the episode summary of a samples array (design §7) (min/max/median per numeric
 -- field, gate flags any-over-samples, decision_sample) plus a list of problems found in it.
 -- One set-based statement over the array (PL/pgSQL so that its plan is cached across rows);
 -- non-object samples and non-numeric junk are ignored.
@@ -243,10 +243,131 @@ SET search_path = pg_catalog, pg_temp
 RETURN '{"pattern_key_chars": 200, "episode_id_chars": 200, "scope_bytes": 65536,
     "factors_bytes": 8388608, "samples": 10000}'::jsonb;
 
+-- learning._check_episode_limits: refuses a window over learning.episode_limits()
+-- (program_limit_exceeded, naming the field, its size and the limit) before any work on it
+-- (design §2: input limits). A NULL value is not checked (the trigger passes only the values that
+-- change); p_label is the episode_id the messages quote, checked first.
+CREATE OR REPLACE FUNCTION learning._check_episode_limits(
+    p_label text,
+    p_pattern_key text,
+    p_episode_id text,
+    p_scope jsonb,
+    p_factors jsonb
+)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lim CONSTANT jsonb := learning.episode_limits();
+    size bigint;
+    samples jsonb := CASE WHEN pg_catalog.jsonb_typeof(p_factors) = 'object' THEN p_factors -> 'samples' END;
+BEGIN
+    IF pg_catalog.length(p_pattern_key) > (lim ->> 'pattern_key_chars')::integer THEN
+        RAISE EXCEPTION 'pattern_episode_events.pattern_key is % characters, limit %',
+            pg_catalog.length(p_pattern_key), lim ->> 'pattern_key_chars'
+            USING ERRCODE = 'program_limit_exceeded', DETAIL = 'starts with ' || pg_catalog.left(p_pattern_key, 40),
+                COLUMN = 'pattern_key', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+    END IF;
+    IF pg_catalog.length(p_episode_id) > (lim ->> 'episode_id_chars')::integer THEN
+        RAISE EXCEPTION 'pattern_episode_events.episode_id is % characters, limit %',
+            pg_catalog.length(p_episode_id), lim ->> 'episode_id_chars'
+            USING ERRCODE = 'program_limit_exceeded', DETAIL = 'starts with ' || pg_catalog.left(p_episode_id, 40),
+                COLUMN = 'episode_id', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+    END IF;
+    -- Its JSON text, not its stored size: a value read from another table may still be compressed
+    -- (the stored size is only a cheap first look).
+    size := pg_catalog.pg_column_size(p_scope);
+    IF size <= (lim ->> 'scope_bytes')::integer THEN
+        size := pg_catalog.octet_length(p_scope::text);
+    END IF;
+    IF size > (lim ->> 'scope_bytes')::integer THEN
+        RAISE EXCEPTION 'pattern_episode_events.scope of episode % is % bytes, limit %',
+            p_label, size, lim ->> 'scope_bytes'
+            USING ERRCODE = 'program_limit_exceeded', COLUMN = 'scope', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+    END IF;
+    size := pg_catalog.pg_column_size(p_factors);
+    IF size <= (lim ->> 'factors_bytes')::integer THEN
+        size := pg_catalog.octet_length(p_factors::text);
+    END IF;
+    IF size > (lim ->> 'factors_bytes')::integer THEN
+        RAISE EXCEPTION 'pattern_episode_events.factors of episode % is % bytes, limit %',
+            p_label, size, lim ->> 'factors_bytes'
+            USING ERRCODE = 'program_limit_exceeded', COLUMN = 'factors', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+    END IF;
+    IF pg_catalog.jsonb_typeof(samples) = 'array' THEN
+        size := pg_catalog.jsonb_array_length(samples);
+        IF size > (lim ->> 'samples')::integer THEN
+            RAISE EXCEPTION 'pattern_episode_events.factors.samples of episode % has % samples, limit %',
+                p_label, size, lim ->> 'samples'
+                USING ERRCODE = 'program_limit_exceeded', COLUMN = 'factors', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+        END IF;
+        size := pg_catalog.pg_column_size(samples);
+        IF size > (lim ->> 'factors_bytes')::integer THEN
+            RAISE EXCEPTION 'pattern_episode_events.factors.samples of episode % is % bytes, limit %',
+                p_label, size, lim ->> 'factors_bytes'
+                USING ERRCODE = 'program_limit_exceeded', COLUMN = 'factors', TABLE = 'pattern_episode_events', SCHEMA = 'public';
+        END IF;
+    END IF;
+END;
+$$;
+
+-- learning.episode_summary: the episode summary rule (design §7) on a factors object: samples
+-- replaced by their summary (learning.summarize_samples), plus the *_acted values of the last
+-- sample (acted) or blocked_by (skipped; learning.blocked_by under learning.gate_thresholds).
+-- Samples that are not an array are kept as given, with capture_error. warning: what the trigger
+-- logs about the samples (NULL when nothing).
+CREATE OR REPLACE FUNCTION learning.episode_summary(
+    p_factors jsonb,
+    p_decision text,
+    OUT factors jsonb,
+    OUT warning text
+)
+RETURNS record
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s record;
+    last_sample jsonb;
+BEGIN
+    factors := p_factors;
+    IF NOT p_factors ? 'samples' THEN
+        RETURN;
+    END IF;
+    IF pg_catalog.jsonb_typeof(p_factors -> 'samples') IS DISTINCT FROM 'array' THEN
+        factors := p_factors || pg_catalog.jsonb_build_object(
+            'capture_error', 'samples is ' || pg_catalog.jsonb_typeof(p_factors -> 'samples') || ', not an array'
+        );
+        warning := 'samples is ' || pg_catalog.jsonb_typeof(p_factors -> 'samples') || ', not an array | kept as given';
+        RETURN;
+    END IF;
+    s := learning.summarize_samples(p_factors -> 'samples');
+    last_sample := s.summary -> 'decision_sample';
+    factors := (p_factors - 'samples') || s.summary;
+    IF p_decision = 'acted' THEN
+        factors := factors || pg_catalog.jsonb_build_object(
+            'ts_score_acted', last_sample -> 'ts_score',
+            'halo_distance_acted', last_sample -> 'halo_distance',
+            'slope_acted', last_sample -> 'ema60_slope'
+        );
+    ELSIF p_decision = 'skipped' THEN
+        factors := factors || pg_catalog.jsonb_build_object(
+            'blocked_by', learning.blocked_by(last_sample, learning.gate_thresholds(factors))
+        );
+    END IF;
+    IF pg_catalog.cardinality(s.problems) > 0 THEN
+        warning := pg_catalog.array_to_string(s.problems, '; ');
+    END IF;
+END;
+$$;
+
 -- learning.trg_pattern_episode_events_capture: BEFORE INSERT, refuses a window over the size limits
--- (program_limit_exceeded, naming the field, its size and the limit, before any work on it), then
--- replaces factors.samples by the summary, adds blocked_by (skipped) or the *_acted values (acted),
--- and logs the event. A malformed factors value never fails the bot's insert: the row is kept as
+-- (learning._check_episode_limits), then replaces factors by learning.episode_summary and logs the
+-- event (design §7). A malformed factors value never fails the bot's insert: the row is kept as
 -- given and a WARNING is logged. On UPDATE of those columns only the limits apply, to the values
 -- that change (a stored row is not judged again by a later limit, nor summarised again).
 CREATE OR REPLACE FUNCTION learning.trg_pattern_episode_events_capture()
@@ -257,89 +378,27 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    lim CONSTANT jsonb := learning.episode_limits();
     is_insert CONSTANT boolean := TG_OP = 'INSERT';
-    f jsonb := NEW.factors;
-    raw_samples jsonb;
-    size bigint;
-    summary jsonb;
-    problems text [];
-    last_sample jsonb;
+    s record;
     missing text [];
-    blocked jsonb;
 BEGIN
-    -- Limits before any work on the value; the keys before any message quotes episode_id.
-    IF is_insert OR NEW.pattern_key IS DISTINCT FROM OLD.pattern_key THEN
-        size := pg_catalog.length(NEW.pattern_key);
-        IF size > (lim ->> 'pattern_key_chars')::integer THEN
-            RAISE EXCEPTION 'pattern_episode_events.pattern_key is % characters, limit %',
-                size, lim ->> 'pattern_key_chars'
-                USING ERRCODE = 'program_limit_exceeded', DETAIL = 'starts with ' || pg_catalog.left(NEW.pattern_key, 40),
-                    COLUMN = 'pattern_key', TABLE = 'pattern_episode_events', SCHEMA = 'public';
-        END IF;
-    END IF;
-    IF is_insert OR NEW.episode_id IS DISTINCT FROM OLD.episode_id THEN
-        size := pg_catalog.length(NEW.episode_id);
-        IF size > (lim ->> 'episode_id_chars')::integer THEN
-            RAISE EXCEPTION 'pattern_episode_events.episode_id is % characters, limit %',
-                size, lim ->> 'episode_id_chars'
-                USING ERRCODE = 'program_limit_exceeded', DETAIL = 'starts with ' || pg_catalog.left(NEW.episode_id, 40),
-                    COLUMN = 'episode_id', TABLE = 'pattern_episode_events', SCHEMA = 'public';
-        END IF;
-    END IF;
-    IF is_insert OR NEW.scope IS DISTINCT FROM OLD.scope THEN
-        -- Its JSON text, not its stored size: a value read from another table may still be
-        -- compressed (the stored size is only a cheap first look).
-        size := pg_catalog.pg_column_size(NEW.scope);
-        IF size <= (lim ->> 'scope_bytes')::integer THEN
-            size := pg_catalog.octet_length(NEW.scope::text);
-        END IF;
-        IF size > (lim ->> 'scope_bytes')::integer THEN
-            RAISE EXCEPTION 'pattern_episode_events.scope of episode % is % bytes, limit %',
-                NEW.episode_id, size, lim ->> 'scope_bytes'
-                USING ERRCODE = 'program_limit_exceeded',
-                    COLUMN = 'scope', TABLE = 'pattern_episode_events', SCHEMA = 'public';
-        END IF;
-    END IF;
-    IF is_insert OR NEW.factors IS DISTINCT FROM OLD.factors THEN
-        size := pg_catalog.pg_column_size(NEW.factors);
-        IF size <= (lim ->> 'factors_bytes')::integer THEN
-            size := pg_catalog.octet_length(NEW.factors::text);
-        END IF;
-        IF size > (lim ->> 'factors_bytes')::integer THEN
-            RAISE EXCEPTION 'pattern_episode_events.factors of episode % is % bytes, limit %',
-                NEW.episode_id, size, lim ->> 'factors_bytes'
-                USING ERRCODE = 'program_limit_exceeded',
-                    COLUMN = 'factors', TABLE = 'pattern_episode_events', SCHEMA = 'public';
-        END IF;
-        IF pg_catalog.jsonb_typeof(f) = 'object' THEN
-            raw_samples := f -> 'samples';
-        END IF;
-        IF pg_catalog.jsonb_typeof(raw_samples) = 'array' THEN
-            size := pg_catalog.jsonb_array_length(raw_samples);
-            IF size > (lim ->> 'samples')::integer THEN
-                RAISE EXCEPTION 'pattern_episode_events.factors.samples of episode % has % samples, limit %',
-                    NEW.episode_id, size, lim ->> 'samples'
-                    USING ERRCODE = 'program_limit_exceeded',
-                        COLUMN = 'factors', TABLE = 'pattern_episode_events', SCHEMA = 'public';
-            END IF;
-            size := pg_catalog.pg_column_size(raw_samples);
-            IF size > (lim ->> 'factors_bytes')::integer THEN
-                RAISE EXCEPTION 'pattern_episode_events.factors.samples of episode % is % bytes, limit %',
-                    NEW.episode_id, size, lim ->> 'factors_bytes'
-                    USING ERRCODE = 'program_limit_exceeded',
-                        COLUMN = 'factors', TABLE = 'pattern_episode_events', SCHEMA = 'public';
-            END IF;
-        END IF;
-    END IF;
-    IF NOT is_insert THEN
+    IF is_insert THEN
+        PERFORM learning._check_episode_limits(NEW.episode_id, NEW.pattern_key, NEW.episode_id, NEW.scope, NEW.factors);
+    ELSE
+        PERFORM learning._check_episode_limits(
+            NEW.episode_id,
+            CASE WHEN NEW.pattern_key IS DISTINCT FROM OLD.pattern_key THEN NEW.pattern_key END,
+            CASE WHEN NEW.episode_id IS DISTINCT FROM OLD.episode_id THEN NEW.episode_id END,
+            CASE WHEN NEW.scope IS DISTINCT FROM OLD.scope THEN NEW.scope END,
+            CASE WHEN NEW.factors IS DISTINCT FROM OLD.factors THEN NEW.factors END
+        );
         RETURN NEW;
     END IF;
 
-    IF pg_catalog.jsonb_typeof(f) IS DISTINCT FROM 'object' THEN
+    IF pg_catalog.jsonb_typeof(NEW.factors) IS DISTINCT FROM 'object' THEN
         PERFORM learning._log('WARNING', pg_catalog.format(
             'EPISODE EVENT: Invalid factors | episode_id=%s | reason=factors is %s, not an object | kept as given',
-            NEW.episode_id, coalesce(pg_catalog.jsonb_typeof(f), 'null')
+            NEW.episode_id, coalesce(pg_catalog.jsonb_typeof(NEW.factors), 'null')
         ));
         PERFORM learning._log('INFO', pg_catalog.format(
             'EPISODE EVENT: pattern=%s | decision=%s | episode_id=%s', NEW.pattern_key, NEW.decision, NEW.episode_id
@@ -347,40 +406,13 @@ BEGIN
         RETURN NEW;
     END IF;
 
-    IF f ? 'samples' THEN
-        IF pg_catalog.jsonb_typeof(raw_samples) = 'array' THEN
-            SELECT s.summary, s.problems INTO summary, problems
-            FROM learning.summarize_samples(raw_samples) AS s;
-            last_sample := summary -> 'decision_sample';
-            f := (f - 'samples') || summary;
-            IF NEW.decision = 'acted' THEN
-                f := f || pg_catalog.jsonb_build_object(
-                    'ts_score_acted', last_sample -> 'ts_score',
-                    'halo_distance_acted', last_sample -> 'halo_distance',
-                    'slope_acted', last_sample -> 'ema60_slope'
-                );
-            ELSIF NEW.decision = 'skipped' THEN
-                blocked := learning.blocked_by(last_sample, learning.gate_thresholds(f));
-                f := f || pg_catalog.jsonb_build_object('blocked_by', blocked);
-            END IF;
-            IF pg_catalog.cardinality(problems) > 0 THEN
-                PERFORM learning._log('WARNING', pg_catalog.format(
-                    'EPISODE EVENT: Invalid samples | episode_id=%s | reason=%s',
-                    NEW.episode_id, pg_catalog.array_to_string(problems, '; ')
-                ));
-            END IF;
-        ELSE
-            f := f || pg_catalog.jsonb_build_object(
-                'capture_error', 'samples is ' || pg_catalog.jsonb_typeof(f -> 'samples') || ', not an array'
-            );
-            PERFORM learning._log('WARNING', pg_catalog.format(
-                'EPISODE EVENT: Invalid samples | episode_id=%s | reason=samples is %s, not an array | kept as given',
-                NEW.episode_id, pg_catalog.jsonb_typeof(f -> 'samples')
-            ));
-        END IF;
+    s := learning.episode_summary(NEW.factors, NEW.decision);
+    IF s.warning IS NOT NULL THEN
+        PERFORM learning._log('WARNING', pg_catalog.format(
+            'EPISODE EVENT: Invalid samples | episode_id=%s | reason=%s', NEW.episode_id, s.warning
+        ));
     END IF;
-
-    missing := learning._missing_thresholds(f);
+    missing := learning._missing_thresholds(s.factors);
     IF pg_catalog.cardinality(missing) > 0 THEN
         PERFORM learning._log('WARNING', pg_catalog.format(
             'EPISODE EVENT: Missing threshold data | episode_id=%s | missing=[%s]',
@@ -388,15 +420,15 @@ BEGIN
         ));
     END IF;
 
-    NEW.factors := f;
+    NEW.factors := s.factors;
     PERFORM learning._log('INFO', pg_catalog.format(
         'EPISODE EVENT: pattern=%s | decision=%s | episode_id=%s%s',
         NEW.pattern_key, NEW.decision, NEW.episode_id,
         CASE
-            WHEN NEW.decision = 'skipped' AND pg_catalog.jsonb_typeof(f -> 'blocked_by') = 'array'
+            WHEN NEW.decision = 'skipped' AND pg_catalog.jsonb_typeof(s.factors -> 'blocked_by') = 'array'
                 THEN ' | blocked_by=[' || coalesce((
                     SELECT pg_catalog.string_agg(b.g, ', ' ORDER BY b.ord)
-                    FROM pg_catalog.jsonb_array_elements_text(f -> 'blocked_by') WITH ORDINALITY AS b (g, ord)
+                    FROM pg_catalog.jsonb_array_elements_text(s.factors -> 'blocked_by') WITH ORDINALITY AS b (g, ord)
                 ), '') || ']'
             ELSE ''
         END

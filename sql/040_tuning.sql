@@ -1,7 +1,7 @@
--- Tuning miner (SPEC section 7): per pattern_key and scope slice of the episode windows in the
+-- Tuning miner (design §9): per pattern_key and scope slice of the episode windows in the
 -- lookback window, the rates WR, FPR, MR, DR as learning_lessons of type tuning_rates.
 
--- learning._tuning_stats: the lesson stats of one slice from its summed counts
+-- learning._tuning_stats: the miner's rates (design §9), the lesson stats of one slice from its summed counts
 -- [n, n_acted, n_skipped, acted_success, acted_failure, skipped_success, skipped_failure, n_neutral].
 -- Rates exclude neutral outcomes; a rate whose denominator is 0 is null (undefined, not 0).
 CREATE OR REPLACE FUNCTION learning._tuning_stats(p_sums double precision [])
@@ -25,64 +25,25 @@ RETURN pg_catalog.jsonb_build_object(
     'n_total', (p_sums[1] + p_sums[8])::bigint
 );
 
--- learning.mine_tuning_lessons: mine tuning_rates lessons in (as_of - lookback, as_of]; returns the
--- number of lessons. Unchanged lessons are not written; lessons not re-mined become inactive.
-CREATE OR REPLACE FUNCTION learning.mine_tuning_lessons(
-    p_as_of timestamptz DEFAULT pg_catalog.now(),
-    p_lookback interval DEFAULT NULL,
-    p_n_min integer DEFAULT NULL
-)
-RETURNS integer
+-- learning._tuning_cells: the miner's cells (design §8, §9), pg_temp.slice_cells: the episode
+-- windows of (p_as_of - p_lookback, p_as_of] with an outcome, counted per distinct (pattern_key,
+-- scope) first, so _mining_dimensions runs once per distinct scope, not once per row; counts are
+-- [n, n_acted, n_skipped, acted_success, acted_failure, skipped_success, skipped_failure, n_neutral]
+-- with n = success + failure. A scope that cannot be sliced whole is mined without what it cannot
+-- be (one WARNING naming its episodes), and every window is still learned from. Returns n summed.
+CREATE OR REPLACE FUNCTION learning._tuning_cells(p_as_of timestamptz, p_lookback interval, p_dims text [])
+RETURNS bigint
 LANGUAGE plpgsql
 VOLATILE
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET client_min_messages = 'warning'
 AS $$
 DECLARE
-    tun jsonb := learning.tunables();
-    as_of timestamptz := coalesce(p_as_of, pg_catalog.now());
-    lookback interval := coalesce(
-        p_lookback,
-        pg_catalog.make_interval(secs => (tun ->> 'lookback_days')::double precision * 86400)
-    );
-    n_min integer := coalesce(p_n_min, (tun ->> 'n_min')::integer);
-    max_dims integer := (tun ->> 'max_slice_dims')::integer;
-    dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
-    budget bigint := (tun ->> 'max_tuning_lessons')::bigint;
-    started timestamptz := pg_catalog.clock_timestamp();
-    n_events bigint;
-    n_lessons integer;
-    n_written integer;
-    n_changed integer;
-    n_deactivated integer;
-    window_info jsonb;
     n_too_long bigint;
     n_too_many bigint;
     n_unmined bigint;
     unmined_ids text [];
-    n_unstored bigint;
-    unstored_patterns text;
 BEGIN
-    IF n_min IS NULL OR n_min < 1 THEN
-        RAISE EXCEPTION 'n_min must be a positive integer, got %', coalesce(n_min::text, 'null')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF lookback <= interval '0' THEN
-        RAISE EXCEPTION 'lookback must be positive, got %', lookback
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    window_info := pg_catalog.jsonb_build_object(
-        'window_start', as_of - lookback,
-        'window_end', as_of,
-        'lookback_days', pg_catalog.date_part('epoch', lookback) / 86400
-    );
-
     DROP TABLE IF EXISTS pg_temp.slice_cells;
-    -- Counted per distinct (pattern_key, scope) first, so _mining_dimensions runs once per distinct
-    -- scope, not once per row; frequent_slices adds up cells that share dims. A scope that cannot
-    -- be sliced whole is mined without what it cannot be (its scope kept in unmined_scope, for the
-    -- one WARNING below), and every window is still learned from.
     CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
     SELECT
         g.pattern_key,
@@ -106,11 +67,11 @@ BEGIN
                 pg_catalog.count(*) FILTER (WHERE e.outcome = 'neutral')
             ]::double precision [] AS stats
         FROM public.pattern_episode_events AS e
-        WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
+        WHERE e.timestamp > p_as_of - p_lookback AND e.timestamp <= p_as_of
             AND e.outcome IN ('success', 'failure', 'neutral')
         GROUP BY e.pattern_key, e.scope
     ) AS g
-    CROSS JOIN LATERAL learning._mining_dimensions(g.scope, dims) AS m;
+    CROSS JOIN LATERAL learning._mining_dimensions(g.scope, p_dims) AS m;
 
     SELECT pg_catalog.sum(c.too_long), pg_catalog.sum(c.too_many)
     INTO n_too_long, n_too_many
@@ -124,23 +85,110 @@ BEGIN
             FROM public.pattern_episode_events AS e
             INNER JOIN pg_temp.slice_cells AS c
                 ON e.pattern_key = c.pattern_key AND e.scope = c.unmined_scope
-            WHERE e.timestamp > as_of - lookback AND e.timestamp <= as_of
+            WHERE e.timestamp > p_as_of - p_lookback AND e.timestamp <= p_as_of
                 AND e.outcome IN ('success', 'failure', 'neutral')
         ) AS x;
         PERFORM learning._log_unmined_scopes('TuningMiner', 'episodes', n_unmined, unmined_ids, n_too_long, n_too_many);
     END IF;
+    RETURN (SELECT coalesce(pg_catalog.sum(c.stats[1]), 0)::bigint FROM pg_temp.slice_cells AS c);
+END;
+$$;
 
-    SELECT coalesce(pg_catalog.sum(c.stats[1]), 0)::bigint INTO n_events FROM pg_temp.slice_cells AS c;
+-- learning._log_tuning_lessons: the miner's lesson lines: a Created lesson line (INFO) for each
+-- lesson of pg_temp.lesson_rows with new evidence (changed: not only a moved window), a Scope slice
+-- passed line (DEBUG) for each non-empty slice. Returns how many were new evidence.
+CREATE OR REPLACE FUNCTION learning._log_tuning_lessons()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_changed integer;
+BEGIN
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'TuningMiner: Created lesson | pattern=%s | scope=%s | n=%s | wr=%s fpr=%s mr=%s dr=%s',
+        w.pattern_key, learning._fmt_slice(w.scope_subset), w.n,
+        learning._fmt((w.stats ->> 'wr')::double precision, 3),
+        learning._fmt((w.stats ->> 'fpr')::double precision, 3),
+        learning._fmt((w.stats ->> 'mr')::double precision, 3),
+        learning._fmt((w.stats ->> 'dr')::double precision, 3)
+    ))
+    FROM pg_temp.lesson_rows AS w
+    WHERE w.changed
+    ORDER BY w.pattern_key, w.scope_subset;
+    GET DIAGNOSTICS n_changed = ROW_COUNT;
+
+    PERFORM learning._log('DEBUG', pg_catalog.format(
+        'TuningMiner: Scope slice passed | pattern=%s | scope=%s | n=%s',
+        t.pattern_key, learning._fmt_slice(t.scope_subset), t.n
+    ))
+    FROM pg_temp.lesson_rows AS t
+    WHERE t.scope_subset <> '{}'::jsonb
+    ORDER BY t.pattern_key, t.scope_subset;
+    RETURN n_changed;
+END;
+$$;
+
+-- learning.mine_tuning_lessons: mine tuning_rates lessons in (as_of - lookback, as_of] (design §9);
+-- returns the number of lessons. Cells (learning._tuning_cells), the run's slice budget
+-- (learning._admit_slice_budget: patterns that would not fit are left out before any slice is
+-- enumerated and keep their stored lessons), slices (learning.frequent_slices), rates
+-- (learning._tuning_stats), then the shared writer (learning._write_lessons): unchanged lessons
+-- are not written, lessons not re-mined become inactive.
+CREATE OR REPLACE FUNCTION learning.mine_tuning_lessons(
+    p_as_of timestamptz DEFAULT pg_catalog.now(),
+    p_lookback interval DEFAULT NULL,
+    p_n_min integer DEFAULT NULL
+)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = 'warning'
+AS $$
+DECLARE
+    tun jsonb := learning.tunables();
+    as_of timestamptz := coalesce(p_as_of, pg_catalog.now());
+    lookback interval := coalesce(
+        p_lookback,
+        pg_catalog.make_interval(secs => (tun ->> 'lookback_days')::double precision * 86400)
+    );
+    n_min integer := coalesce(p_n_min, (tun ->> 'n_min')::integer);
+    max_dims integer := (tun ->> 'max_slice_dims')::integer;
+    started timestamptz := pg_catalog.clock_timestamp();
+    n_events bigint;
+    n_changed integer;
+    window_info jsonb;
+    w record;
+BEGIN
+    IF n_min IS NULL OR n_min < 1 THEN
+        RAISE EXCEPTION 'n_min must be a positive integer, got %', coalesce(n_min::text, 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lookback <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be positive, got %', lookback
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    window_info := pg_catalog.jsonb_build_object(
+        'window_start', as_of - lookback,
+        'window_end', as_of,
+        'lookback_days', pg_catalog.date_part('epoch', lookback) / 86400
+    );
+
+    n_events := learning._tuning_cells(
+        as_of, lookback, ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'))
+    );
     PERFORM learning._log('INFO', pg_catalog.format(
         'TuningMiner starting | events=%s | lookback_days=%s', n_events, window_info ->> 'lookback_days'
     ));
+    PERFORM learning._admit_slice_budget(
+        'TuningMiner', n_min, max_dims, (tun ->> 'max_tuning_lessons')::bigint, 'max_tuning_lessons'
+    );
 
-    -- The run's slice budget: patterns that would not fit are left out before any slice is
-    -- enumerated (learning._admit_slice_budget), and keep their stored lessons.
-    PERFORM learning._admit_slice_budget('TuningMiner', n_min, max_dims, budget, 'max_tuning_lessons');
-
-    DROP TABLE IF EXISTS pg_temp._tm_lessons;
-    CREATE TEMP TABLE _tm_lessons ON COMMIT DROP AS
+    DROP TABLE IF EXISTS pg_temp.lesson_rows;
+    CREATE TEMP TABLE lesson_rows ON COMMIT DROP AS
     SELECT
         f.pattern_key,
         f.scope_subset,
@@ -156,101 +204,16 @@ BEGIN
                 AND l.stats - 'window_start' - 'window_end' - 'lookback_days' = learning._tuning_stats(f.stats)
         ) AS changed
     FROM learning.frequent_slices(n_min, max_dims) AS f;
-    -- A lesson whose key cannot be stored (learning_lessons_scope_key and pm_overrides' keys are
-    -- btree rows of at most 2704 bytes) is left out with one WARNING, not the run's failure.
-    WITH unstored AS (
-        DELETE FROM pg_temp._tm_lessons AS t
-        WHERE pg_catalog.octet_length(t.pattern_key) + pg_catalog.pg_column_size(t.scope_subset) > 2400
-        RETURNING t.pattern_key
-    )
 
-    SELECT
-        pg_catalog.count(*),
-        pg_catalog.string_agg(DISTINCT pg_catalog.left(u.pattern_key, 64), ',')
-    INTO n_unstored, unstored_patterns
-    FROM unstored AS u;
-    IF n_unstored > 0 THEN
-        PERFORM learning._log('WARNING', pg_catalog.format(
-            'TuningMiner: lessons not stored | lessons=%s | patterns=%s | reason=pattern_key and scope_subset over 2400 bytes',
-            n_unstored, pg_catalog.left(unstored_patterns, 640)
-        ));
-    END IF;
-    SELECT pg_catalog.count(*) INTO n_lessons FROM pg_temp._tm_lessons;
-
-    WITH written AS (
-        INSERT INTO public.learning_lessons AS l (
-            module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status
-        )
-        SELECT 'pm', t.pattern_key, 'tuning', t.scope_subset, t.n, t.stats, 'tuning_rates', 'active'
-        FROM pg_temp._tm_lessons AS t
-        ORDER BY t.pattern_key, t.scope_subset
-        ON CONFLICT (module, pattern_key, action_category, scope_subset) DO UPDATE
-        SET
-            n = excluded.n,
-            stats = excluded.stats,
-            lesson_type = excluded.lesson_type,
-            status = 'active',
-            updated_at = pg_catalog.now()
-        WHERE
-            l.n IS DISTINCT FROM excluded.n
-            OR l.stats IS DISTINCT FROM excluded.stats
-            OR l.status IS DISTINCT FROM 'active'
-            OR l.lesson_type IS DISTINCT FROM excluded.lesson_type
-        RETURNING l.id
-    )
-
-    SELECT pg_catalog.count(*)::integer INTO n_written FROM written;
-
-    -- A lesson whose window only moved is rewritten silently; new or changed evidence is logged.
-    PERFORM learning._log('INFO', pg_catalog.format(
-        'TuningMiner: Created lesson | pattern=%s | scope=%s | n=%s | wr=%s fpr=%s mr=%s dr=%s',
-        w.pattern_key, learning._fmt_slice(w.scope_subset), w.n,
-        learning._fmt((w.stats ->> 'wr')::double precision, 3),
-        learning._fmt((w.stats ->> 'fpr')::double precision, 3),
-        learning._fmt((w.stats ->> 'mr')::double precision, 3),
-        learning._fmt((w.stats ->> 'dr')::double precision, 3)
-    ))
-    FROM pg_temp._tm_lessons AS w
-    WHERE w.changed
-    ORDER BY w.pattern_key, w.scope_subset;
-    GET DIAGNOSTICS n_changed = ROW_COUNT;
-
-    PERFORM learning._log('DEBUG', pg_catalog.format(
-        'TuningMiner: Scope slice passed | pattern=%s | scope=%s | n=%s',
-        t.pattern_key, learning._fmt_slice(t.scope_subset), t.n
-    ))
-    FROM pg_temp._tm_lessons AS t
-    WHERE t.scope_subset <> '{}'::jsonb
-    ORDER BY t.pattern_key, t.scope_subset;
-
-    -- Stale lessons by id: the keys of the active lessons and of this run's grouped together (a key
-    -- of stored lessons only is stale), so no plan can rescan the run's lessons per stored row.
-    UPDATE public.learning_lessons AS l
-    SET status = 'inactive', updated_at = pg_catalog.now()
-    WHERE l.module = 'pm' AND l.lesson_type = 'tuning_rates' AND l.status = 'active'
-        AND NOT EXISTS (SELECT FROM pg_temp.slice_skipped AS k WHERE k.pattern_key = l.pattern_key)
-        AND l.id = any(ARRAY(
-            SELECT pg_catalog.max(k.id)
-            FROM (
-                SELECT s.id, s.pattern_key, s.action_category, s.scope_subset
-                FROM public.learning_lessons AS s
-                WHERE s.module = 'pm' AND s.lesson_type = 'tuning_rates' AND s.status = 'active'
-                UNION ALL
-                SELECT NULL, t.pattern_key, 'tuning', t.scope_subset
-                FROM pg_temp._tm_lessons AS t
-            ) AS k
-            GROUP BY k.pattern_key, k.action_category, k.scope_subset
-            HAVING pg_catalog.count(k.id) = pg_catalog.count(*)
-        ));
-    GET DIAGNOSTICS n_deactivated = ROW_COUNT;
-
+    w := learning._write_lessons('TuningMiner', 'tuning', 'tuning_rates');
+    n_changed := learning._log_tuning_lessons();
     PERFORM learning._log('INFO', pg_catalog.format(
         'TuningMiner completed | lessons_created=%s | changed=%s | written=%s | deactivated=%s | duration=%ss',
-        n_lessons, n_changed, n_written, n_deactivated,
+        w.lessons, n_changed, w.inserted + w.updated, w.deactivated,
         pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started)::numeric, 3)
     ));
-    DROP TABLE IF EXISTS pg_temp.slice_cells, pg_temp._tm_lessons, pg_temp.slice_skipped;
-    RETURN n_lessons;
+    DROP TABLE IF EXISTS pg_temp.slice_cells, pg_temp.lesson_rows, pg_temp.slice_skipped;
+    RETURN w.lessons;
 END;
 $$;
 

@@ -1,44 +1,5 @@
--- PM strength learning (SPEC section 8): trade facts -> strength lessons (distinct trades per scope
+-- PM strength learning (design §11): trade facts -> strength lessons (distinct trades per scope
 -- slice) -> pm_strength overrides. The runtime blend/steer maths live in Python (runtime.py).
-
--- learning._num_close: two numbers agree within 1e-12, relative to the larger (at least 1).
--- NULL agrees only with NULL (false, not NULL, otherwise: a writer's `NOT _num_close` must be true).
--- Re-runs sum in a different order; bit noise must not count as a change.
-CREATE OR REPLACE FUNCTION learning._num_close(a double precision, b double precision)
-RETURNS boolean
-LANGUAGE sql
-IMMUTABLE
-PARALLEL SAFE
-RETURN a IS NOT DISTINCT FROM b
-OR coalesce(pg_catalog.abs(a - b) <= 1e-12 * greatest(pg_catalog.abs(a), pg_catalog.abs(b), 1), false);
-
--- learning._stats_close: two stats objects have the same keys and values, numbers within 1e-12.
--- The writers compare with it so that re-running on unchanged data writes no row.
-CREATE OR REPLACE FUNCTION learning._stats_close(a jsonb, b jsonb)
-RETURNS boolean
-LANGUAGE sql
-IMMUTABLE
-PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-RETURN a IS NOT NULL AND b IS NOT NULL
-AND pg_catalog.jsonb_typeof(a) = 'object' AND pg_catalog.jsonb_typeof(b) = 'object'
-AND (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(a))
-= (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(b))
-AND NOT EXISTS (
-    SELECT FROM pg_catalog.jsonb_each(a) AS e (key, value)
-    WHERE NOT coalesce(
-        CASE
-            WHEN
-                pg_catalog.jsonb_typeof(e.value) = 'number'
-                AND pg_catalog.jsonb_typeof(b -> e.key) = 'number'
-                THEN learning._num_close(
-                    (e.value #>> '{}')::double precision, (b ->> e.key)::double precision
-                )
-            ELSE e.value = b -> e.key
-        END,
-        false
-    )
-);
 
 -- learning._jsonb_intersect: the (key, value) pairs two objects share.
 -- The intersection of two scopes is the cell of an inclusion-exclusion term.
@@ -78,7 +39,7 @@ BEGIN ATOMIC
         CASE WHEN p_roi < 0 AND p_did_trim THEN 1 WHEN p_roi > 0 AND p_reached_s3 THEN -1 ELSE 0 END;
 END;
 
--- learning.strength_stats_of: the lesson stats of SPEC 8 from a slice's additive sums
+-- learning.strength_stats_of: the strength stats rule (design §11), the lesson stats from a slice's additive sums
 -- [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s] (x = tanh(roi/ROI_SCALE), w = |x|) and the
 -- window's mean roi; no row for n < 1. A SQL table function without a SET clause, so the builder's
 -- LATERAL call is inlined into its one statement (a call per slice cost ~25 us). Pure, so pgTAP
@@ -155,88 +116,32 @@ PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 RETURN (SELECT s.stats FROM learning.strength_stats_of(p_sums, p_baseline_roi) AS s);
 
--- learning.build_strength_lessons: pm_strength lessons of every (pattern, scope slice) with >= n_min
--- distinct trades in (as_of - lookback, as_of]; upserts learning_lessons, deactivates the rest.
--- A trade whose actions of one pattern carry several scopes becomes inclusion-exclusion cells, so
--- every slice counts it once; cells feed learning.frequent_slices. Unchanged rows are not written.
--- enable_mergejoin off: the planner prices sorting jsonb far too low, and a merge join on the
--- lessons' (pattern_key, scope_subset) sorted both sides (0.5 s at 44k lessons; hashed: 0.08 s).
-CREATE OR REPLACE FUNCTION learning.build_strength_lessons(
-    p_as_of timestamptz DEFAULT pg_catalog.now(),
-    p_lookback interval DEFAULT NULL,
-    p_n_min integer DEFAULT NULL
-)
-RETURNS integer
+-- learning._read_strength_facts: the strength facts of (p_as_of - p_lookback, p_as_of] (design §11),
+-- one row per (pattern, trade) in pg_temp._sl_ptd. Distinct scopes of the window -> their
+-- dimensions (_mining_dimensions runs once per distinct scope), and distinct dimension objects
+-- numbered (pg_temp._sl_dims, pg_temp._sl_scope_ids) so the per-event work is on integers, not
+-- jsonb. Rows without roi are the bot's legacy R/R rows. A scope that cannot be sliced whole is
+-- mined without what it cannot be: one WARNING naming its trades, and every trade is still learned from.
+CREATE OR REPLACE FUNCTION learning._read_strength_facts(p_as_of timestamptz, p_lookback interval, p_dims text [])
+RETURNS void
 LANGUAGE plpgsql
 VOLATILE
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET client_min_messages = 'warning'
-SET work_mem = '128MB'
-SET enable_mergejoin = off
 AS $$
 DECLARE
-    tun jsonb := learning.tunables();
-    v_as_of timestamptz := coalesce(p_as_of, pg_catalog.now());
-    v_lookback interval := coalesce(
-        p_lookback,
-        pg_catalog.make_interval(secs => (tun ->> 'lookback_days')::double precision * 86400)
-    );
-    v_n_min integer := coalesce(p_n_min, (tun ->> 'n_min')::integer);
-    v_max_dims integer := (tun ->> 'max_slice_dims')::integer;
-    v_scale double precision := (tun ->> 'roi_scale')::double precision;
-    v_dims text [] := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'));
-    v_budget bigint := (tun ->> 'max_strength_lessons')::bigint;
-    v_max_scopes CONSTANT integer := 12;
-    v_max_candidates CONSTANT integer := 64;
-    v_baseline double precision;
-    v_trades bigint;
-    v_capped bigint;
     v_too_long bigint;
     v_too_many bigint;
     v_unmined bigint;
     v_unmined_ids text [];
-    v_unstored bigint;
-    v_unstored_patterns text;
-    v_any_multi boolean;
-    v_lessons integer;
-    v_inserted integer;
-    v_updated integer;
-    v_deactivated integer;
 BEGIN
-    IF v_n_min IS NULL OR v_n_min < 1 THEN
-        RAISE EXCEPTION 'n_min must be a positive integer, got %', v_n_min
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF v_lookback <= interval '0' THEN
-        RAISE EXCEPTION 'lookback must be positive, got %', v_lookback
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
-        pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
-        pg_temp._sl_lessons, pg_temp._sl_match, pg_temp.slice_skipped;
-
-    -- Distinct scopes of the window -> their dimensions (_mining_dimensions runs once per distinct
-    -- scope), and distinct dimension objects numbered so the per-event work is on integers, not
-    -- jsonb. Rows without roi are the bot's legacy R/R rows.
     CREATE TEMP TABLE _sl_scopes ON COMMIT DROP AS
-    SELECT
-        d.scope,
-        m.dims,
-        m.too_long,
-        m.too_many
+    SELECT d.scope, m.dims, m.too_long, m.too_many
     FROM (
         SELECT DISTINCT e.scope
         FROM public.pattern_trade_events AS e
-        WHERE
-            e.roi IS NOT NULL
-            AND e."timestamp" > v_as_of - v_lookback
-            AND e."timestamp" <= v_as_of
+        WHERE e.roi IS NOT NULL AND e."timestamp" > p_as_of - p_lookback AND e."timestamp" <= p_as_of
     ) AS d
-    CROSS JOIN LATERAL learning._mining_dimensions(d.scope, v_dims) AS m;
-    -- A scope that cannot be sliced whole is mined without what it cannot be (_mining_dimensions):
-    -- one WARNING naming its trades, and every trade is still learned from.
+    CROSS JOIN LATERAL learning._mining_dimensions(d.scope, p_dims) AS m;
     SELECT pg_catalog.sum(s.too_long), pg_catalog.sum(s.too_many)
     INTO v_too_long, v_too_many
     FROM pg_temp._sl_scopes AS s
@@ -248,35 +153,27 @@ BEGIN
             SELECT DISTINCT e.trade_id
             FROM public.pattern_trade_events AS e
             INNER JOIN pg_temp._sl_scopes AS s ON e.scope = s.scope AND (s.too_long > 0 OR s.too_many > 0)
-            WHERE
-                e.roi IS NOT NULL
-                AND e."timestamp" > v_as_of - v_lookback
-                AND e."timestamp" <= v_as_of
+            WHERE e.roi IS NOT NULL AND e."timestamp" > p_as_of - p_lookback AND e."timestamp" <= p_as_of
         ) AS t;
         PERFORM learning._log_unmined_scopes(
             'STRENGTH LESSONS', 'trades', v_unmined, v_unmined_ids, v_too_long, v_too_many
         );
     END IF;
     CREATE TEMP TABLE _sl_dims ON COMMIT DROP AS
-    SELECT
-        pg_catalog.row_number() OVER ()::integer AS dims_id,
-        x.dims
+    SELECT pg_catalog.row_number() OVER ()::integer AS dims_id, x.dims
     FROM (SELECT DISTINCT s.dims FROM pg_temp._sl_scopes AS s) AS x;
     CREATE TEMP TABLE _sl_scope_ids ON COMMIT DROP AS
-    SELECT
-        s.scope,
-        d.dims_id
+    SELECT s.scope, d.dims_id
     FROM pg_temp._sl_scopes AS s
     INNER JOIN pg_temp._sl_dims AS d ON s.dims = d.dims;
     ANALYZE pg_temp._sl_scope_ids;
     ANALYZE pg_temp._sl_dims;
 
-    -- Strength facts of the window, one row per (pattern, trade), read with their dims number (a
-    -- row with a NULL scope counts for its trade's outcome, in no slice): the first dims number and
-    -- whether there are several (multi), and the rows' roi sum, count, range and shape flags. This
-    -- is a second statement, so a trade committed since the scopes were read is seen here: one
-    -- whose scope is new then is left for the next run (its rows dropped, not counted without their
-    -- slices). Hashed, no sort; the per-event work is on text and integers from here on.
+    -- One row per (pattern, trade), read with their dims number (a row with a NULL scope counts for
+    -- its trade's outcome, in no slice): the first dims number and whether there are several
+    -- (multi), and the rows' roi sum, count, range and shape flags. This is a second statement, so
+    -- a trade committed since the scopes were read is seen here: one whose scope is new then is
+    -- left for the next run (its rows dropped, not counted without their slices). Hashed, no sort.
     CREATE TEMP TABLE _sl_ptd ON COMMIT DROP AS
     SELECT
         e.pattern_key,
@@ -293,17 +190,33 @@ BEGIN
     LEFT JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
     WHERE
         e.roi IS NOT NULL
-        AND e."timestamp" > v_as_of - v_lookback
-        AND e."timestamp" <= v_as_of
+        AND e."timestamp" > p_as_of - p_lookback
+        AND e."timestamp" <= p_as_of
         AND (e.scope IS NULL OR i.dims_id IS NOT NULL)
     GROUP BY e.pattern_key, e.trade_id;
     ANALYZE pg_temp._sl_ptd (pattern_key, trade_id, dims_id, multi);
+END;
+$$;
 
-    -- One outcome per trade: its roi (mean, should the bot write several) and shape flags, and the
-    -- per-trade values x, dA, dE (learning.strength_outcome). Uniform: every row of the trade has
-    -- the same roi and every pattern of it the same flags (the usual case: the trigger writes the
-    -- trade's values on each of its rows), so each (pattern, trade) row already holds the trade's
-    -- outcome and the cells below need no join back to the trade.
+-- learning._strength_trade_outcomes: one outcome per trade (design §11) in pg_temp._sl_tv: its roi
+-- (mean, should the bot write several) and shape flags, and the per-trade values x, dA, dE
+-- (learning.strength_outcome). Uniform: every row of the trade has the same roi and every pattern
+-- of it the same flags (the usual case: the trigger writes the trade's values on each of its rows),
+-- so each (pattern, trade) row already holds the trade's outcome and the cells need no join back
+-- to the trade. Returns the trades, the window's mean roi (the baseline of edge_raw_roi) and
+-- whether any trade of a pattern carries several scopes.
+CREATE OR REPLACE FUNCTION learning._strength_trade_outcomes(
+    p_scale double precision,
+    OUT trades bigint,
+    OUT baseline double precision,
+    OUT any_multi boolean
+)
+RETURNS record
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
     CREATE TEMP TABLE _sl_tv ON COMMIT DROP AS
     SELECT
         tr.trade_id,
@@ -331,76 +244,101 @@ BEGIN
         FROM pg_temp._sl_ptd AS p
         GROUP BY p.trade_id
     ) AS tr
-    CROSS JOIN LATERAL learning.strength_outcome(tr.roi, tr.did_trim, tr.reached_s3, v_scale) AS o;
+    CROSS JOIN LATERAL learning.strength_outcome(tr.roi, tr.did_trim, tr.reached_s3, p_scale) AS o;
     SELECT pg_catalog.avg(t.roi), pg_catalog.count(*), coalesce(pg_catalog.bool_or(t.multi), false)
-    INTO v_baseline, v_trades, v_any_multi
+    INTO baseline, trades, any_multi
     FROM pg_temp._sl_tv AS t;
     ANALYZE pg_temp._sl_tv (trade_id, uniform); -- the join key and filter; the numeric columns feed no plan
+END;
+$$;
 
-    -- Trades of a pattern with several dims: a dims contained in another of the same trade adds
-    -- nothing to the trade's union and is dropped (fewer inclusion-exclusion terms).
-    -- Their dims are read again (the rows of those pairs only; skipped when there are none).
-    -- Containment is judged pair by pair, so a trade takes part with its first v_max_candidates
-    -- dims (in dims order) only: a bounded number of comparisons per trade, whatever it carries.
-    CREATE TEMP TABLE _sl_multi (
-        pattern_key text, trade_id text, dims jsonb, truncated boolean
-    ) ON COMMIT DROP;
-    IF v_any_multi THEN
-        INSERT INTO pg_temp._sl_multi (pattern_key, trade_id, dims, truncated)
-        SELECT x.pattern_key, x.trade_id, x.dims, x.m > v_max_candidates
-        FROM (
-            SELECT
-                q.pattern_key,
-                q.trade_id,
-                q.dims,
-                pg_catalog.row_number() OVER (PARTITION BY q.pattern_key, q.trade_id ORDER BY q.dims) AS j,
-                pg_catalog.count(*) OVER (PARTITION BY q.pattern_key, q.trade_id) AS m
-            FROM (
-                SELECT DISTINCT
-                    e.pattern_key,
-                    e.trade_id,
-                    d.dims
-                FROM public.pattern_trade_events AS e
-                INNER JOIN (
-                    SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
-                ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
-                INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
-                INNER JOIN pg_temp._sl_dims AS d ON i.dims_id = d.dims_id
-                WHERE
-                    e.roi IS NOT NULL
-                    AND e."timestamp" > v_as_of - v_lookback
-                    AND e."timestamp" <= v_as_of
-            ) AS q
-        ) AS x
-        WHERE x.j <= v_max_candidates;
-        ANALYZE pg_temp._sl_multi (pattern_key, trade_id);
-        DELETE FROM pg_temp._sl_multi AS a
-        WHERE EXISTS (
-            SELECT FROM pg_temp._sl_multi AS b
-            WHERE
-                b.pattern_key = a.pattern_key AND b.trade_id = a.trade_id
-                AND b.dims <> a.dims AND b.dims @> a.dims
-        );
+-- learning._strength_multi_scopes: the trades of a pattern with several dims (pg_temp._sl_multi),
+-- their dims read again (the rows of those pairs only; none when p_any_multi is false). A dims
+-- contained in another of the same trade adds nothing to the trade's union and is dropped (fewer
+-- inclusion-exclusion terms). Containment is judged pair by pair, so a trade takes part with its
+-- first p_max_candidates dims (in dims order) only: a bounded number of comparisons per trade,
+-- whatever it carries; a trade left with more than p_max_scopes dims is counted by its first
+-- p_max_scopes, with one WARNING (design §2: input limits).
+CREATE OR REPLACE FUNCTION learning._strength_multi_scopes(
+    p_as_of timestamptz,
+    p_lookback interval,
+    p_any_multi boolean,
+    p_max_scopes integer,
+    p_max_candidates integer
+)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_capped bigint;
+BEGIN
+    CREATE TEMP TABLE _sl_multi (pattern_key text, trade_id text, dims jsonb, truncated boolean) ON COMMIT DROP;
+    IF NOT p_any_multi THEN
+        RETURN;
     END IF;
+    INSERT INTO pg_temp._sl_multi (pattern_key, trade_id, dims, truncated)
+    SELECT x.pattern_key, x.trade_id, x.dims, x.m > p_max_candidates
+    FROM (
+        SELECT
+            q.pattern_key,
+            q.trade_id,
+            q.dims,
+            pg_catalog.row_number() OVER (PARTITION BY q.pattern_key, q.trade_id ORDER BY q.dims) AS j,
+            pg_catalog.count(*) OVER (PARTITION BY q.pattern_key, q.trade_id) AS m
+        FROM (
+            SELECT DISTINCT e.pattern_key, e.trade_id, d.dims
+            FROM public.pattern_trade_events AS e
+            INNER JOIN (
+                SELECT p.pattern_key, p.trade_id FROM pg_temp._sl_ptd AS p WHERE p.multi
+            ) AS p ON e.pattern_key = p.pattern_key AND e.trade_id = p.trade_id
+            INNER JOIN pg_temp._sl_scope_ids AS i ON e.scope = i.scope
+            INNER JOIN pg_temp._sl_dims AS d ON i.dims_id = d.dims_id
+            WHERE e.roi IS NOT NULL AND e."timestamp" > p_as_of - p_lookback AND e."timestamp" <= p_as_of
+        ) AS q
+    ) AS x
+    WHERE x.j <= p_max_candidates;
+    ANALYZE pg_temp._sl_multi (pattern_key, trade_id);
+    DELETE FROM pg_temp._sl_multi AS a
+    WHERE EXISTS (
+        SELECT FROM pg_temp._sl_multi AS b
+        WHERE
+            b.pattern_key = a.pattern_key AND b.trade_id = a.trade_id
+            AND b.dims <> a.dims AND b.dims @> a.dims
+    );
 
     SELECT pg_catalog.count(*) INTO v_capped
     FROM (
         SELECT FROM pg_temp._sl_multi AS p
         GROUP BY p.pattern_key, p.trade_id
-        HAVING pg_catalog.count(*) > v_max_scopes OR pg_catalog.bool_or(p.truncated)
+        HAVING pg_catalog.count(*) > p_max_scopes OR pg_catalog.bool_or(p.truncated)
     ) AS p;
     IF v_capped > 0 THEN
         PERFORM learning._log('WARNING', pg_catalog.format(
             'STRENGTH LESSONS: trades_over_scope_cap=%s | cap=%s | counted by their first %s scopes',
-            v_capped, v_max_scopes, v_max_scopes
+            v_capped, p_max_scopes, p_max_scopes
         ));
     END IF;
+END;
+$$;
 
-    -- Cells with the additive sums [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s]: a trade with one
-    -- dims is one cell; with m dims, the 2^m - 1 intersections with alternating signs
-    -- (inclusion-exclusion), merged per trade, so every slice holds the trade exactly once.
+-- learning._strength_cells: the builder's cells (design §8, §11), pg_temp.slice_cells, with the
+-- additive sums [n, Σroi, Σx, Σx², Σw, Σw·dA, Σw·dE, trims, s3s] (x = tanh(roi/ROI_SCALE), w = |x|):
+-- a trade with one dims is one cell, its outcome from its own (pattern, trade) row when the trade
+-- is uniform, else from pg_temp._sl_tv; a trade with m dims (pg_temp._sl_multi, first p_max_scopes)
+-- is the 2^m - 1 intersections with alternating signs (inclusion-exclusion), merged per trade, so
+-- every slice counts the trade exactly once.
+CREATE OR REPLACE FUNCTION learning._strength_cells(p_scale double precision, p_max_scopes integer)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
     CREATE TEMP TABLE slice_cells ON COMMIT DROP AS
-    WITH RECURSIVE single AS (
+    SELECT g.pattern_key, d.dims, g.stats
+    FROM (
         SELECT
             t.pattern_key,
             t.dims_id,
@@ -416,92 +354,53 @@ BEGIN
                 pg_catalog.sum(t.s3_flag)
             ]::double precision [] AS stats
         FROM (
-            -- a uniform trade: its outcome from this row
-            SELECT
-                p.pattern_key,
-                p.dims_id,
-                p.roi_min AS roi,
-                o.x,
-                o.da,
-                o.de,
-                p.did_trim::integer AS trim_flag,
-                p.reached_s3::integer AS s3_flag
+            SELECT p.pattern_key, p.dims_id, p.roi_min AS roi, o.x, o.da, o.de,
+                p.did_trim::integer AS trim_flag, p.reached_s3::integer AS s3_flag
             FROM pg_temp._sl_ptd AS p
-            CROSS JOIN LATERAL learning.strength_outcome(p.roi_min, p.did_trim, p.reached_s3, v_scale) AS o
+            CROSS JOIN LATERAL learning.strength_outcome(p.roi_min, p.did_trim, p.reached_s3, p_scale) AS o
             WHERE
                 NOT p.multi AND p.dims_id IS NOT NULL
-                AND NOT EXISTS (
-                    SELECT FROM pg_temp._sl_tv AS m WHERE m.trade_id = p.trade_id AND NOT m.uniform
-                )
+                AND NOT EXISTS (SELECT FROM pg_temp._sl_tv AS m WHERE m.trade_id = p.trade_id AND NOT m.uniform)
             UNION ALL
-            -- any other trade: its outcome from _sl_tv
-            SELECT
-                p.pattern_key,
-                p.dims_id,
-                m.roi,
-                m.x,
-                m.da,
-                m.de,
-                m.trim_flag,
-                m.s3_flag
+            SELECT p.pattern_key, p.dims_id, m.roi, m.x, m.da, m.de, m.trim_flag, m.s3_flag
             FROM pg_temp._sl_ptd AS p
             INNER JOIN pg_temp._sl_tv AS m ON p.trade_id = m.trade_id AND NOT m.uniform
             WHERE NOT p.multi AND p.dims_id IS NOT NULL
         ) AS t
         GROUP BY t.pattern_key, t.dims_id
-    ),
+    ) AS g
+    INNER JOIN pg_temp._sl_dims AS d ON g.dims_id = d.dims_id;
 
-    numbered AS (
-        SELECT
-            mu.pattern_key,
-            mu.trade_id,
-            mu.dims,
-            pg_catalog.row_number() OVER (PARTITION BY mu.pattern_key, mu.trade_id ORDER BY mu.dims) AS j
-        FROM pg_temp._sl_multi AS mu
-    ),
-
-    capped AS (
-        SELECT nb.* FROM numbered AS nb WHERE nb.j <= v_max_scopes
+    INSERT INTO pg_temp.slice_cells (pattern_key, dims, stats)
+    WITH RECURSIVE capped AS (
+        SELECT x.* FROM (
+            SELECT
+                mu.pattern_key,
+                mu.trade_id,
+                mu.dims,
+                pg_catalog.row_number() OVER (PARTITION BY mu.pattern_key, mu.trade_id ORDER BY mu.dims) AS j
+            FROM pg_temp._sl_multi AS mu
+        ) AS x
+        WHERE x.j <= p_max_scopes
     ),
 
     terms (pattern_key, trade_id, j, dims, sign) AS (
-        SELECT
-            c.pattern_key,
-            c.trade_id,
-            c.j,
-            c.dims,
-            1
+        SELECT c.pattern_key, c.trade_id, c.j, c.dims, 1
         FROM capped AS c
         UNION ALL
-        SELECT
-            t.pattern_key,
-            t.trade_id,
-            c.j,
-            learning._jsonb_intersect(t.dims, c.dims),
-            -t.sign
+        SELECT t.pattern_key, t.trade_id, c.j, learning._jsonb_intersect(t.dims, c.dims), -t.sign
         FROM terms AS t
         INNER JOIN capped AS c
             ON t.pattern_key = c.pattern_key AND t.trade_id = c.trade_id AND c.j > t.j
     ),
 
     merged AS (
-        SELECT
-            t.pattern_key,
-            t.trade_id,
-            t.dims,
-            pg_catalog.sum(t.sign) AS sign
+        SELECT t.pattern_key, t.trade_id, t.dims, pg_catalog.sum(t.sign) AS sign
         FROM terms AS t
         GROUP BY t.pattern_key, t.trade_id, t.dims
         HAVING pg_catalog.sum(t.sign) <> 0
     )
 
-    SELECT
-        s.pattern_key,
-        d.dims,
-        s.stats
-    FROM single AS s
-    INNER JOIN pg_temp._sl_dims AS d ON s.dims_id = d.dims_id
-    UNION ALL
     SELECT
         mg.pattern_key,
         mg.dims,
@@ -519,205 +418,115 @@ BEGIN
     FROM merged AS mg
     INNER JOIN pg_temp._sl_tv AS t ON mg.trade_id = t.trade_id
     GROUP BY mg.pattern_key, mg.dims;
-
-    -- The run's slice budget: patterns that would not fit are left out before any slice is
-    -- enumerated (learning._admit_slice_budget), and keep their stored lessons.
-    PERFORM learning._admit_slice_budget(
-        'STRENGTH LESSONS', v_n_min, v_max_dims, v_budget, 'max_strength_lessons'
-    );
-
-    CREATE TEMP TABLE _sl_lessons ON COMMIT DROP AS
-    SELECT
-        f.pattern_key,
-        f.scope_subset,
-        s.stats
-    FROM learning.frequent_slices(v_n_min, v_max_dims) AS f
-    CROSS JOIN LATERAL learning.strength_stats_of(f.stats, v_baseline) AS s;
-    -- A lesson whose key cannot be stored (learning_lessons_scope_key and pm_overrides' keys are
-    -- btree rows of at most 2704 bytes) is left out with one WARNING, not the run's failure.
-    WITH unstored AS (
-        DELETE FROM pg_temp._sl_lessons AS s
-        WHERE pg_catalog.octet_length(s.pattern_key) + pg_catalog.pg_column_size(s.scope_subset) > 2400
-        RETURNING s.pattern_key
-    )
-
-    SELECT
-        pg_catalog.count(*),
-        pg_catalog.string_agg(DISTINCT pg_catalog.left(u.pattern_key, 64), ',')
-    INTO v_unstored, v_unstored_patterns
-    FROM unstored AS u;
-    IF v_unstored > 0 THEN
-        PERFORM learning._log('WARNING', pg_catalog.format(
-            'STRENGTH LESSONS: lessons not stored | lessons=%s | patterns=%s | reason=pattern_key and scope_subset over 2400 bytes',
-            v_unstored, pg_catalog.left(v_unstored_patterns, 640)
-        ));
-    END IF;
-    SELECT pg_catalog.count(*) INTO v_lessons FROM pg_temp._sl_lessons;
-
-    -- The run's lessons are matched once to the stored ones (one hash join on the jsonb key); from
-    -- there the writes go by id. Changed lessons are updated, stale ones (active, not in this run)
-    -- deactivated, new ones inserted: set statements instead of one upsert, whose speculative
-    -- insertion costs a second descent of the (jsonb) unique index per row. Stale is decided by id
-    -- against what the match read, not by a count, so a lesson another session changed meanwhile
-    -- cannot hide a stale one. A concurrent builder is kept out by the job slot; should another
-    -- writer insert one of the new lessons in between, the unique key refuses it and the run fails
-    -- whole (the next run redoes it). Plans do not depend on stale statistics of learning_lessons:
-    -- its filtered text columns are analyzed first (statistics on its jsonb columns cost ~0.1-0.2 s
-    -- and inform no plan), and the INSERT looks at it only by id, for matched lessons deleted since
-    -- (an earlier anti-join on the jsonb key against the table being inserted into re-read every row
-    -- just inserted: quadratic, 22 s at 44k lessons). Merge joins are off for the builder: sorting
-    -- the jsonb keys cost 0.5 s where hashing costs 0.08 s.
-    ANALYZE pg_temp._sl_lessons (pattern_key); -- its size is what the plans need
-    ANALYZE public.learning_lessons (module, action_category, status);
-    CREATE TEMP TABLE _sl_match ON COMMIT DROP AS
-    SELECT
-        s.pattern_key,
-        s.scope_subset,
-        s.stats,
-        l.id AS lesson_id
-    FROM pg_temp._sl_lessons AS s
-    LEFT JOIN public.learning_lessons AS l
-        ON
-            l.module = 'pm'
-            AND l.action_category = 'pm_strength'
-            AND l.pattern_key = s.pattern_key
-            AND l.scope_subset = s.scope_subset;
-    ANALYZE pg_temp._sl_match (lesson_id);
-
-    -- Whether a lesson changed is judged on its row as the UPDATE finds it (so a lesson another
-    -- session deactivated meanwhile is active again).
-    UPDATE public.learning_lessons AS l
-    SET
-        n = (m.stats ->> 'n')::integer,
-        stats = m.stats,
-        lesson_type = 'pm_strength',
-        status = 'active',
-        updated_at = pg_catalog.now()
-    FROM pg_temp._sl_match AS m
-    WHERE
-        l.id = m.lesson_id
-        AND (
-            l.status IS DISTINCT FROM 'active'
-            OR l.n IS DISTINCT FROM (m.stats ->> 'n')::integer
-            OR l.lesson_type IS DISTINCT FROM 'pm_strength'
-            -- equal objects first: a re-run on unchanged data sums in the same order, and the
-            -- tolerant comparison (a SQL function planned per call) cost ~25 us per lesson
-            OR (l.stats IS DISTINCT FROM m.stats AND NOT learning._stats_close(l.stats, m.stats))
-        );
-    GET DIAGNOSTICS v_updated = ROW_COUNT;
-
-    -- NOT EXISTS, not NOT IN: a hashed NOT IN subplan turns into a re-scan per row once the
-    -- lessons outgrow work_mem (seen: 8 minutes at 130k lessons).
-    UPDATE public.learning_lessons AS l
-    SET status = 'inactive', updated_at = pg_catalog.now()
-    WHERE
-        l.module = 'pm'
-        AND l.action_category = 'pm_strength'
-        AND l.status = 'active'
-        AND NOT EXISTS (SELECT FROM pg_temp._sl_match AS m WHERE m.lesson_id = l.id)
-        AND NOT EXISTS (SELECT FROM pg_temp.slice_skipped AS k WHERE k.pattern_key = l.pattern_key);
-    GET DIAGNOSTICS v_deactivated = ROW_COUNT;
-
-    INSERT INTO public.learning_lessons (
-        module, pattern_key, action_category, scope_subset, n, stats, lesson_type, status,
-        created_at, updated_at
-    )
-    SELECT
-        'pm',
-        m.pattern_key,
-        'pm_strength',
-        m.scope_subset,
-        (m.stats ->> 'n')::integer,
-        m.stats,
-        'pm_strength',
-        'active',
-        pg_catalog.now(),
-        pg_catalog.now()
-    FROM pg_temp._sl_match AS m
-    -- new, or deleted by another session since the match
-    WHERE m.lesson_id IS NULL OR NOT EXISTS (SELECT FROM public.learning_lessons AS l WHERE l.id = m.lesson_id);
-    GET DIAGNOSTICS v_inserted = ROW_COUNT;
-
-    PERFORM learning._log('INFO', pg_catalog.format(
-        'STRENGTH LESSONS: as_of=%s | trades=%s | lessons=%s | new=%s | updated=%s | deactivated=%s | n_min=%s',
-        v_as_of, v_trades, v_lessons, v_inserted, v_updated, v_deactivated, v_n_min
-    ));
-    PERFORM pg_catalog.set_config('learning.strength_lessons_counts', pg_catalog.jsonb_build_object(
-        'trades', v_trades, 'lessons', v_lessons, 'active', v_lessons, 'inserted', v_inserted,
-        'updated', v_updated, 'deactivated', v_deactivated
-    )::text, true);
-
-    DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims,
-        pg_temp._sl_scope_ids, pg_temp._sl_ptd, pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells,
-        pg_temp._sl_lessons, pg_temp._sl_match, pg_temp.slice_skipped;
-    RETURN v_lessons;
 END;
 $$;
 
--- learning.materialize_strength_overrides: every active pm_strength lesson with (dirA, dirE) <> (0, 0)
--- becomes an active pm_strength override; every other pm_strength override, and the bot's legacy
--- size-multiplier rows (action entry/add/trim/exit), are deactivated. Unchanged rows are not
--- written; each write is one log line.
-CREATE OR REPLACE FUNCTION learning.materialize_strength_overrides()
-RETURNS integer
+-- learning.build_strength_lessons: pm_strength lessons of every (pattern, scope slice) with >= n_min
+-- distinct trades in (as_of - lookback, as_of] (design §11). Facts (learning._read_strength_facts),
+-- one outcome per trade (learning._strength_trade_outcomes), cells (learning._strength_multi_scopes,
+-- learning._strength_cells), the run's slice budget (learning._admit_slice_budget: patterns that
+-- would not fit are left out before any slice is enumerated, and keep their stored lessons), slices
+-- (learning.frequent_slices), stats (learning.strength_stats_of), then the shared writer
+-- (learning._write_lessons). Returns the counts. enable_mergejoin off: the planner prices sorting
+-- jsonb far too low (a merge join on the lessons' key sorted both sides: 0.5 s at 44k lessons;
+-- hashed: 0.08 s).
+CREATE OR REPLACE FUNCTION learning.build_strength_lessons(
+    p_as_of timestamptz DEFAULT pg_catalog.now(),
+    p_lookback interval DEFAULT NULL,
+    p_n_min integer DEFAULT NULL,
+    OUT lessons integer,
+    OUT trades bigint,
+    OUT inserted integer,
+    OUT updated integer,
+    OUT deactivated integer
+)
+RETURNS record
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET client_min_messages = 'warning'
+SET work_mem = '128MB'
+SET enable_mergejoin = off
 AS $$
 DECLARE
-    v_active integer;
-    v_written integer;
-    v_deactivated integer;
-    v_no_override integer;
+    tun jsonb := learning.tunables();
+    v_as_of timestamptz := coalesce(p_as_of, pg_catalog.now());
+    v_lookback interval := coalesce(
+        p_lookback,
+        pg_catalog.make_interval(secs => (tun ->> 'lookback_days')::double precision * 86400)
+    );
+    v_n_min integer := coalesce(p_n_min, (tun ->> 'n_min')::integer);
+    v_max_dims integer := (tun ->> 'max_slice_dims')::integer;
+    v_scale double precision := (tun ->> 'roi_scale')::double precision;
+    v_max_scopes CONSTANT integer := 12;
+    v_max_candidates CONSTANT integer := 64;
+    v_outcomes record;
+    v_written record;
 BEGIN
-    DROP TABLE IF EXISTS pg_temp._so_target;
-    CREATE TEMP TABLE _so_target ON COMMIT DROP AS
-    SELECT
-        l.pattern_key,
-        l.scope_subset,
-        (l.stats ->> 'dirA')::double precision AS dira,
-        (l.stats ->> 'dirE')::double precision AS dire,
-        (l.stats ->> 'confidence')::double precision AS confidence,
-        (l.stats ->> 'edge_raw_roi')::double precision AS edge,
-        l.n
-    FROM public.learning_lessons AS l
-    WHERE
-        l.module = 'pm'
-        AND l.action_category = 'pm_strength'
-        AND l.lesson_type = 'pm_strength'
-        AND l.status = 'active';
+    IF v_n_min IS NULL OR v_n_min < 1 THEN
+        RAISE EXCEPTION 'n_min must be a positive integer, got %', v_n_min
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_lookback <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be positive, got %', v_lookback
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims, pg_temp._sl_scope_ids, pg_temp._sl_ptd,
+        pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells, pg_temp.lesson_rows, pg_temp.slice_skipped;
 
-    -- A lesson without direction steers nothing: say so instead of writing an override.
-    SELECT pg_catalog.count(*) INTO v_no_override FROM (
-        SELECT learning._log('INFO', pg_catalog.format(
-        'STRENGTH NO OVERRIDE: pattern=%s | dirA=0 dirE=0 conf=%s edge=%s n=%s | scope=%s | reason=no direction (wins without S3 only, or roi 0)',
-        t.pattern_key, learning._fmt(t.confidence), learning._fmt(t.edge), t.n, learning._fmt_slice(t.scope_subset)
-    ))
-    FROM pg_temp._so_target AS t
-    WHERE t.dira = 0 AND t.dire = 0) AS x;
-    DELETE FROM pg_temp._so_target AS t WHERE t.dira = 0 AND t.dire = 0;
-    SELECT pg_catalog.count(*) INTO v_active FROM pg_temp._so_target;
+    PERFORM learning._read_strength_facts(
+        v_as_of, v_lookback, ARRAY(SELECT pg_catalog.jsonb_array_elements_text(tun -> 'scope_dims'))
+    );
+    v_outcomes := learning._strength_trade_outcomes(v_scale);
+    PERFORM learning._strength_multi_scopes(
+        v_as_of, v_lookback, v_outcomes.any_multi, v_max_scopes, v_max_candidates
+    );
+    PERFORM learning._strength_cells(v_scale, v_max_scopes);
+    PERFORM learning._admit_slice_budget(
+        'STRENGTH LESSONS', v_n_min, v_max_dims, (tun ->> 'max_strength_lessons')::bigint, 'max_strength_lessons'
+    );
 
+    CREATE TEMP TABLE lesson_rows ON COMMIT DROP AS
+    SELECT f.pattern_key, f.scope_subset, (s.stats ->> 'n')::integer AS n, s.stats
+    FROM learning.frequent_slices(v_n_min, v_max_dims) AS f
+    CROSS JOIN LATERAL learning.strength_stats_of(f.stats, v_outcomes.baseline) AS s;
+    v_written := learning._write_lessons('STRENGTH LESSONS', 'pm_strength', 'pm_strength');
+
+    lessons := v_written.lessons;
+    trades := v_outcomes.trades;
+    inserted := v_written.inserted;
+    updated := v_written.updated;
+    deactivated := v_written.deactivated;
+    PERFORM learning._log('INFO', pg_catalog.format(
+        'STRENGTH LESSONS: as_of=%s | trades=%s | lessons=%s | new=%s | updated=%s | deactivated=%s | n_min=%s',
+        v_as_of, trades, lessons, inserted, updated, deactivated, v_n_min
+    ));
+    DROP TABLE IF EXISTS pg_temp._sl_scopes, pg_temp._sl_dims, pg_temp._sl_scope_ids, pg_temp._sl_ptd,
+        pg_temp._sl_multi, pg_temp._sl_tv, pg_temp.slice_cells, pg_temp.lesson_rows, pg_temp.slice_skipped;
+END;
+$$;
+
+-- learning._write_strength_overrides: pg_temp._so_target's rows become active pm_strength overrides
+-- (upsert on pm_overrides' key; an unchanged row, numbers within learning._num_close, is not
+-- written), one STRENGTH OVERRIDE line per write. Returns how many were written.
+CREATE OR REPLACE FUNCTION learning._write_strength_overrides()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_written integer;
+BEGIN
     WITH written AS (
         INSERT INTO public.pm_overrides AS o (
             pattern_key, action_category, scope_subset, multiplier, tuning_params, confidence_score,
             dira, dire, edge_raw_roi, n, status, last_updated_at
         )
         SELECT
-            t.pattern_key,
-            'pm_strength',
-            t.scope_subset,
-            1.0,
-            NULL,
-            t.confidence,
-            t.dira,
-            t.dire,
-            t.edge,
-            t.n,
-            'active',
-            pg_catalog.now()
+            t.pattern_key, 'pm_strength', t.scope_subset, 1.0, NULL, t.confidence,
+            t.dira, t.dire, t.edge, t.n, 'active', pg_catalog.now()
         FROM pg_temp._so_target AS t
         ON CONFLICT (pattern_key, action_category, scope_subset) DO UPDATE
             SET
@@ -752,11 +561,25 @@ BEGIN
     )
 
     SELECT pg_catalog.count(*) INTO v_written FROM logged;
+    RETURN v_written;
+END;
+$$;
 
-    -- The rows to deactivate, by id: the bot's legacy strength rows, a size multiplier per action
-    -- (BOT_SHAPES), which would count the lesson twice next to the steering of A and E; and the
-    -- pm_strength rows without a target, found by grouping the overrides' and the targets' keys
-    -- together (a key of overrides only is stale), so no plan can rescan the targets per row.
+-- learning._deactivate_strength_overrides: every active pm_strength override without a row in
+-- pg_temp._so_target, and the bot's legacy strength rows (a size multiplier per action, BOT_SHAPES:
+-- entry/add/trim/exit, which would count the lesson twice next to the steering of A and E), become
+-- inactive, one STRENGTH OVERRIDE DEACTIVATED line each. By id: the overrides' and the targets'
+-- keys grouped together (a key of overrides only is stale), so no plan rescans the targets per row.
+-- Returns how many.
+CREATE OR REPLACE FUNCTION learning._deactivate_strength_overrides()
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_deactivated integer;
+BEGIN
     WITH gone AS (
         UPDATE public.pm_overrides AS o
         SET status = 'inactive', last_updated_at = pg_catalog.now()
@@ -798,16 +621,64 @@ BEGIN
     )
 
     SELECT pg_catalog.count(*) INTO v_deactivated FROM logged;
+    RETURN v_deactivated;
+END;
+$$;
 
+-- learning.materialize_strength_overrides: every active pm_strength lesson with (dirA, dirE) <> (0, 0)
+-- becomes an active pm_strength override (design §11, §12); a lesson without direction steers
+-- nothing and gets a STRENGTH NO OVERRIDE line instead; every other pm_strength override, and the
+-- bot's legacy size-multiplier rows, are deactivated. Unchanged rows are not written; each write is
+-- one log line. Returns the counts.
+CREATE OR REPLACE FUNCTION learning.materialize_strength_overrides(
+    OUT active integer,
+    OUT written integer,
+    OUT deactivated integer,
+    OUT no_override integer
+)
+RETURNS record
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = 'warning'
+AS $$
+BEGIN
+    DROP TABLE IF EXISTS pg_temp._so_target;
+    CREATE TEMP TABLE _so_target ON COMMIT DROP AS
+    SELECT
+        l.pattern_key,
+        l.scope_subset,
+        (l.stats ->> 'dirA')::double precision AS dira,
+        (l.stats ->> 'dirE')::double precision AS dire,
+        (l.stats ->> 'confidence')::double precision AS confidence,
+        (l.stats ->> 'edge_raw_roi')::double precision AS edge,
+        l.n
+    FROM public.learning_lessons AS l
+    WHERE
+        l.module = 'pm'
+        AND l.action_category = 'pm_strength'
+        AND l.lesson_type = 'pm_strength'
+        AND l.status = 'active';
+
+    SELECT pg_catalog.count(*) INTO no_override FROM (
+        SELECT learning._log('INFO', pg_catalog.format(
+            'STRENGTH NO OVERRIDE: pattern=%s | dirA=0 dirE=0 conf=%s edge=%s n=%s | scope=%s | '
+            || 'reason=no direction (wins without S3 only, or roi 0)',
+            t.pattern_key, learning._fmt(t.confidence), learning._fmt(t.edge), t.n, learning._fmt_slice(t.scope_subset)
+        ))
+        FROM pg_temp._so_target AS t
+        WHERE t.dira = 0 AND t.dire = 0
+    ) AS x;
+    DELETE FROM pg_temp._so_target AS t WHERE t.dira = 0 AND t.dire = 0;
+    SELECT pg_catalog.count(*) INTO active FROM pg_temp._so_target;
+
+    written := learning._write_strength_overrides();
+    deactivated := learning._deactivate_strength_overrides();
     PERFORM learning._log('INFO', pg_catalog.format(
         'STRENGTH MATERIALIZER: active=%s | written=%s | deactivated=%s | no_override=%s',
-        v_active, v_written, v_deactivated, v_no_override
+        active, written, deactivated, no_override
     ));
-    PERFORM pg_catalog.set_config('learning.strength_overrides_counts', pg_catalog.jsonb_build_object(
-        'active', v_active, 'written', v_written, 'deactivated', v_deactivated,
-        'no_override', v_no_override
-    )::text, true);
     DROP TABLE IF EXISTS pg_temp._so_target;
-    RETURN v_active;
 END;
 $$;

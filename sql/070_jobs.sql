@@ -1,4 +1,4 @@
--- Jobs (SPEC section 9): every run of an hourly job is a row of learning.job_runs. The row is
+-- Jobs (design §14): every run of an hourly job is a row of learning.job_runs. The row is
 -- claimed before the job runs, unique on (job, slot_start), so two schedulers never run one slot twice.
 
 CREATE TABLE IF NOT EXISTS learning.job_runs (

@@ -88,7 +88,7 @@ def test_s3_winner_from_the_bot_reaches_strength_learning(strands):
     by_trade = {t: (all_, any_) for t, all_, any_ in facts}
     assert all(by_trade[t] == (True, True) for t in winners)
     assert all(by_trade[t] == (False, False) for t in plain)
-    # A winner that reached S3 steers A up and E down (SPEC 8: roi>0 with S3 -> (+1, -1)).
+    # A winner that reached S3 steers A up and E down (design §11: roi>0 with S3 -> (+1, -1)).
     conn.execute("SELECT learning.build_strength_lessons(%s, interval '30 days', 1)", (T0 + timedelta(days=1),))
     dira, dire = conn.execute(
         "SELECT (stats ->> 'dirA')::float8, (stats ->> 'dirE')::float8 FROM public.learning_lessons"

@@ -1,9 +1,10 @@
-"""learning.frequent_slices has three paths to the same result (issue 6): one GROUP BY GROUPING SETS
-over a column per scope key (few keys in all; setting learning.slices_grouping_sets = on/off/auto),
-the direct enumeration of every k-subset of each cell's frequent items, and the level-wise (apriori)
-extension it falls back to when the enumeration would be too large (setting
-learning.slices_enumeration_limit). On random cells all must return the same slices with the same
-sums, and all must equal a brute force.
+"""learning.frequent_slices (design §8): the level-wise (apriori) search, a candidate counted only
+when its prefix is a frequent slice (learning._fs_level_wise), and its one fast path, one GROUP BY
+GROUPING SETS when the cells have few scope keys in all (learning._fs_grouping_sets). On random
+cells both, and frequent_slices itself, must equal a brute force (every sub-object of every cell,
+summed, kept at n >= n_min), whichever way the apriori condition is checked: no pruning yet, lists
+of pruned packed keys, or the look-up of the prefix among the frequent slices of the level before
+(when a pruned key does not fit in a bigint).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import itertools
 import json
 from collections import defaultdict
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +27,13 @@ CELL = st.tuples(
 
 SLICES = """
 SELECT pattern_key, scope_subset::text, stats FROM learning.frequent_slices(%(n_min)s, %(max_dims)s)
+"""
+# Each path alone (the cells' stats have 2 elements).
+LEVEL_WISE = """
+SELECT pattern_key, scope_subset::text, stats FROM learning._fs_level_wise(%(n_min)s, %(max_dims)s, 2)
+"""
+GROUPING_SETS = """
+SELECT pattern_key, scope_subset::text, stats FROM learning._fs_grouping_sets(%(n_min)s, 2, %(max_dims)s)
 """
 
 
@@ -43,7 +50,7 @@ def brute_force(cells, n_min: int, max_dims: int) -> dict:
     return {k: v for k, v in sums.items() if v[0] >= n_min}
 
 
-def run(conn, cells, n_min: int, max_dims: int, limit: int | None, grouping_sets: str = "off") -> dict:
+def run(conn, cells, n_min: int, max_dims: int, query: str = SLICES) -> dict:
     with conn.transaction(force_rollback=True):
         conn.execute("CREATE TEMP TABLE slice_cells (pattern_key text, dims jsonb, stats float8 []) ON COMMIT DROP")
         for pattern, dims, n, value in cells:
@@ -51,77 +58,69 @@ def run(conn, cells, n_min: int, max_dims: int, limit: int | None, grouping_sets
                 "INSERT INTO slice_cells VALUES (%s, %s::jsonb, ARRAY[%s, %s]::float8 [])",
                 (pattern, json.dumps(dims), n, value),
             )
-        if limit is not None:
-            conn.execute("SELECT set_config('learning.slices_enumeration_limit', %s, true)", (str(limit),))
-        conn.execute("SELECT set_config('learning.slices_grouping_sets', %s, true)", (grouping_sets,))
-        rows = conn.execute(SLICES, {"n_min": n_min, "max_dims": max_dims}).fetchall()
+        rows = conn.execute(query, {"n_min": n_min, "max_dims": max_dims}).fetchall()
     return {(p, json.dumps(json.loads(s), sort_keys=True)): list(stats) for p, s, stats in rows}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cells=st.lists(CELL, max_size=25), n_min=st.integers(1, 6), max_dims=st.integers(0, 5))
-def test_grouping_sets_direct_and_level_wise_paths_equal_brute_force(conn, cells, n_min, max_dims):
+def test_level_wise_search_and_grouping_sets_equal_brute_force(conn, cells, n_min, max_dims):
     expected = brute_force(cells, n_min, max_dims)
-    grouping_sets = run(conn, cells, n_min, max_dims, None, "on")
-    automatic = run(conn, cells, n_min, max_dims, None, "auto")
-    direct = run(conn, cells, n_min, max_dims, None)
-    level_wise = run(conn, cells, n_min, max_dims, 0)
-    assert grouping_sets == expected  # integer sums: exact whatever the order of addition
-    assert automatic == expected
-    assert direct == expected
-    assert level_wise == expected
+    assert run(conn, cells, n_min, max_dims) == expected  # integer sums: exact
+    assert run(conn, cells, n_min, max_dims, LEVEL_WISE) == expected
+    assert run(conn, cells, n_min, max_dims, GROUPING_SETS) == expected
 
 
+def test_apriori_filters_agree_with_brute_force(conn):
+    """Dense cells where level 2 prunes nothing and levels 3 and 4 prune some candidates: the
+    pruned-key lists must give the brute force's slices, not more, not fewer."""
+    cells = []
+    for i in range(60):
+        dims = {"a": i % 2, "b": i % 3, "c": i % 5, "d": "x", "e": i % 4 == 0}
+        cells.append(("p", dims, 1, i % 7))
+    for n_min in (2, 3, 4, 6):
+        expected = brute_force(cells, n_min, 5)
+        assert run(conn, cells, n_min, 5, LEVEL_WISE) == expected, n_min
+        assert run(conn, cells, n_min, 5) == expected, n_min
 
-def test_direct_path_keys_slices_by_array_when_packed_ids_would_not_fit(conn):
-    """33,000 distinct items need 16 bits per id: levels 2 and 3 are keyed by a packed bigint, level
-    4 (64 bits) by the int[]; both agree with the level-wise path and with the expected counts."""
 
-    def slices(limit: int | None, grouping_sets: str = "off") -> dict:
-        with conn.transaction(force_rollback=True):
-            conn.execute(
-                "CREATE TEMP TABLE slice_cells ON COMMIT DROP AS"
-                " SELECT CASE WHEN i % 2 = 0 THEN 'p' ELSE 'q' END AS pattern_key,"
-                " jsonb_build_object('a', i, 'b', 'x', 'c', i % 3, 'd', 'z') AS dims,"
-                " ARRAY[1, i % 7]::float8 [] AS stats FROM generate_series(1, 33000) AS i"
-            )
-            if limit is not None:
-                conn.execute("SELECT set_config('learning.slices_enumeration_limit', %s, true)", (str(limit),))
-            conn.execute("SELECT set_config('learning.slices_grouping_sets', %s, true)", (grouping_sets,))
-            assert conn.execute("SELECT max(i) >= 32768 FROM generate_series(1, 33000) AS i").fetchone()[0]
-            rows = conn.execute(SLICES, {"n_min": 1, "max_dims": 4}).fetchall()
-        return {(p, s): tuple(stats) for p, s, stats in rows}
-
-    direct, level_wise = slices(None), slices(0)
-    assert direct == level_wise
-    assert slices(None, "auto") == direct  # the grouping sets path (4 keys, every cell has all 4)
+def test_keys_past_a_bigint_use_arrays_and_the_prefix_look_up(conn):
+    """Over 32,768 distinct items need 16 bits per id: levels 2 and 3 are keyed by a packed bigint,
+    level 4 (64 bits) by the int[]. Two cells share each value of a; for odd a they differ in d, so
+    {a, b, c, d} (its prefixes frequent) is an infrequent level-4 candidate whose key is an array,
+    and level 5 looks its prefixes up among level 4's frequent slices. Counts by hand."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(
+            "CREATE TEMP TABLE slice_cells ON COMMIT DROP AS"
+            " SELECT 'p'::text AS pattern_key, jsonb_build_object('a', i / 2, 'b', 'x', 'c', 'y',"
+            " 'd', CASE WHEN (i / 2) % 2 = 0 THEN 'z' ELSE (i % 2)::text END, 'e', 'w') AS dims,"
+            " ARRAY[1, i % 7]::float8 [] AS stats FROM generate_series(0, 65539) AS i"
+        )
+        rows = conn.execute(LEVEL_WISE, {"n_min": 2, "max_dims": 5}).fetchall()
+    got = {s: tuple(stats) for _, s, stats in rows}
     by_dims: dict = defaultdict(int)
-    for _, s in direct:
+    for s in got:
         by_dims[len(json.loads(s))] += 1
-    # per pattern: {} ; a(16,500) + b + c(3) + d ; pairs ; triples ; the 16,500 full cells
-    assert by_dims[4] == 33000
-    assert direct[("p", '{"a": 2, "b": "x", "c": 2, "d": "z"}')] == (1.0, 2.0)
-    assert direct[("q", '{"b": "x", "d": "z"}')][0] == 16500
+    assert by_dims[1] == 32770 + 1 + 1 + 3 + 1  # a (over 32,768 items), b, c, d in {z, 0, 1}, e
+    assert by_dims[5] == 16385  # the even values of a: both cells agree on d
+    assert got['{"a": 4, "b": "x", "c": "y", "d": "z", "e": "w"}'] == (2.0, float(8 % 7 + 9 % 7))
+    assert '{"a": 5, "b": "x", "c": "y", "d": "0"}' not in got
+    assert got['{"a": 5, "b": "x", "c": "y", "e": "w"}'] == (2.0, float(10 % 7 + 11 % 7))
 
 
-def test_grouping_sets_setting_is_checked_and_integer_stats_are_summed(conn):
-    """An unknown learning.slices_grouping_sets value is refused (not silently auto); cells whose
-    stats are an int[] give the same float8 sums on every path."""
-    import psycopg
+def test_integer_stats_are_summed_as_floats_on_both_paths(conn):
+    """Cells whose stats are an int[] give the same float8 sums on both paths."""
 
-    def slices(grouping_sets: str) -> dict:
+    def slices(query: str) -> dict:
         with conn.transaction(force_rollback=True):
             conn.execute(
                 "CREATE TEMP TABLE slice_cells ON COMMIT DROP AS"
                 " SELECT 'p'::text AS pattern_key, jsonb_build_object('a', i % 2, 'b', 'x') AS dims,"
                 " ARRAY[1, i]::int [] AS stats FROM generate_series(1, 6) AS i"
             )
-            conn.execute("SELECT set_config('learning.slices_grouping_sets', %s, true)", (grouping_sets,))
-            rows = conn.execute(SLICES, {"n_min": 2, "max_dims": 2}).fetchall()
+            rows = conn.execute(query, {"n_min": 2, "max_dims": 2}).fetchall()
         return {(p, s): tuple(stats) for p, s, stats in rows}
 
-    on, off = slices("on"), slices("off")
-    assert on == off
-    assert on[("p", '{"a": 1, "b": "x"}')] == (3.0, 9.0)  # i = 1, 3, 5
-    with pytest.raises(psycopg.errors.InvalidParameterValue):
-        slices("yes")
+    level_wise, grouping_sets = slices(LEVEL_WISE), slices(GROUPING_SETS)
+    assert level_wise == grouping_sets == slices(SLICES)
+    assert level_wise[("p", '{"a": 1, "b": "x"}')] == (3.0, 9.0)  # i = 1, 3, 5

@@ -1,4 +1,4 @@
-"""A per-run budget bounds each mining job, whatever one writer inserted (issue 15, bounded jobs).
+"""A per-run budget bounds each mining job, whatever one writer inserted (design §14).
 
 The per-row limits (16 keys per scope, 200-byte values, 1,000 actions per trade) did not bound a job:
 work grew with patterns x slices. On main, 33 trades of 1,000 actions of distinct patterns, all with

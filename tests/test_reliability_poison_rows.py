@@ -1,5 +1,5 @@
 """Poison rows: whatever one writer inserts, the mining jobs finish in bounded time and keep learning
-from everyone else's rows (issue 15, items 2-4), scaled down from the attacks on main:
+from everyone else's rows (design §2, §14), scaled down from the attacks on main:
 
 - scopes with many scalar keys (40 keys: 102,141 strength lessons, materializer > 295 s; 30 keys on
   episode windows: tuning miner > 199 s) are mined without their dimensions, with one WARNING;

@@ -1,4 +1,4 @@
-"""Strength jobs (contract 2) against PostgreSQL: exact distinct-trade counting (brute-force oracle),
+"""Strength jobs (design §11, §14) against PostgreSQL: exact distinct-trade counting (brute-force oracle),
 idempotence, and a lesson falling below n_min."""
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def test_builder_refuses_bad_arguments(conn):
 
 
 def test_stale_lesson_is_deactivated_while_another_session_changes_lessons(conn, db_url):
-    """Review finding (issue 6): with stale lessons judged by a count, another session deactivating one
+    """Review finding: with stale lessons judged by a count, another session deactivating one
     of the run's lessons in the middle of the writes hid a stale one (it stayed active). Stale is now
     decided by id against the run's match: the builder is paused just before its INSERT (a test
     trigger waiting on an advisory lock), another session deactivates the run's lesson pm.a, and the

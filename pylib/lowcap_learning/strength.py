@@ -1,28 +1,24 @@
-"""PM strength jobs (contract 2): the lesson builder and the strength materializer, each one transaction.
+"""PM strength jobs (design §11, §14): the lesson builder and the strength materializer, each one transaction.
 
 Business rules live in SQL (learning.build_strength_lessons, learning.materialize_strength_overrides);
-this module runs them and returns their counts (set by the SQL in transaction-local settings).
+this module runs them and returns the counts they return.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 BUILD = """
-SELECT learning.build_strength_lessons(
+SELECT b.lessons, b.trades, b.inserted, b.updated, b.deactivated
+FROM learning.build_strength_lessons(
     p_as_of => coalesce(%(as_of)s::timestamptz, pg_catalog.now()),
     p_lookback => %(lookback)s::interval,
     p_n_min => %(n_min)s::integer
-)
+) AS b
 """
-BUILD_COUNTS = "SELECT pg_catalog.current_setting('learning.strength_lessons_counts', true)"
-MATERIALIZE = "SELECT learning.materialize_strength_overrides()"
-MATERIALIZE_COUNTS = "SELECT pg_catalog.current_setting('learning.strength_overrides_counts', true)"
-
-
-def _counts(text: str | None) -> dict:
-    return json.loads(text) if text else {}
+MATERIALIZE = (
+    "SELECT m.active, m.written, m.deactivated, m.no_override FROM learning.materialize_strength_overrides() AS m"
+)
 
 
 def run_lesson_builder(conn, as_of=None, lookback: timedelta | None = None, n_min: int | None = None) -> dict:
@@ -32,10 +28,17 @@ def run_lesson_builder(conn, as_of=None, lookback: timedelta | None = None, n_mi
     lookback and n_min to the tunables.
     """
     with conn.transaction():
-        lessons = conn.execute(BUILD, {"as_of": as_of, "lookback": lookback, "n_min": n_min}).fetchone()[0]
-        counts = _counts(conn.execute(BUILD_COUNTS).fetchone()[0])
-    counts["lessons"] = lessons
-    return counts
+        lessons, trades, inserted, updated, deactivated = conn.execute(
+            BUILD, {"as_of": as_of, "lookback": lookback, "n_min": n_min}
+        ).fetchone()
+    return {
+        "trades": trades,
+        "lessons": lessons,
+        "active": lessons,
+        "inserted": inserted,
+        "updated": updated,
+        "deactivated": deactivated,
+    }
 
 
 def materialize_strength(conn, as_of=None) -> dict:
@@ -46,7 +49,5 @@ def materialize_strength(conn, as_of=None) -> dict:
     """
     del as_of
     with conn.transaction():
-        active = conn.execute(MATERIALIZE).fetchone()[0]
-        counts = _counts(conn.execute(MATERIALIZE_COUNTS).fetchone()[0])
-    counts["active"] = active
-    return counts
+        active, written, deactivated, no_override = conn.execute(MATERIALIZE).fetchone()
+    return {"active": active, "written": written, "deactivated": deactivated, "no_override": no_override}

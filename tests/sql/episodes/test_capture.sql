@@ -1,4 +1,4 @@
--- Episode capture: the summary of SPEC 6, blocked_by judged as the simulation judges gates,
+-- Episode capture (design §7): the summary, blocked_by judged as the simulation judges gates,
 -- warnings for missing thresholds and malformed samples, set_episode_outcome.
 BEGIN;
 SELECT plan(23);

@@ -1,4 +1,4 @@
--- learning.scope_dimensions and learning.frequent_slices (contract 1) on hand-computed cells.
+-- learning.scope_dimensions and learning.frequent_slices (design §8) on hand-computed cells.
 BEGIN;
 SELECT plan(14);
 

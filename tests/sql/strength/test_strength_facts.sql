@@ -1,4 +1,4 @@
--- SPEC 5: the closed_trades trigger writes one pattern_trade_events row per action.
+-- Trade facts (design §11): the closed_trades trigger writes one pattern_trade_events row per action.
 BEGIN;
 SELECT plan(11);
 

@@ -1,4 +1,4 @@
--- SPEC 8: strength lessons from trade facts, on hand-computed small cases.
+-- Strength lessons from trade facts (design §11), on hand-computed small cases.
 BEGIN;
 SELECT plan(41);
 
@@ -74,7 +74,8 @@ VALUES
 ('w0', '1h', 50, '2025-12-01', '[{"pattern_key": "pm.w", "action_category": "entry", "scope": {}}]', false, false),
 ('w1', '1h', 50, '2026-03-01', '[{"pattern_key": "pm.w", "action_category": "entry", "scope": {}}]', false, false);
 
-SELECT is(learning.build_strength_lessons('2026-03-01', NULL, 1) > 0, true, 'the builder returns the lesson count');
+SELECT is((SELECT b.lessons > 0 AND b.inserted = b.lessons FROM learning.build_strength_lessons('2026-03-01', NULL, 1) AS b), true,
+    'the builder returns its counts: lessons, all of them new');
 
 SELECT is((SELECT n FROM ls WHERE pattern_key = 'pm.h' AND scope_subset = '{}'), 4, 'pm.h: n = 4 trades');
 SELECT ok(
@@ -154,7 +155,8 @@ SELECT is(
 );
 
 -- Materializer: directional lessons only.
-SELECT is(learning.materialize_strength_overrides() > 0, true, 'the materializer returns the active override count');
+SELECT is((SELECT m.active > 0 FROM learning.materialize_strength_overrides() AS m), true,
+    'the materializer returns its counts: the active overrides');
 SELECT is(
     (SELECT count(*)::integer FROM public.pm_overrides WHERE pattern_key = 'pm.c3' AND status = 'active'),
     0,
@@ -223,7 +225,7 @@ SELECT ok(
 );
 
 -- The bot's legacy size-multiplier rows (action entry/add/trim/exit, BOT_SHAPES) are deactivated
--- too: next to the steering of A and E they would count the lesson twice (review, stop 13).
+-- too: next to the steering of A and E they would count the lesson twice.
 INSERT INTO public.pm_overrides (pattern_key, action_category, scope_subset, multiplier)
 VALUES ('pm.legacy2', 'entry', '{"chain": "sol"}', 1.5), ('pm.legacy2', 'trim', '{}', 0.7),
     ('pm.legacy2', 'tuning_ts_min', '{}', 1.05);
