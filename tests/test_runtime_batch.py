@@ -1,7 +1,8 @@
 """The batch form of strength steering equals the single call, on random overrides and scopes.
 
-The batch matches in numpy (grouped by key set, equal values found by sorted search) instead of
-PostgreSQL's `scope_subset <@ scope`; here PostgreSQL's containment is the oracle, including the
+Both match cached overrides in numpy (_MatchIndex: grouped by key set, equal values found by lookup)
+instead of PostgreSQL's `scope_subset <@ scope`; here PostgreSQL's containment (the uncached query,
+STRENGTH_MATCHES) is the oracle, including the
 jsonb equality corner cases (true is not 1, 1 equals 1.0, "1" is not 1, unknown keys and values),
 array and object values (containment, not equality: [1] <@ [1, 2]) and legacy non-object scopes.
 """
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lowcap_learning import runtime
-from lowcap_learning.runtime import apply_strength_overrides, apply_strength_overrides_batch
+from lowcap_learning.runtime import STRENGTH_MATCHES, _fetch, apply_strength_overrides, apply_strength_overrides_batch
 
 VALUES = st.sampled_from(["sol", "eth", "1", 1, 1.0, 2, True, False, "true", [1], [1, 2], {"x": 1}, {"x": 1, "y": 2}])
 KEYS = st.sampled_from(["chain", "tf", "mcap", "regime"])
@@ -77,7 +78,7 @@ def test_batch_equals_single_on_random_data(conn, overrides, requests):
                 INSERT, {"p": p, "s": json.dumps(s), "c": c, "a": a, "e": e, "edge": edge, "status": status}
             )
         batch = apply_strength_overrides_batch(conn, requests)
-        # Past runtime._MATCH_MATRIX_CELLS the matches are collected as pairs and sorted: same results.
+        # Past runtime._MATCH_MATRIX_CELLS the requests are matched in runs: same results.
         matrix_cells = runtime._MATCH_MATRIX_CELLS
         runtime._MATCH_MATRIX_CELLS = 0
         try:
@@ -87,7 +88,7 @@ def test_batch_equals_single_on_random_data(conn, overrides, requests):
         assert [b.as_dict() for b in by_pairs] == [b.as_dict() for b in batch]
         for req, b in zip(requests, batch, strict=True):
             s = apply_strength_overrides(conn, *req)
-            assert [m.override_id for m in b.matches] == [m.override_id for m in s.matches]
+            assert [m.override_id for m in b.matches] == [m.override_id for m in s.matches] == _oracle(conn, *req[:2])
             assert [(m.kept, m.weight) for m in b.matches] == [(m.kept, m.weight) for m in s.matches]
             assert (b.a_final, b.e_final, b.delta_a, b.delta_e, b.confidence, b.applied) == (
                 s.a_final,
@@ -97,6 +98,12 @@ def test_batch_equals_single_on_random_data(conn, overrides, requests):
                 s.confidence,
                 s.applied,
             )
+
+
+def _oracle(conn, pattern_key, scope):
+    """Override ids PostgreSQL's containment finds (the uncached indexed query)."""
+    _, found = _fetch(conn, STRENGTH_MATCHES, {"pattern_key": str(pattern_key), "scope": json.dumps(scope)})
+    return found.ids
 
 
 def _insert(conn, overrides):
@@ -112,6 +119,8 @@ def _same(conn, requests):
     batch = apply_strength_overrides_batch(conn, requests)
     single = [apply_strength_overrides(conn, *req) for req in requests]
     assert [[m.override_id for m in b.matches] for b in batch] == [[m.override_id for m in s.matches] for s in single]
+    oracle = [_oracle(conn, p, dict(sc)) for p, sc, *_ in requests]
+    assert [[m.override_id for m in s.matches] for s in single] == oracle
     assert [b.as_dict() for b in batch] == [s.as_dict() for s in single]
     return single
 
@@ -167,8 +176,8 @@ def test_batch_with_a_huge_key_space_does_not_overflow(conn):
 
 def test_batch_lists_each_requests_matches_in_override_id_order(conn):
     """Matches are found per key set, and the key sets come in another order than the ids: a request
-    matching overrides of several key sets still lists them by id, as the single call does (on both
-    the matrix path and the pairs path)."""
+    matching overrides of several key sets still lists them by id, as the single call does (in one
+    run of requests and in runs of one, _MATCH_MATRIX_CELLS = 0)."""
     with conn.transaction(force_rollback=True):
         _insert(conn, [
             ("pm.o", {"b": "x"}, 0.5, 0.5, 0.5, 0.0, "active"),
@@ -200,3 +209,23 @@ def test_batch_leaves_numbers_python_cannot_hold_to_postgresql(conn):
         ])
         single = _same(conn, [("pm.n", {"k": 0.1}, 0.5, 0.5), ("pm.n", {"k": 0.2}, 0.5, 0.5)])
         assert [m.scope_subset for m in single[0].matches] == [{"k": 0.1}]
+
+
+def test_numbers_match_as_jsonb_numerics(conn):
+    """jsonb compares numbers as numeric: 1e30 is 10**30 (in Python an exact float and an int differ),
+    1.0 is 1 and -0.0 is 0; true is still not 1."""
+    with conn.transaction(force_rollback=True):
+        _insert(conn, [
+            ("pm.n", '{"k": 1e30}', 0.5, 0.5, 0.5, 0.0, "active"),
+            ("pm.n", '{"m": 1000000000000000000000000000000}', 0.6, -0.5, 0.5, 0.0, "active"),
+            ("pm.n", '{"z": 0}', 0.7, 0.5, -0.5, 0.0, "active"),
+            ("pm.n", '{"k": 1e30, "t": true}', 0.8, 0.1, 0.1, 0.0, "active"),
+            ("pm.n", '{"f": 2.5}', 0.8, 0.1, 0.1, 0.0, "active"),
+        ])
+        requests = [
+            ("pm.n", {"k": 10**30, "m": 1e30, "z": -0.0, "t": True, "f": 2.5}, 0.5, 0.5),
+            ("pm.n", {"k": 1e30, "m": 10**30, "z": 0.0, "t": 1}, 0.5, 0.5),
+            ("pm.n", {"k": 1e30 * 10, "m": 10**30 + 1, "z": 1e-300, "f": 2.5000000000000004}, 0.5, 0.5),
+        ]
+        single = _same(conn, requests)
+        assert [len(s.matches) for s in single] == [5, 3, 0]

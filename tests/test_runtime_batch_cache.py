@@ -1,7 +1,7 @@
 """The connection's cache of a batch's overrides never answers differently from PostgreSQL (design §13).
 
 apply_strength_overrides_batch keeps, per connection and per set of patterns asked, its overrides
-prepared for matching (_BatchIndex) under the generation of pm_overrides, in the cache that keeps
+prepared for matching (_MatchIndex) under the generation of pm_overrides, in the cache that keeps
 each pattern's for the single call. The oracle is the uncached indexed query (`scope_subset <@
 scope`), asked after every write: committed ones (this or another connection), rolled-back ones,
 and a transaction's own uncommitted ones, which must be seen by it and never kept.
@@ -132,7 +132,7 @@ def test_no_generation_is_never_cached(conn):
 
 
 def test_every_lookup_path_and_the_eviction_agree_with_postgresql(conn, monkeypatch):
-    """Dense tables, sorted keys (forced with _DENSE_KEYS = 0) and the pairs path (_MATCH_MATRIX_CELLS
+    """Dense tables, sorted keys (forced with _DENSE_KEYS = 0) and runs of one request (_MATCH_MATRIX_CELLS
     = 0) give the same matches; past _CACHE_PATTERN_SETS sets of patterns the cache starts again."""
     conn.execute("DELETE FROM public.pm_overrides")
     try:

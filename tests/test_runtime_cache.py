@@ -10,7 +10,9 @@ PostgreSQL (nested or numeric values, NaN, NUL characters, lone surrogates).
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 
 import psycopg
 import pytest
@@ -211,8 +213,28 @@ def test_an_override_python_cannot_parse_leaves_the_pattern_to_postgresql(conn):
     conn.execute(INSERT, {"p": "pm.h", "s": '{"z": 1' + "0" * 5000 + "}", "c": 0.8, "a": 1.0, "e": -1.0})
     for _ in range(2):
         assert len(apply_strength_overrides(conn, "pm.h", {"k": "a"}, 0.5, 0.5).matches) == 1
-    assert not runtime._CACHES[conn].get("pm.h")[1].plain
+    assert runtime._CACHES[conn].get("pm.h")[1].nested == [1]  # the number Python cannot hold: PostgreSQL's
     conn.execute("DELETE FROM public.pm_overrides")
+
+
+def test_an_override_nested_deeper_than_python_reads_leaves_the_pattern_to_postgresql(conn):
+    """jsonb can hold nesting Python's json refuses (RecursionError; here at a lowered recursion limit,
+    as a btree index row caps what the table holds): the pattern is answered by the indexed query."""
+    conn.execute("DELETE FROM public.pm_overrides")
+    limit = sys.getrecursionlimit()
+    try:
+        conn.execute(INSERT, {"p": "pm.dp", "s": '{"k": "a"}', "c": 0.8, "a": 1.0, "e": -1.0})
+        deep = '{"z": ' + "[" * 600 + "]" * 600 + "}"
+        conn.execute(INSERT, {"p": "pm.dp", "s": deep, "c": 0.8, "a": 1.0, "e": -1.0})
+        sys.setrecursionlimit(len(inspect.stack()) + 400)
+        for _ in range(2):
+            got = apply_strength_overrides(conn, "pm.dp", {"k": "a"}, 0.5, 0.5)
+            assert [m.override_id for m in got.matches] == _oracle(conn, "pm.dp", {"k": "a"})
+            assert len(got.matches) == 1
+        assert runtime._CACHES[conn].get("pm.dp")[1] is runtime._UNPARSED  # kept: the indexed query answers
+    finally:
+        sys.setrecursionlimit(limit)
+        conn.execute("DELETE FROM public.pm_overrides")
 
 
 def test_the_cache_is_per_connection_and_a_hit_reads_no_override(conn, db_url):
@@ -251,7 +273,7 @@ def test_a_scope_jsonb_refuses_is_refused_as_before(conn, scope):
         apply_strength_overrides(conn, "pm.e", scope, 0.5, 0.5)
 
 
-def test_overrides_with_numeric_or_nested_values_are_matched_by_postgresql(conn):
+def test_overrides_with_numeric_or_nested_values_match_as_in_postgresql(conn):
     conn.execute("DELETE FROM public.pm_overrides")
     for s in ['{"k": 1}', '{"k": [1]}', '{"k": 0.1000000000000000055511151231257827}', '{"k": "1"}']:
         conn.execute(INSERT, {"p": "pm.n", "s": s, "c": 0.8, "a": 1.0, "e": -1.0})
@@ -259,7 +281,7 @@ def test_overrides_with_numeric_or_nested_values_are_matched_by_postgresql(conn)
     _assert_same(conn, requests)
     _assert_same(conn, requests)
     assert [len(apply_strength_overrides(conn, p, s, 0.5, 0.5).matches) for p, s in requests] == [1, 1, 0, 1]
-    assert not runtime._CACHES[conn].get("pm.n")[1].plain
+    assert runtime._CACHES[conn].get("pm.n")[1].nested == [1, 2]  # [1] and the inexact number: PostgreSQL's
     conn.execute("DELETE FROM public.pm_overrides")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import chain, repeat
 from operator import itemgetter
 
@@ -23,11 +23,11 @@ import numpy as np
 # Strength part: apply_strength_overrides, StrengthResult, batch form (design §13).
 #
 # Matching is PostgreSQL's `scope_subset <@ scope` over the active pm_strength overrides, or, for
-# overrides kept in the connection's cache (_Cache), its exact equivalent on them: for overrides whose
-# values are all scalars, containment in a scope is equality of the scope's values at the
-# override's keys (dicts per key set for one request, numpy code tables for a batch); any other
-# override is matched by PostgreSQL. The steering maths is one vectorised function (_steer_vectors)
-# for the single call, the batch and steer_strength, with every intermediate kept.
+# overrides kept in the connection's cache (_Cache), its exact equivalent on them in one matcher
+# (_MatchIndex) for the single call (a batch of one) and the batch: for overrides whose values are
+# all scalars, containment in a scope is equality of the scope's values at the override's keys;
+# any other override is matched by PostgreSQL. The steering maths is one vectorised function
+# (_steer_vectors) for the single call, the batch and steer_strength, with every intermediate kept.
 
 # The overrides come back as one array per column (binary protocol; the scopes as the elements of
 # one JSON array, parsed in one call): cheaper on both sides than one JSON object per override.
@@ -97,7 +97,7 @@ CROSS JOIN (
 """
 
 # The batch: the tunables and every steering override of the patterns asked (matched in
-# _BatchIndex, which agrees with the containment above; see there).
+# _MatchIndex, which agrees with the containment above; see there).
 STRENGTH_OVERRIDES_OF_PATTERNS = f"""
 SELECT
     t.*,
@@ -396,22 +396,23 @@ def apply_strength_overrides(conn, pattern_key: str, scope: dict, a_flags: float
 
     One round trip: the tunables and the generation of pm_overrides; the pattern's active overrides
     come along only when the connection's cache does not hold them under that generation (_cached).
-    A scope the cache cannot match exactly (values that are not plain strings and could equal an
-    override's) takes the indexed containment query (STRENGTH_MATCHES) instead. With no match (or
-    all weights 0) A and E pass through unchanged.
+    The cached overrides are matched as a batch of one (_MatchIndex); uncached (a transaction that
+    changed pm_overrides, another client encoding), the indexed containment query (STRENGTH_MATCHES)
+    answers. With no match (or all weights 0) A and E pass through unchanged.
     """
     pattern_key, scope, a_flags, e_flags = _checked_request(pattern_key, scope, a_flags, e_flags)
-    request = _plain_request(scope)
-    rows = None
-    if request is not None and _utf8(conn):
-        tunables, entry = _pattern_overrides(conn, pattern_key)
-        if entry is not None:
-            overrides, rows = entry.overrides, entry.matches_of(request)
-    if rows is None:  # not cached, or an override with a non-string value: PostgreSQL decides
+    index = None
+    if _utf8(conn):
+        params = {"pattern_key": pattern_key}
+        tunables, index = _cached(conn, STRENGTH_GENERATION, pattern_key, params, partial(_pattern_index, pattern_key))
+    if index is None or index is _UNPARSED:  # PostgreSQL decides
         params = {"pattern_key": pattern_key, "scope": json.dumps(scope)}
         tunables, overrides = _fetch(conn, STRENGTH_MATCHES, params)
-        rows = np.arange(len(overrides))
-    return _steer_requests(overrides, np.zeros(len(rows), dtype=np.int64), rows, [a_flags], [e_flags], tunables)[0]
+        req, rows = np.zeros(len(overrides), dtype=np.int64), np.arange(len(overrides))
+    else:
+        overrides = index.overrides
+        req, rows = index.match([pattern_key], [scope], conn)
+    return _steer_requests(overrides, req, rows, [a_flags], [e_flags], tunables)[0]
 
 
 def _steer_requests(overrides: _Overrides, req, rows, a_flags: list, e_flags: list, tun) -> list[StrengthResult]:
@@ -590,6 +591,7 @@ LEFT JOIN LATERAL (
         AND {steering}
 ) AS o ON true
 """
+# One pattern's (the single call: `= ANY` of one pattern cost ~0.2 ms more per call) or many.
 STRENGTH_GENERATION = _GENERATION.format(
     tunables=_TUNABLES, arrays=_OVERRIDE_ARRAYS, patterns="o.pattern_key = %(pattern_key)s::text", steering=_STEERING
 )
@@ -606,9 +608,9 @@ _CACHE_PATTERN_SETS = 16  # a batch's index is larger: sets of patterns kept per
 
 @dataclass
 class _Cache:
-    """One connection's cache: the overrides as read under `generation`, per pattern_key for the
-    single call (_PatternOverrides) and per tuple of pattern_keys for the batch (_BatchIndex), each
-    stored with its generation (so one read gives both, whatever another thread does)."""
+    """One connection's cache: the overrides as read under `generation` and prepared for matching
+    (_MatchIndex), per pattern_key for the single call and per tuple of pattern_keys for the batch,
+    each stored with its generation (so one read gives both, whatever another thread does)."""
 
     generation: int | None = None
     patterns: dict = field(default_factory=dict)
@@ -656,100 +658,24 @@ def _cached(conn, query: str, key, params: dict, build) -> tuple[SteeringTunable
     return tunables, entry
 
 
-@dataclass(frozen=True)
-class _PatternOverrides:
-    """One pattern's active overrides, grouped by key set: a request matches an override exactly
-    when its values at the override's keys equal the override's (all overrides plain strings)."""
-
-    overrides: _Overrides
-    # (values_of, {values: [override index, ...]}) per key set, indexes ascending (id order):
-    # values_of(scope) is the request's value at the key (one key) or tuple of values (several).
-    groups: tuple
-    plain: bool  # every value of every override is a str
-
-    @classmethod
-    def build(cls, row: dict) -> _PatternOverrides:
-        """From the query's row of arrays; a pattern whose overrides are not all strings (or too
-        deeply nested for Python's json) is kept as not plain: PostgreSQL matches it (numbers compare
-        as numeric, lists by containment)."""
-        try:
-            overrides = _Overrides.from_row(row)
-        except RecursionError:
-            return cls(_Overrides([], [], [], [], [], [], []), (), False)
-        subsets = overrides.scope_subsets
-        if {type(v) for subset in subsets for v in subset.values()} - {str}:
-            return cls(overrides, (), False)
-        # jsonb returns an object's keys in one order (by length, then bytes), so the keys as
-        # listed name the key set; a group is matched by the request's values in that order.
-        groups: dict[tuple, dict[tuple, list[int]]] = {}
-        for j, subset in enumerate(subsets):
-            groups.setdefault(tuple(subset), {}).setdefault(tuple(subset.values()), []).append(j)
-        # An itemgetter per key set reads the request's values in one C call.
-        prepared = []
-        for keys, by_values in groups.items():
-            if len(keys) == 1:
-                prepared.append((itemgetter(keys[0]), {values[0]: js for values, js in by_values.items()}))
-            else:
-                prepared.append((itemgetter(*keys) if keys else _no_values, by_values))
-        return cls(overrides, tuple(prepared), True)
-
-    def matches_of(self, scope: dict) -> np.ndarray | None:
-        """The rows of the overrides a plain request (str keys; str values, or None for values no str
-        equals) matches, in id order; None when an override has a non-str value (the caller asks
-        PostgreSQL)."""
-        if not self.plain:
-            return None
-        found: list[int] = []
-        for values_of, by_values in self.groups:
-            try:
-                hit = by_values.get(values_of(scope))
-            except KeyError:
-                continue
-            if hit is not None:
-                found.extend(hit)
-        found.sort()
-        return np.array(found, dtype=np.int64)
+# An index PostgreSQL must answer for: an override's scope_subset nested deeper than Python's json reads.
+_UNPARSED = object()
 
 
-def _no_values(scope: dict) -> tuple:
-    """The values of the empty key set (an override with scope_subset {} matches every scope)."""
-    return ()
-
-
-def _pattern_overrides(conn, pattern_key: str) -> tuple[SteeringTunables, _PatternOverrides | None]:
-    """The tunables and the pattern's overrides from the cache (read again when the generation moved;
-    None when the cache may not be used)."""
-    return _cached(conn, STRENGTH_GENERATION, pattern_key, {"pattern_key": pattern_key}, _PatternOverrides.build)
+def _pattern_index(pattern_key: str, row: dict):
+    """The single call's cache entry: the pattern's overrides (a STRENGTH_GENERATION row) prepared
+    for matching; _UNPARSED when Python cannot read one of them (the indexed query answers then)."""
+    row["pattern_keys"] = [pattern_key] * len(row["ids"] or ())
+    try:
+        return _MatchIndex.build(_Overrides.from_row(row))
+    except RecursionError:
+        return _UNPARSED
 
 
 def _utf8(conn) -> bool:
     """Whether the connection reads text as UTF-8: the cache reads every override of a pattern, and
     in another client encoding one it cannot represent would fail calls the indexed query answers."""
     return conn.info.encoding == "utf-8"
-
-
-def _plain_request(scope: dict) -> dict | None:
-    """The checked scope (_checked_request) as the cache matches it, or None when only PostgreSQL can
-    answer exactly.
-
-    Plain when scope is a plain dict with str keys whose values are strings (kept, a str subclass as
-    the str it is sent as) or JSON scalars no string equals (None, bool, an int within 64 bits, a
-    float: kept as None). Anything else (nested values, huge ints, int or float subclasses, str
-    subclass keys, a dict subclass) goes to PostgreSQL."""
-    if scope.__class__ is not dict:
-        return None
-    plain = {}
-    for k, v in scope.items():
-        if k.__class__ is not str:
-            return None
-        if v.__class__ is str or isinstance(v, str):
-            v = str.__str__(v)
-        elif v is None or v.__class__ is bool or v.__class__ is float or (v.__class__ is int and v.bit_length() <= 63):
-            v = None  # a JSON scalar that is not a string equals no override's value
-        else:
-            return None
-        plain[k] = v
-    return plain
 
 
 def _valid_text(s: str) -> bool:
@@ -807,17 +733,31 @@ _MATCH_MATRIX_CELLS = 1 << 22  # requests x key sets matrix up to this size (16 
 
 
 def _value_key(value):
-    """A hashable key equal exactly when the jsonb values are equal (true is not 1; 1 is 1.0).
+    """A hashable key equal exactly when the jsonb values are equal (true is not 1; 1 is 1.0; 1e30
+    is 10**30).
 
     A str is its own key (no other kind of key is a str), the common case kept cheap; a str subclass
-    (np.str_, a StrEnum member) is the plain str it is sent to PostgreSQL as."""
+    (np.str_, a StrEnum member) is the plain str it is sent to PostgreSQL as. A number is the numeric
+    PostgreSQL reads: an int itself, a float the Decimal of the text json writes for it (a float and
+    an int compare exactly in Python, so 1e30 != 10**30 there, but not in jsonb)."""
     if value.__class__ is str:
         return value
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, (dict, list)):
         return ("j", json.dumps(value, sort_keys=True))
-    return (value.__class__ is bool, value)
+    if value.__class__ is bool or value is None:
+        return (value.__class__ is bool, value)
+    if isinstance(value, float):
+        return (False, Decimal(float.__repr__(value)))
+    return (False, int.__int__(value))
+
+
+def _code(known: dict, value) -> int:
+    """value's code in one key's vocabulary: 0 when absent or unknown to every override."""
+    if value.__class__ is str:
+        return known.get(value, 0)
+    return 0 if value is _ABSENT else known.get(_value_key(value), 0)
 
 
 class _InexactNumber(float):
@@ -904,10 +844,7 @@ def _codes(scopes: list[dict], keys: list[str], vocab: list[dict], grow: bool) -
                 for v in values
             ]
         else:
-            codes[c] = [
-                known.get(v, 0) if v.__class__ is str else 0 if v is _ABSENT else known.get(_value_key(v), 0)
-                for v in values
-            ]
+            codes[c] = [_code(known, v) for v in values]
     return codes
 
 
@@ -915,8 +852,9 @@ def _codes(scopes: list[dict], keys: list[str], vocab: list[dict], grow: bool) -
 class _KeySet:
     """One key set's overrides prepared for matching: `cols` are the code rows of its keys (0 is the
     pattern), `members` its override indexes. A request's mixed-radix key over `cols` is looked up in
-    `table` (dense: key -> override index, -1 for none) or among `sorted_keys` (with `sorted_members`);
-    with neither, the keys would overflow int64 and are ranked per batch (_match_ranked)."""
+    `table` (dense: key -> override index, -1 for none; a slice of _MatchIndex.table) or among
+    `sorted_keys` (with `sorted_members`); with neither, the keys would overflow int64 and are ranked
+    per call (_MatchIndex._ranked)."""
 
     cols: list
     members: np.ndarray
@@ -925,20 +863,72 @@ class _KeySet:
     sorted_members: np.ndarray | None = None
 
 
+def _key_set_groups(ovr_codes: np.ndarray, nested: list) -> list[tuple[list, np.ndarray]]:
+    """(cols, members) per key set of the overrides not in `nested`: the code rows of its keys (row 0,
+    the pattern, in each) and its override indexes."""
+    n_keys = ovr_codes.shape[0] - 1
+    present = ovr_codes[1:].T > 0  # overrides x keys
+    if n_keys <= 62:  # each key set as one integer bit mask: a 1-D unique (far cheaper than rows)
+        masks, group_of = np.unique(present @ (1 << np.arange(n_keys, dtype=np.int64)), return_inverse=True)
+        sets = (masks[:, None] >> np.arange(n_keys, dtype=np.int64)) & 1 == 1
+    else:
+        sets, group_of = np.unique(present, axis=0, return_inverse=True)
+    group_of = group_of.reshape(-1)
+    group_of[nested] = -1
+    groups = []
+    for g, key_set in enumerate(sets):
+        members = np.flatnonzero(group_of == g)
+        if members.size:  # else only nested overrides had this key set
+            groups.append(([0, *(np.flatnonzero(key_set) + 1).tolist()], members))
+    return groups
+
+
+def _tables(tabled: list, radix: list, ovr_codes: np.ndarray) -> tuple:
+    """One table for the (cols, members, space) key sets of `tabled`, each at its offset: the table,
+    the place value of each code row in each key set's key (code rows x key sets), the offsets and
+    the key sets (_KeySet, each with its slice of the table). Every override's position is one
+    product of its codes by its key set's place values."""
+    places = np.zeros((len(radix), len(tabled)), dtype=np.int64)
+    offsets = np.zeros(len(tabled), dtype=np.int64)
+    size = 0
+    for g, (cols, _, space) in enumerate(tabled):
+        offsets[g] = size
+        size += space
+        for c in cols:
+            space //= radix[c]
+            places[c, g] = space
+    table = np.full(size, -1, dtype=np.int32)
+    if tabled:
+        members = np.concatenate([t[1] for t in tabled])
+        group = np.repeat(np.arange(len(tabled)), [t[1].size for t in tabled])
+        positions = np.einsum("cj,cj->j", ovr_codes[:, members], places[:, group]) + offsets[group]
+        table[positions] = members
+    key_sets = [
+        _KeySet(cols, members, table=table[offset : offset + space])
+        for (cols, members, space), offset in zip(tabled, offsets.tolist(), strict=True)
+    ]
+    return table, places, offsets, key_sets
+
+
 @dataclass(frozen=True)
-class _BatchIndex:
-    """The batch's overrides prepared for matching, kept in the connection's cache (the override side
-    of the match: codes, key sets, lookup tables). For an override whose values are all scalars, containment in a
-    scope is equality of the scope's values at the override's keys, so requests and overrides become
-    code matrices (row 0 the pattern, then one row per scope key; 0 = absent, or unknown to every
-    override) and within a key set a request matches by equal codes, found for all requests at once
-    through mixed-radix keys. PostgreSQL runs the same containment row by row (the single call's
-    `<@`): as one `unnest ... JOIN` over 10,000 requests and 5,000 overrides it takes seconds, this
-    tens of milliseconds (design §13's batch budget).
+class _MatchIndex:
+    """Overrides prepared for matching, kept in the connection's cache: one pattern's for the single
+    call (a batch of one), a set of patterns' for the batch. For an override whose values are all
+    scalars, containment in a scope is equality of the scope's values at the override's keys, so
+    requests and overrides become code matrices (row 0 the pattern, then one row per scope key; 0 =
+    absent, or unknown to every override) and within a key set a request matches by equal codes,
+    through mixed-radix keys. The key sets with a lookup table (nearly all) share one concatenated
+    table, so one gather looks up every request in all of them; a single request's keys are one
+    product of its codes by the key sets' place values, so it costs a few numpy calls whatever the
+    number of key sets (~15 us on 57 key sets), while many requests' keys are built per key set
+    (cheaper than the product when the key sets have few keys each). PostgreSQL runs the same
+    containment row by row (the uncached call's `<@`): as one `unnest ... JOIN` over 10,000
+    requests and 5,000 overrides it takes seconds, this tens of milliseconds (design §13's batch
+    budget).
 
     Containment of an object or array value is not equality ({"k": [1]} <@ {"k": [1, 2]}): the rare
     overrides with such values (learned ones never have them) are matched by PostgreSQL itself in
-    match(), so the batch always agrees with the single call (tests/test_runtime_batch.py)."""
+    match() (tests/test_runtime_batch.py holds both calls equal to PostgreSQL's containment)."""
 
     overrides: _Overrides
     nested: list
@@ -947,10 +937,13 @@ class _BatchIndex:
     vocab: list
     radix: list
     ovr_codes: np.ndarray
-    key_sets: tuple
+    key_sets: tuple  # the tabled ones first, in the order of `places`' columns
+    table: np.ndarray  # every tabled key set's table, concatenated
+    places: np.ndarray  # code rows x tabled key sets: the place value of each code in the key
+    offsets: np.ndarray  # per tabled key set, where its table starts in `table`
 
     @classmethod
-    def build(cls, overrides: _Overrides) -> _BatchIndex:
+    def build(cls, overrides: _Overrides) -> _MatchIndex:
         nested = _nested_overrides(overrides.scope_subsets)
         keys = sorted({k for subset in overrides.scope_subsets for k in subset})
         pattern_code = {p: i for i, p in enumerate(sorted(set(overrides.pattern_keys)), start=1)}
@@ -962,106 +955,109 @@ class _BatchIndex:
             ]
         )
         radix = [len(pattern_code) + 1] + [len(v) + 1 for v in vocab]
-        present = ovr_codes[1:].T > 0  # overrides x keys
-        if len(keys) <= 62:  # each key set as one integer bit mask: a 1-D unique (far cheaper than rows)
-            masks, group_of = np.unique(present @ (1 << np.arange(len(keys), dtype=np.int64)), return_inverse=True)
-            sets = (masks[:, None] >> np.arange(len(keys), dtype=np.int64)) & 1 == 1
-        else:
-            sets, group_of = np.unique(present, axis=0, return_inverse=True)
-        group_of = group_of.reshape(-1)
-        group_of[nested] = -1
-        key_sets = []
-        for g, key_set in enumerate(sets):
-            cols = [0, *(np.flatnonzero(key_set) + 1).tolist()]
-            members = np.flatnonzero(group_of == g)
-            if members.size == 0:  # only nested overrides had this key set
-                continue
+        tabled, others = [], []
+        for cols, members in _key_set_groups(ovr_codes, nested):
             space = math.prod(radix[c] for c in cols)
-            if space >= 2**62:  # keys past int64: ranked per batch
-                key_sets.append(_KeySet(cols, members))
-                continue
-            ovr_key = np.zeros(members.size, dtype=np.int64)
-            for c in cols:  # mixed-radix keys (Horner)
-                ovr_key = ovr_key * radix[c] + ovr_codes[c, members]
-            # A lookup table (one gather per batch) when it is not much larger than the key set:
-            # kept in the cache, so bounded by the overrides, not by any one batch.
+            # A lookup table when it is not much larger than the key set: kept in the cache, so
+            # bounded by the overrides, not by any one call.
             if space <= min(_DENSE_KEYS, 16 * members.size + 4096):
-                table = np.full(space, -1, dtype=np.int32)
-                table[ovr_key] = members
-                key_sets.append(_KeySet(cols, members, table=table))
+                tabled.append((cols, members, space))
+            elif space >= 2**62:  # keys past int64: ranked per call
+                others.append(_KeySet(cols, members))
             else:
+                ovr_key = np.zeros(members.size, dtype=np.int64)
+                for c in cols:  # mixed-radix keys (Horner)
+                    ovr_key = ovr_key * radix[c] + ovr_codes[c, members]
                 order = np.argsort(ovr_key)
-                key_sets.append(_KeySet(cols, members, sorted_keys=ovr_key[order], sorted_members=members[order]))
-        return cls(overrides, nested, keys, pattern_code, vocab, radix, ovr_codes, tuple(key_sets))
+                others.append(_KeySet(cols, members, sorted_keys=ovr_key[order], sorted_members=members[order]))
+        table, places, offsets, key_sets = _tables(tabled, radix, ovr_codes)
+        key_sets = (*key_sets, *others)
+        return cls(overrides, nested, keys, pattern_code, vocab, radix, ovr_codes, key_sets, table, places, offsets)
 
     def match(self, patterns: list, scopes: list[dict], conn=None) -> tuple[np.ndarray, np.ndarray]:
         """(request index, override index) of every override whose scope_subset is contained in the
-        request's scope (request i: patterns[i], scopes[i]), for the same pattern, each request's
-        matches in override (id) order."""
-        overrides, n_requests = self.overrides, len(patterns)
-        req_parts, ovr_parts = [], []
-        if self.nested:
-            if conn is None:
-                raise ValueError("overrides with object or array values need a connection to match")
-            req_parts, ovr_parts = _match_nested(conn, overrides, self.nested, patterns, scopes)
-        # 0 = key absent or value unknown to every override. A key with a 0 digit equals no
-        # override's key (theirs are all >= 1), so no validity mask is needed.
-        req_codes = np.vstack(
-            [
-                np.array(list(map(self.pattern_code.get, patterns, repeat(0, n_requests))), dtype=np.int64).reshape(
-                    1, -1
-                ),
-                _codes(scopes, self.keys, self.vocab, grow=False),
-            ]
-        )
+        request's scope (request i: patterns[i], scopes[i]), for the same pattern; requests in order,
+        each one's matches in override (id) order."""
+        if self.nested and conn is None:
+            raise ValueError("overrides with object or array values need a connection to match")
+        codes = self._request_codes(patterns, scopes)
         # Each key set matches a request at most once (scope_subset is unique per pattern, and
-        # numbers that two jsonb values could share as one float go to PostgreSQL above), so
-        # without nested overrides the matches fit a requests x key sets matrix: sorting each row
-        # puts a request's matches in override order (-1, none, is the largest uint32 and sorts
-        # last), which is cheaper than sorting every pair. Very large batches use the pairs and one
-        # sort instead.
-        by_request = None
-        if not self.nested and n_requests * len(self.key_sets) <= _MATCH_MATRIX_CELLS:
-            by_request = np.full((n_requests, len(self.key_sets)), -1, dtype=np.int32)
-        for g, ks in enumerate(self.key_sets):
-            if ks.table is None and ks.sorted_keys is None:
-                found = self._match_ranked(ks, req_codes)
-            else:
-                req_key = np.zeros(n_requests, dtype=np.int64)
-                for c in ks.cols:
-                    req_key = req_key * self.radix[c] + req_codes[c]
-                if ks.table is not None:
-                    found = ks.table[req_key]
-                else:
-                    pos = np.minimum(np.searchsorted(ks.sorted_keys, req_key), len(ks.sorted_keys) - 1)
-                    found = np.where(ks.sorted_keys[pos] == req_key, ks.sorted_members[pos], -1)
-            if by_request is not None:
-                by_request[:, g] = found
-                continue
-            hit = found >= 0
-            req_parts.append(np.flatnonzero(hit))
-            ovr_parts.append(found[hit])
-        if by_request is not None:
-            ranked = np.sort(by_request.view(np.uint32), axis=1)
-            matched = ranked != np.uint32(0xFFFFFFFF)
-            # Row-major: each request's matches in order, requests in order (a repeat by the
-            # per-row counts is cheaper than the row indexes of a 2-D nonzero).
-            counts = np.count_nonzero(matched, axis=1)
-            return np.repeat(np.arange(n_requests, dtype=np.int64), counts), ranked[matched].astype(np.int64)
-        if not req_parts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        # Per request in override id order (overrides are sorted by id), as the single call: one
-        # sort of request * len(overrides) + override (an order of magnitude faster than a lexsort).
-        pair = np.concatenate(req_parts) * len(overrides) + np.concatenate(ovr_parts)
+        # numbers that two jsonb values could share as one float go to PostgreSQL below), so the
+        # matches of a run of requests fit a requests x key sets matrix; runs keep it bounded.
+        step = max(1, _MATCH_MATRIX_CELLS // max(1, len(self.key_sets)))
+        parts = [self._matched(codes[:, lo : lo + step], lo) for lo in range(0, len(patterns), step)]
+        if len(parts) == 1 and not self.nested:
+            return parts[0]
+        req = [p[0] for p in parts]
+        ovr = [p[1] for p in parts]
+        if not self.nested:
+            return np.concatenate(req), np.concatenate(ovr)
+        nested_req, nested_ovr = _match_nested(conn, self.overrides, self.nested, patterns, scopes)
+        # Per request in override id order (overrides are sorted by id): one sort of
+        # request * len(overrides) + override (an order of magnitude faster than a lexsort).
+        n = len(self.overrides)
+        pair = np.concatenate([*req, *nested_req]) * n + np.concatenate([*ovr, *nested_ovr])
         pair.sort()
-        return pair // len(overrides), pair % len(overrides)
+        return pair // n, pair % n
 
-    def _match_ranked(self, ks: _KeySet, req_codes: np.ndarray) -> np.ndarray:
+    def _request_codes(self, patterns: list, scopes: list) -> np.ndarray:
+        """The requests' code matrix (row 0 the pattern, then one row per key)."""
+        if len(scopes) == 1:  # the single call: one column, no numpy row per key
+            get = scopes[0].get  # never __missing__: a defaultdict is read, not written
+            column = [self.pattern_code.get(patterns[0], 0)]
+            column += [_code(known, get(k, _ABSENT)) for k, known in zip(self.keys, self.vocab, strict=True)]
+            return np.array(column, dtype=np.int64).reshape(-1, 1)
+        pattern_codes = np.array(list(map(self.pattern_code.get, patterns, repeat(0, len(patterns)))), dtype=np.int64)
+        return np.vstack([pattern_codes.reshape(1, -1), _codes(scopes, self.keys, self.vocab, grow=False)])
+
+    def _matched(self, codes: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """match() for the requests first, first + 1, ... whose codes are the columns of `codes`."""
+        n_tabled = len(self.offsets)
+        found = [self.table[self._positions(codes)]] if n_tabled else []
+        found += [self._looked_up(ks, codes).astype(np.int32).reshape(-1, 1) for ks in self.key_sets[n_tabled:]]
+        if not found:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        # Sorting each request's row puts its matches in override order (-1, none, is the largest
+        # uint32 and sorts last): cheaper than sorting every pair.
+        by_request = found[0] if len(found) == 1 else np.hstack(found)
+        ranked = np.sort(by_request.view(np.uint32), axis=1)
+        matched = ranked != np.uint32(0xFFFFFFFF)
+        # Row-major: each request's matches in order, requests in order (a repeat by the per-row
+        # counts is cheaper than the row indexes of a 2-D nonzero).
+        counts = np.count_nonzero(matched, axis=1)
+        req = np.repeat(np.arange(first, first + codes.shape[1], dtype=np.int64), counts)
+        return req, ranked[matched].astype(np.int64)
+
+    def _positions(self, codes: np.ndarray) -> np.ndarray:
+        """Requests x tabled key sets: each request's key in each key set, as a position in `table`.
+        A key with a 0 digit equals no override's key (theirs are all >= 1): no validity mask."""
+        if codes.shape[1] == 1:  # one request: one product, whatever the number of key sets
+            return codes.T @ self.places + self.offsets
+        positions = np.empty((codes.shape[1], len(self.offsets)), dtype=np.int64)
+        for g, ks in enumerate(self.key_sets[: len(self.offsets)]):
+            key = codes[ks.cols[0]]
+            for c in ks.cols[1:]:  # mixed-radix keys (Horner)
+                key = key * self.radix[c] + codes[c]
+            positions[:, g] = key
+        positions += self.offsets
+        return positions
+
+    def _looked_up(self, ks: _KeySet, codes: np.ndarray) -> np.ndarray:
+        """Per request, its override in a key set without a table, or -1."""
+        if ks.sorted_keys is None:
+            return self._ranked(ks, codes)
+        req_key = np.zeros(codes.shape[1], dtype=np.int64)
+        for c in ks.cols:
+            req_key = req_key * self.radix[c] + codes[c]
+        pos = np.minimum(np.searchsorted(ks.sorted_keys, req_key), len(ks.sorted_keys) - 1)
+        return np.where(ks.sorted_keys[pos] == req_key, ks.sorted_members[pos], -1)
+
+    def _ranked(self, ks: _KeySet, codes: np.ndarray) -> np.ndarray:
         """A key set whose mixed-radix keys would overflow int64: when the next digit would, the
         keys so far (overrides' and requests' together) are replaced by their ranks among all of
         them (equal stays equal, distinct stays distinct). Per request, its override or -1."""
         members = ks.members
-        req_key = np.zeros(req_codes.shape[1], dtype=np.int64)
+        req_key = np.zeros(codes.shape[1], dtype=np.int64)
         ovr_key = np.zeros(members.size, dtype=np.int64)
         space = 1
         for c in ks.cols:
@@ -1070,7 +1066,7 @@ class _BatchIndex:
                 inverse = inverse.reshape(-1)
                 ovr_key, req_key, space = inverse[: members.size], inverse[members.size :], len(ranks)
             ovr_key = ovr_key * self.radix[c] + self.ovr_codes[c, members]
-            req_key = req_key * self.radix[c] + req_codes[c]
+            req_key = req_key * self.radix[c] + codes[c]
             space *= self.radix[c]
         order = np.argsort(ovr_key)
         sorted_keys = ovr_key[order]
@@ -1084,8 +1080,8 @@ def apply_strength_overrides_batch(conn, rows) -> list[StrengthResult]:
     The tunables and the active overrides of the requested patterns are read in one round trip (the
     overrides only when the connection's cache does not hold them under the current generation; a
     second round trip only for overrides with an object or array value) and matched in numpy
-    (_BatchIndex);
-    the steering maths is the same vectorised function the single call uses. Every row is checked first, as the
+    (_MatchIndex, the single call's matcher); the steering maths is the same vectorised function the
+    single call uses. Every row is checked first, as the
     single call checks its arguments: the first bad one raises ValueError("row i: ...").
     """
     with _gc_paused():
@@ -1171,8 +1167,8 @@ def _gc_paused():
             gc.enable()
 
 
-def _batch_index(row: dict) -> _BatchIndex:
-    return _BatchIndex.build(_Overrides.from_row(row))
+def _batch_index(row: dict) -> _MatchIndex:
+    return _MatchIndex.build(_Overrides.from_row(row))
 
 
 def _batch(conn, patterns: list[str], scopes: list[dict], a_flags: list[float], e_flags: list[float]):
@@ -1181,7 +1177,7 @@ def _batch(conn, patterns: list[str], scopes: list[dict], a_flags: list[float], 
     tunables, index = _cached(conn, STRENGTH_GENERATION_OF_PATTERNS, tuple(asked), {"patterns": asked}, _batch_index)
     if index is None:  # a transaction that changed pm_overrides: its own overrides, not kept
         tunables, overrides = _fetch(conn, STRENGTH_OVERRIDES_OF_PATTERNS, {"patterns": asked})
-        index = _BatchIndex.build(overrides)
+        index = _MatchIndex.build(overrides)
     req, rows = index.match(patterns, scopes, conn)
     return _steer_requests(index.overrides, req, rows, a_flags, e_flags, tunables)
 
