@@ -20,7 +20,8 @@ CREATE TYPE learning.allocation_step_result AS (
 -- No input can make it raise: float8 products that round to exactly 0 raise "underflow" in
 -- PostgreSQL, so every magnitude below 1e-140 (allocations, ROIs, the step, the floor) counts as 0;
 -- then no product of two or three of them, nor a quotient by a number at most 1, leaves float8's
--- normal range (design §5, allocation arithmetic).
+-- normal range (design §5, allocation arithmetic). The result's arrays are plain variables until
+-- the end: assigning an element of a composite variable's field copies the whole record each time.
 CREATE OR REPLACE FUNCTION learning.allocation_step(
     p_current double precision [],
     p_roi_short double precision [],
@@ -41,7 +42,11 @@ DECLARE
     tiny CONSTANT double precision := 1e-140;
     max_step CONSTANT double precision := CASE WHEN p_max_step < tiny THEN 0 ELSE p_max_step END;
     min_allocation CONSTANT double precision := CASE WHEN p_min_allocation < tiny THEN 0 ELSE p_min_allocation END;
-    result learning.allocation_step_result;
+    new_allocation double precision [] := p_current;
+    desired double precision [];
+    scores double precision [];
+    step_limit double precision;
+    reason text;
     members integer [] := '{}'::integer [];
     m integer;
     cur double precision [] := p_current;
@@ -83,10 +88,8 @@ BEGIN
         END IF;
     END LOOP;
     m := pg_catalog.cardinality(members);
-    result.new_allocation := p_current;
     IF m < 2 THEN
-        result.reason := 'skip_one_timeframe';
-        RETURN result;
+        RETURN ROW(p_current, NULL, NULL, NULL, 'skip_one_timeframe')::learning.allocation_step_result;
     END IF;
     group_total := CASE WHEN pg_catalog.abs(group_total) < tiny THEN 0 ELSE group_total END;
     floor_value := LEAST(min_allocation, group_total / m);
@@ -101,42 +104,42 @@ BEGIN
         END IF;
         split_sum := split_sum + p_split[i];
     END LOOP;
-    result.scores := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
+    scores := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
     FOREACH i IN ARRAY members LOOP
-        result.scores[i] := CASE
+        scores[i] := CASE
             WHEN p_split IS NULL THEN roi[i] - LEAST(0, min_roi)
             ELSE group_total * (p_split[i] / split_sum) - floor_value
         END;
-        result.scores[i] := CASE WHEN result.scores[i] < tiny THEN 0 ELSE result.scores[i] END;
-        score_sum := score_sum + result.scores[i];
+        scores[i] := CASE WHEN scores[i] < tiny THEN 0 ELSE scores[i] END;
+        score_sum := score_sum + scores[i];
     END LOOP;
     IF NOT score_sum > 0 THEN
         FOREACH i IN ARRAY members LOOP
-            result.scores[i] := 1;
+            scores[i] := 1;
         END LOOP;
         score_sum := m;
     END IF;
 
-    result.desired := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
+    desired := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
     FOREACH i IN ARRAY members LOOP
-        result.desired[i] := floor_value + spread * result.scores[i] / score_sum;
-        max_change := GREATEST(max_change, abs(result.desired[i] - cur[i]));
+        desired[i] := floor_value + spread * scores[i] / score_sum;
+        max_change := GREATEST(max_change, abs(desired[i] - cur[i]));
     END LOOP;
     full_share := CASE WHEN p_min_trades_full > min_n THEN min_n / p_min_trades_full ELSE 1 END;
-    result.step_limit := CASE WHEN full_share < tiny THEN 0 ELSE max_step * full_share END;
-    result.reason := CASE WHEN max_change <= result.step_limit THEN 'reached_desired' ELSE 'step' END;
+    step_limit := CASE WHEN full_share < tiny THEN 0 ELSE max_step * full_share END;
+    reason := CASE WHEN max_change <= step_limit THEN 'reached_desired' ELSE 'step' END;
     FOREACH i IN ARRAY members LOOP
-        result.new_allocation[i] := CASE
-            WHEN result.reason = 'reached_desired' THEN result.desired[i]
+        new_allocation[i] := CASE
+            WHEN reason = 'reached_desired' THEN desired[i]
             -- A move whose product with the step would leave float8's range is below any
             -- allocation that matters: it is 0.
-            WHEN result.step_limit = 0 OR pg_catalog.abs(result.desired[i] - cur[i]) < 1e-300 / result.step_limit
+            WHEN step_limit = 0 OR pg_catalog.abs(desired[i] - cur[i]) < 1e-300 / step_limit
                 THEN cur[i]
-            ELSE cur[i] + (result.desired[i] - cur[i]) * result.step_limit / max_change
+            ELSE cur[i] + (desired[i] - cur[i]) * step_limit / max_change
         END;
-        result.new_allocation[i] := CASE WHEN result.new_allocation[i] < tiny THEN 0 ELSE result.new_allocation[i] END;
+        new_allocation[i] := CASE WHEN new_allocation[i] < tiny THEN 0 ELSE new_allocation[i] END;
     END LOOP;
-    RETURN result;
+    RETURN ROW(new_allocation, desired, scores, step_limit, reason)::learning.allocation_step_result;
 END;
 $$;
 
@@ -155,6 +158,9 @@ $$;
 -- Returns split (NULL for timeframes without trades, all NULL below two of them), evidence (z)
 -- and std_error (se_d). Never raises: magnitudes below 1e-100 count as 0 and variances and
 -- standard errors have floors, so no product or quotient leaves float8's normal range.
+-- Written out for the three tracked timeframes in scalars, one expression per value: it runs at
+-- every trade, and PL/pgSQL array element assignments and loops cost ~3x as much (design §5).
+-- Sums over the other timeframes add in timeframe order from 0, a non-member adding an exact 0.
 CREATE OR REPLACE FUNCTION learning.evidence_split(
     p_states double precision [],
     p_counts integer [],
@@ -172,95 +178,102 @@ PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    k CONSTANT integer := 3;
-    g CONSTANT integer := 4;
-    stride CONSTANT integer := 9;
     tiny CONSTANT double precision := 1e-100;
-    start CONSTANT double precision [] := learning.starting_allocation();
-    mean double precision [] := ARRAY[0, 0, 0, 0]::double precision [];
-    var double precision [] := ARRAY[0, 0, 0, 0]::double precision [];
-    neff double precision [] := ARRAY[1, 1, 1, 1]::double precision [];
-    se2 double precision [] := ARRAY[0, 0, 0]::double precision [];
-    members integer [] := '{}'::integer [];
-    threshold double precision := coalesce(p_threshold, 0);
-    gain double precision := coalesce(p_gain, 0);
-    prior double precision := coalesce(p_prior_n, 0);
-    w double precision;
-    x double precision;
+    threshold CONSTANT double precision := CASE WHEN coalesce(p_threshold, 0) < tiny THEN 0 ELSE p_threshold END;
+    gain CONSTANT double precision := CASE WHEN coalesce(p_gain, 0) < tiny THEN 0 ELSE p_gain END;
+    prior CONSTANT double precision := CASE WHEN coalesce(p_prior_n, 0) < tiny THEN 0 ELSE p_prior_n END;
+    -- Members: the tracked timeframes with trades; ok: the series has sums to read (1, 2, 3, global).
+    in1 CONSTANT boolean := coalesce(p_counts[1] >= 1, false);
+    in2 CONSTANT boolean := coalesce(p_counts[2] >= 1, false);
+    in3 CONSTANT boolean := coalesce(p_counts[3] >= 1, false);
+    ok1 CONSTANT boolean := in1 AND coalesce(p_states[5] >= 1 AND p_states[9] >= 1, false);
+    ok2 CONSTANT boolean := in2 AND coalesce(p_states[14] >= 1 AND p_states[18] >= 1, false);
+    ok3 CONSTANT boolean := in3 AND coalesce(p_states[23] >= 1 AND p_states[27] >= 1, false);
+    okg CONSTANT boolean := coalesce(p_states[32] >= 1 AND p_states[36] >= 1, false);
+    -- Mean m, variance v (x: before its floor), effective count n; 0, 0, 1 for a series without sums.
+    m1 double precision;
+    m2 double precision;
+    m3 double precision;
+    mg double precision;
+    v1 double precision;
+    v2 double precision;
+    v3 double precision;
+    vg double precision;
+    n1 double precision;
+    n2 double precision;
+    n3 double precision;
+    x1 double precision;
+    x2 double precision;
+    x3 double precision;
     min_n integer;
     share double precision;
     sigma double precision;
-    rest_w double precision;
-    rest_m double precision;
-    rest_inv double precision;
-    d double precision;
-    se double precision;
-    excess double precision;
-    tilt double precision;
-    i integer;
-    j integer;
+    d1 double precision;
+    d2 double precision;
+    d3 double precision;
+    e1 double precision;
+    e2 double precision;
+    e3 double precision;
 BEGIN
-    IF threshold < tiny THEN
-        threshold := 0;
-    END IF;
-    IF gain < tiny THEN
-        gain := 0;
-    END IF;
-    IF prior < tiny THEN
-        prior := 0;
-    END IF;
-    FOR i IN 1..g LOOP
-        w := p_states[(i - 1) * stride + 5];
-        IF (i = g OR p_counts[i] >= 1) AND w >= 1 AND p_states[(i - 1) * stride + 9] >= 1 THEN
-            x := p_states[(i - 1) * stride + 4];
-            mean[i] := CASE WHEN pg_catalog.abs(x) < 1e-200 THEN 0 ELSE x / w END;
-            IF pg_catalog.abs(mean[i]) < tiny THEN
-                mean[i] := 0;
-            END IF;
-            x := p_states[(i - 1) * stride + 8];
-            x := CASE WHEN x > 1e-200 THEN x / w ELSE 0 END - mean[i] * mean[i];
-            var[i] := CASE WHEN x > 1e-200 THEN x ELSE 0 END;
-            neff[i] := GREATEST(w * (w / p_states[(i - 1) * stride + 9]), 1);
-        END IF;
-        IF i < g AND p_counts[i] >= 1 THEN
-            members := members || i;
-            min_n := LEAST(min_n, p_counts[i]);
-        END IF;
-    END LOOP;
-    IF pg_catalog.cardinality(members) < 2 THEN
+    IF in1::integer + in2::integer + in3::integer < 2 THEN
         RETURN;
     END IF;
-    sigma := GREATEST(pg_catalog.sqrt(var[g]), 1e-50);
+    m1 := CASE WHEN NOT ok1 OR pg_catalog.abs(p_states[4]) < 1e-200 THEN 0 ELSE p_states[4] / p_states[5] END;
+    m2 := CASE WHEN NOT ok2 OR pg_catalog.abs(p_states[13]) < 1e-200 THEN 0 ELSE p_states[13] / p_states[14] END;
+    m3 := CASE WHEN NOT ok3 OR pg_catalog.abs(p_states[22]) < 1e-200 THEN 0 ELSE p_states[22] / p_states[23] END;
+    mg := CASE WHEN NOT okg OR pg_catalog.abs(p_states[31]) < 1e-200 THEN 0 ELSE p_states[31] / p_states[32] END;
+    m1 := CASE WHEN pg_catalog.abs(m1) < tiny THEN 0 ELSE m1 END;
+    m2 := CASE WHEN pg_catalog.abs(m2) < tiny THEN 0 ELSE m2 END;
+    m3 := CASE WHEN pg_catalog.abs(m3) < tiny THEN 0 ELSE m3 END;
+    mg := CASE WHEN pg_catalog.abs(mg) < tiny THEN 0 ELSE mg END;
+    x1 := CASE WHEN ok1 THEN CASE WHEN p_states[8] > 1e-200 THEN p_states[8] / p_states[5] ELSE 0 END - m1 * m1 END;
+    x2 := CASE WHEN ok2 THEN CASE WHEN p_states[17] > 1e-200 THEN p_states[17] / p_states[14] ELSE 0 END - m2 * m2 END;
+    x3 := CASE WHEN ok3 THEN CASE WHEN p_states[26] > 1e-200 THEN p_states[26] / p_states[23] ELSE 0 END - m3 * m3 END;
+    vg := CASE WHEN okg THEN CASE WHEN p_states[35] > 1e-200 THEN p_states[35] / p_states[32] ELSE 0 END - mg * mg END;
+    v1 := CASE WHEN x1 > 1e-200 THEN x1 ELSE 0 END;
+    v2 := CASE WHEN x2 > 1e-200 THEN x2 ELSE 0 END;
+    v3 := CASE WHEN x3 > 1e-200 THEN x3 ELSE 0 END;
+    vg := CASE WHEN vg > 1e-200 THEN vg ELSE 0 END;
+    n1 := CASE WHEN ok1 THEN GREATEST(p_states[5] * (p_states[5] / p_states[9]), 1) ELSE 1 END;
+    n2 := CASE WHEN ok2 THEN GREATEST(p_states[14] * (p_states[14] / p_states[18]), 1) ELSE 1 END;
+    n3 := CASE WHEN ok3 THEN GREATEST(p_states[23] * (p_states[23] / p_states[27]), 1) ELSE 1 END;
+    sigma := GREATEST(pg_catalog.sqrt(vg), 1e-50);
+    min_n := LEAST(CASE WHEN in1 THEN p_counts[1] END, CASE WHEN in2 THEN p_counts[2] END,
+        CASE WHEN in3 THEN p_counts[3] END);
     share := CASE WHEN p_min_trades_full > min_n THEN min_n / p_min_trades_full ELSE 1 END;
-    FOREACH i IN ARRAY members LOOP
-        x := (neff[i] * var[i] + prior * var[g]) / (neff[i] + prior);
-        se2[i] := GREATEST(CASE WHEN x > 1e-200 THEN x / neff[i] ELSE 0 END, 1e-100);
-    END LOOP;
-    split := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
-    evidence := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
-    std_error := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
-    FOREACH i IN ARRAY members LOOP
-        rest_w := 0;
-        rest_m := 0;
-        rest_inv := 0;
-        FOREACH j IN ARRAY members LOOP
-            IF j <> i THEN
-                rest_w := rest_w + neff[j];
-                rest_m := rest_m + neff[j] * mean[j];
-                rest_inv := rest_inv + 1 / se2[j];
-            END IF;
-        END LOOP;
-        d := mean[i] - rest_m / rest_w;
-        IF pg_catalog.abs(d) < tiny THEN
-            d := 0;
-        END IF;
-        se := pg_catalog.sqrt(se2[i] + 1 / rest_inv);
-        evidence[i] := d / se;
-        std_error[i] := se;
-        excess := pg_catalog.abs(d) - threshold * share * se;
-        tilt := CASE WHEN excess > tiny AND gain > 0 THEN LEAST(50, gain * (excess / sigma)) ELSE 0 END;
-        split[i] := start[i] * pg_catalog.exp(pg_catalog.sign(d) * tilt);
-    END LOOP;
+    -- se^2 of each member (x), its variance shrunk toward the global one by prior pseudo-trades.
+    x1 := CASE WHEN in1 THEN (n1 * v1 + prior * vg) / (n1 + prior) END;
+    x2 := CASE WHEN in2 THEN (n2 * v2 + prior * vg) / (n2 + prior) END;
+    x3 := CASE WHEN in3 THEN (n3 * v3 + prior * vg) / (n3 + prior) END;
+    x1 := CASE WHEN in1 THEN GREATEST(CASE WHEN x1 > 1e-200 THEN x1 / n1 ELSE 0 END, 1e-100) END;
+    x2 := CASE WHEN in2 THEN GREATEST(CASE WHEN x2 > 1e-200 THEN x2 / n2 ELSE 0 END, 1e-100) END;
+    x3 := CASE WHEN in3 THEN GREATEST(CASE WHEN x3 > 1e-200 THEN x3 / n3 ELSE 0 END, 1e-100) END;
+    -- d = m - the n_eff-weighted mean of the other members; se_d (e) adds their 1 / sum(1 / se^2).
+    d1 := m1 - (0 + CASE WHEN in2 THEN n2 * m2 ELSE 0 END + CASE WHEN in3 THEN n3 * m3 ELSE 0 END)
+        / (0 + CASE WHEN in2 THEN n2 ELSE 0 END + CASE WHEN in3 THEN n3 ELSE 0 END);
+    d2 := m2 - (0 + CASE WHEN in1 THEN n1 * m1 ELSE 0 END + CASE WHEN in3 THEN n3 * m3 ELSE 0 END)
+        / (0 + CASE WHEN in1 THEN n1 ELSE 0 END + CASE WHEN in3 THEN n3 ELSE 0 END);
+    d3 := m3 - (0 + CASE WHEN in1 THEN n1 * m1 ELSE 0 END + CASE WHEN in2 THEN n2 * m2 ELSE 0 END)
+        / (0 + CASE WHEN in1 THEN n1 ELSE 0 END + CASE WHEN in2 THEN n2 ELSE 0 END);
+    d1 := CASE WHEN pg_catalog.abs(d1) < tiny THEN 0 ELSE d1 END;
+    d2 := CASE WHEN pg_catalog.abs(d2) < tiny THEN 0 ELSE d2 END;
+    d3 := CASE WHEN pg_catalog.abs(d3) < tiny THEN 0 ELSE d3 END;
+    e1 := CASE WHEN in1 THEN pg_catalog.sqrt(x1 + 1 / (0 + CASE WHEN in2 THEN 1 / x2 ELSE 0 END + CASE WHEN in3 THEN 1 / x3 ELSE 0 END)) END;
+    e2 := CASE WHEN in2 THEN pg_catalog.sqrt(x2 + 1 / (0 + CASE WHEN in1 THEN 1 / x1 ELSE 0 END + CASE WHEN in3 THEN 1 / x3 ELSE 0 END)) END;
+    e3 := CASE WHEN in3 THEN pg_catalog.sqrt(x3 + 1 / (0 + CASE WHEN in1 THEN 1 / x1 ELSE 0 END + CASE WHEN in2 THEN 1 / x2 ELSE 0 END)) END;
+    evidence := ARRAY[CASE WHEN in1 THEN d1 / e1 END, CASE WHEN in2 THEN d2 / e2 END, CASE WHEN in3 THEN d3 / e3 END];
+    std_error := ARRAY[e1, e2, e3];
+    -- The excess (x) of |d| over threshold standard errors tilts the start by exp(sign(d) * tilt).
+    x1 := pg_catalog.abs(d1) - threshold * share * e1;
+    x2 := pg_catalog.abs(d2) - threshold * share * e2;
+    x3 := pg_catalog.abs(d3) - threshold * share * e3;
+    split := ARRAY[
+        CASE WHEN in1 THEN (learning.starting_allocation())[1] * pg_catalog.exp(pg_catalog.sign(d1)
+            * CASE WHEN x1 > tiny AND gain > 0 THEN LEAST(50, gain * (x1 / sigma)) ELSE 0 END) END,
+        CASE WHEN in2 THEN (learning.starting_allocation())[2] * pg_catalog.exp(pg_catalog.sign(d2)
+            * CASE WHEN x2 > tiny AND gain > 0 THEN LEAST(50, gain * (x2 / sigma)) ELSE 0 END) END,
+        CASE WHEN in3 THEN (learning.starting_allocation())[3] * pg_catalog.exp(pg_catalog.sign(d3)
+            * CASE WHEN x3 > tiny AND gain > 0 THEN LEAST(50, gain * (x3 / sigma)) ELSE 0 END) END
+    ];
 END;
 $$;
-

@@ -316,7 +316,8 @@ $$;
 -- pending_redistribution. The optimistic pass takes every token no other transaction holds, with
 -- no lock pass (a lock on every tracked row cost a WAL record each, ~3 ms a trade at 2,800 rows);
 -- the locking pass takes the rest, skipping and marking the tokens the bot holds. Returns the
--- rows written.
+-- rows written. With no tracked row at all there is nothing to lock or wait on: the marks are
+-- done and neither pass runs (their subtransaction and lock_timeout cost ~0.1 ms a trade).
 CREATE OR REPLACE FUNCTION learning.redistribute_positions(
     p_allocation double precision [],
     p_pending_only boolean DEFAULT false
@@ -331,6 +332,13 @@ DECLARE
     slow_updated integer := 0;
     slow_bad boolean := false;
 BEGIN
+    IF NOT EXISTS (
+        SELECT FROM public.lowcap_positions AS p
+        WHERE p.status IN ('watchlist', 'active', 'dormant') AND p.timeframe = ANY(learning.tracked_timeframes())
+    ) THEN
+        DELETE FROM learning.pending_redistribution;
+        RETURN 0;
+    END IF;
     SELECT * INTO fast FROM learning._redistribute_unlocked(p_allocation, p_pending_only) AS u;
     IF fast.updated IS NULL THEN
         SELECT * INTO slow_updated, slow_bad FROM learning._redistribute_locked(p_allocation, p_pending_only, NULL, NULL);
