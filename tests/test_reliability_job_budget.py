@@ -218,14 +218,18 @@ def materializer_peak(conn, patterns: int, chunk: int) -> int:
 
 
 def test_materializer_memory_is_bounded_by_a_chunk(conn):
-    """Peak Python memory of the tuning materializer for 6 chunks' worth of lessons is within 1.5x
-    that for 2 chunks' worth (main: every lesson, its events and its simulation held at once, ~7 GB
-    for 251,700 lessons)."""
+    """Peak Python memory of the tuning materializer grows by under 2 KiB per lesson beyond a chunk
+    (~0.6-1 KiB measured, the same before and after the lesson matching moved to PostgreSQL). Before
+    chunking, every lesson's events and simulation were held at once (~7 GB for 251,700 lessons). A
+    slope, not a ratio of peaks: the fixed part of the peak moves with what the process has already
+    loaded (a warm process once measured 1.59x between 6 and 2 chunks at the same slope)."""
     reset(conn)
     chunk = 50
+    materializer_peak(conn, chunk, chunk)  # warm-up: one-time allocations out of the comparison
     small = materializer_peak(conn, chunk, chunk)  # 2 lessons per pattern: 2 chunks
     large = materializer_peak(conn, 3 * chunk, chunk)  # 6 chunks
-    assert large <= 1.5 * small, (large, small)
+    per_lesson = (large - small) / (2 * (3 * chunk - chunk))
+    assert per_lesson < 2048, (large, small, per_lesson)
 
 
 def test_chunked_materializer_writes_what_one_pass_writes(conn):
