@@ -49,7 +49,10 @@ test-extensions:
 	fi
 
 lint: deps
-	$(VENV)/bin/sqlfluff lint sql migrations/versions/sql
+	$(VENV)/bin/sqlfluff lint sql
+	# Frozen copies of sql/: sqlfluff's grammar cannot parse a BEGIN ATOMIC function followed by a
+	# statement other than CREATE FUNCTION, as a delta revision may order them; sql/ is parsed above.
+	$(VENV)/bin/sqlfluff lint --ignore parsing migrations/versions/sql
 	$(VENV)/bin/ruff check pylib tests scripts migrations
 	$(PY) scripts/freeze_migration.py --check
 

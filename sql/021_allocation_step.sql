@@ -35,18 +35,17 @@ RETURNS learning.allocation_step_result
 LANGUAGE plpgsql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     k CONSTANT integer := pg_catalog.cardinality(p_current);
-    tiny CONSTANT double precision := 1e-140;
+    tiny CONSTANT double precision := '1e-140'::double precision;
     max_step CONSTANT double precision := CASE WHEN p_max_step < tiny THEN 0 ELSE p_max_step END;
     min_allocation CONSTANT double precision := CASE WHEN p_min_allocation < tiny THEN 0 ELSE p_min_allocation END;
     new_allocation double precision [] := p_current;
     desired double precision [];
     scores double precision [];
     step_limit double precision;
-    reason text;
+    reason pg_catalog.text;
     members integer [] := '{}'::integer [];
     m integer;
     cur double precision [] := p_current;
@@ -67,13 +66,13 @@ DECLARE
 BEGIN
     FOR i IN 1..k LOOP
         IF p_current[i] IS NULL OR p_current[i] = 'NaN' THEN
-            RAISE EXCEPTION 'allocation_step: p_current[%] is %, not an allocation', i, coalesce(p_current[i]::text, 'NULL')
+            RAISE EXCEPTION 'allocation_step: p_current[%] is %, not an allocation', i, coalesce(p_current[i]::pg_catalog.text, 'NULL')
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         IF p_trade_counts[i] >= 1 THEN
             IF p_roi_short[i] IS NULL OR p_roi_short[i] = 'NaN' THEN
                 RAISE EXCEPTION 'allocation_step: p_roi_short[%] is % for a timeframe with trades', i,
-                    coalesce(p_roi_short[i]::text, 'NULL')
+                    coalesce(p_roi_short[i]::pg_catalog.text, 'NULL')
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             members := members || i;
@@ -99,7 +98,7 @@ BEGIN
     FOREACH i IN ARRAY CASE WHEN p_split IS NOT NULL THEN members ELSE '{}' END LOOP
         IF p_split[i] IS NULL OR NOT p_split[i] BETWEEN 1e-50 AND 1e50 THEN
             RAISE EXCEPTION 'allocation_step: p_split[%] is %, not a weight in [1e-50, 1e50]', i,
-                coalesce(p_split[i]::text, 'NULL')
+                coalesce(p_split[i]::pg_catalog.text, 'NULL')
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         split_sum := split_sum + p_split[i];
@@ -123,7 +122,7 @@ BEGIN
     desired := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
     FOREACH i IN ARRAY members LOOP
         desired[i] := floor_value + spread * scores[i] / score_sum;
-        max_change := GREATEST(max_change, abs(desired[i] - cur[i]));
+        max_change := GREATEST(max_change, pg_catalog.abs(desired[i] - cur[i]));
     END LOOP;
     full_share := CASE WHEN p_min_trades_full > min_n THEN min_n / p_min_trades_full ELSE 1 END;
     step_limit := CASE WHEN full_share < tiny THEN 0 ELSE max_step * full_share END;
@@ -175,10 +174,9 @@ CREATE OR REPLACE FUNCTION learning.evidence_split(
 LANGUAGE plpgsql
 IMMUTABLE
 PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tiny CONSTANT double precision := 1e-100;
+    tiny CONSTANT double precision := '1e-100'::double precision;
     threshold CONSTANT double precision := CASE WHEN coalesce(p_threshold, 0) < tiny THEN 0 ELSE p_threshold END;
     gain CONSTANT double precision := CASE WHEN coalesce(p_gain, 0) < tiny THEN 0 ELSE p_gain END;
     prior CONSTANT double precision := CASE WHEN coalesce(p_prior_n, 0) < tiny THEN 0 ELSE p_prior_n END;

@@ -338,6 +338,8 @@ $$;
 -- redistributes positions once (design §6) and writes the strength facts, all in the statement.
 -- jit off: transition-table row estimates are far too high, and JIT compiling cost more than it saved.
 -- extra_float_digits 1: the decision_maker row shows the state exactly, whatever the client session set.
+-- work_mem 64MB: a bulk insert's sorts (trades, history, log lines, facts) stay in memory up to
+-- ~40,000 trades instead of spilling to disk (design §1); a single trade uses a few kB of it.
 CREATE OR REPLACE FUNCTION learning.trg_closed_trades_learn()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -346,20 +348,32 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET extra_float_digits = 1
 SET jit = off
+SET work_mem = '64MB'
 AS $$
 DECLARE
     bad record;
     cfg_tid tid;
     learned record;
 BEGIN
-    -- At most 1,000 actions and 1 MiB of JSON text a trade: each action is a strength fact written
+    -- At most 1,000 actions and 1 MiB of jsonb a trade: each action is a strength fact written
     -- under the decision_maker lock and a scope the builder compares within its trade (100,000
-    -- actions held the lock 3.4 s). The text, not the stored size: a value may arrive compressed.
-    SELECT n.trade_id, pg_catalog.jsonb_array_length(n.actions) AS actions,
-        pg_catalog.octet_length(n.actions::text) AS bytes INTO bad
+    -- actions held the lock 3.4 s). The size is the value's own: a value copied from the writer's
+    -- table may arrive compressed, and `|| '[]'` hands it back whole (design §2: input limits).
+    SELECT n.trade_id, pg_catalog.jsonb_array_length(n.actions) AS actions, s.bytes INTO bad
     FROM new_trades AS n
-    WHERE pg_catalog.jsonb_typeof(n.actions) = 'array'
-        AND (pg_catalog.jsonb_array_length(n.actions) > 1000 OR pg_catalog.octet_length(n.actions::text) > 1048576)
+    CROSS JOIN LATERAL (
+        SELECT CASE
+            WHEN pg_catalog.pg_column_compression(n.actions) IS NULL THEN pg_catalog.pg_column_size(n.actions)
+            ELSE pg_catalog.pg_column_size(n.actions || '[]'::jsonb)
+        END AS bytes
+        OFFSET 0  -- computed once a trade, not at each use below (a compressed value is decompressed)
+    ) AS s
+    WHERE CASE
+        WHEN s.bytes > 1048576 THEN true
+        -- 1,001 elements take at least 4,008 bytes (a 4-byte entry each): smaller arrays are not counted.
+        WHEN s.bytes < 4000 THEN false
+        ELSE pg_catalog.jsonb_array_length(n.actions) > 1000
+    END
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'closed_trades.actions of trade % has % actions in % bytes; at most 1000 actions '
@@ -389,12 +403,14 @@ BEGIN
 
     cfg_tid := learning._lock_decision_maker();
     -- Each trade as its history row to be completed; seq and recorded_at are left to their defaults.
-    SELECT * INTO learned FROM learning._learn_trades(ARRAY(
+    -- An assignment, not SELECT ... FROM: a function in FROM hands its result over through a
+    -- tuplestore, which spills the history rows of a bulk insert to disk.
+    learned := learning._learn_trades(ARRAY(
         SELECT ROW(NULL, n.trade_id, n.timeframe, n.closed_at, learning.trade_roi(n.rpnl_pct),
             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::learning.allocation_history
         FROM new_trades AS n
         ORDER BY n.closed_at, n.trade_id COLLATE "C"
-    )) AS l;
+    ));
     IF pg_catalog.cardinality(learned.steps) = 0 THEN
         RETURN NULL;
     END IF;

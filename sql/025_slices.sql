@@ -29,7 +29,8 @@ END;
 -- learning._mining_dimensions: the dimensions the miners slice p_scope on (those of
 -- learning.scope_dimensions), bounded so that no writer's scope can fail or swamp a mining job:
 -- - a pair whose key or JSON value is over 200 bytes is dropped: with a pattern_key, a slice of
---   4 such pairs still fits the 2704-byte btree rows of the lessons' and overrides' unique keys;
+--   4 such pairs still fits the 2704-byte btree rows of the lessons' and overrides' unique keys
+--   (a number is judged by its scale and magnitude before it is printed, design §2);
 -- - a scope left with more than 16 dimensions keeps none, so its row counts in its pattern's {}
 --   slice only: 16 keys make at most 2,517 slices of <= 4 pairs per row (40 keys made 102,091,
 --   60 keys 523,686), and a real scope has a handful (chain, timeframe, buckets, regime).
@@ -57,7 +58,13 @@ BEGIN ATOMIC
         SELECT
             e.key,
             e.value,
-            pg_catalog.octet_length(e.key) <= 200 AND pg_catalog.octet_length(e.value::text) <= 200 AS fits
+            pg_catalog.octet_length(e.key) <= 200 AND CASE
+                WHEN pg_catalog.jsonb_typeof(e.value) <> 'number' THEN pg_catalog.octet_length(e.value::text) <= 200
+                -- A number is printed only when its text is short: 1e131071 is 22 bytes of jsonb
+                -- and 131,072 characters of text.
+                WHEN pg_catalog.scale(e.value::numeric) > 200 OR pg_catalog.abs(e.value::numeric) >= 1e200 THEN false
+                ELSE pg_catalog.octet_length(e.value::text) <= 200
+            END AS fits
         FROM
             pg_catalog.jsonb_each(
                 CASE WHEN pg_catalog.jsonb_typeof(p_scope) = 'object' THEN p_scope ELSE '{}'::jsonb END

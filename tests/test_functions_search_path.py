@@ -4,13 +4,14 @@ pg_temp is named last on purpose: a schema left off the path is still searched *
 and type names when it is the session's temporary schema, so `''` let a caller's temp domain named
 `jsonb` stand in for the catalog's inside a SECURITY DEFINER function (design §2).
 
-The only exceptions are non-SECURITY-DEFINER helpers in SQL with a SQL-standard body (RETURN /
+The exceptions are non-SECURITY-DEFINER helpers in SQL with a SQL-standard body (RETURN /
 BEGIN ATOMIC), whose names are bound when they are created: a SET clause would stop them being
-inlined. The IMMUTABLE ones are the design's exception; the STABLE ones (a body PostgreSQL marks STABLE,
-such as jsonb_build_object or a text-to-array cast, is never inlined into an IMMUTABLE function) are
-the "other exceptions" a test must list (design §2). Both are listed here by name, so a new exception
-shows up in review as a change to this file, and each must really be inlined (three of them
-were not, and were planned again in every trigger transaction).
+inlined. The IMMUTABLE ones are the design's exception; the STABLE ones (a body PostgreSQL marks
+STABLE, such as jsonb_build_object or a text-to-array cast, is never inlined into an IMMUTABLE
+function) are the "other exceptions" a test must list (design §2). Both are listed here by name, so
+a new exception shows up in review as a change to this file, and each must really be inlined (three
+of them were not, and were planned again in every trigger transaction). The two allocation rule
+functions are the third kind: PL/pgSQL that names every type with a keyword or its schema (below).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ STABLE_INLINABLE_EXCEPTIONS = {
     "_decision_maker_output",  # jsonb_build_object
 }
 
+# PL/pgSQL exceptions: the allocation rule functions called at every trade (design §5). A SET clause
+# costs ~7,000 instructions a call in PostgreSQL 15 (restoring it visits every setting); instead they
+# spell every type with a keyword (integer, double precision, boolean) or its schema
+# (pg_catalog.text), so no caller's temp type can be bound when they are compiled, and PostgreSQL
+# plans their expressions again whenever the caller's search_path differs. IMMUTABLE, not definers;
+# tests/test_security_temp_hijack.py compiles them in an attacker's session before its trades.
+QUALIFIED_PLPGSQL_EXCEPTIONS = {"allocation_step", "evidence_split"}
+
 # Exceptions the planner does not inline, and why that is acceptable.
 NOT_INLINED = {
     # A sub-select (jsonb_each) is never inlined; it runs once per distinct scope, not per row.
@@ -88,15 +97,21 @@ def test_every_learning_function_pins_search_path(conn):
             continue
         if volatility in ("i", "s") and language == "sql" and standard_body and not definer:
             exceptions.add((name, volatility))
+        elif name in QUALIFIED_PLPGSQL_EXCEPTIONS and volatility == "i" and language == "plpgsql" and not definer:
+            exceptions.add((name, "plpgsql"))
         else:
             unpinned.append(signature)
     assert unpinned == [], f"functions without SET search_path = pg_catalog, pg_temp: {unpinned}"
     assert bad_value == [], f"functions pinning search_path to something else: {bad_value}"
-    expected = {(n, "i") for n in INLINABLE_EXCEPTIONS} | {(n, "s") for n in STABLE_INLINABLE_EXCEPTIONS}
+    expected = (
+        {(n, "i") for n in INLINABLE_EXCEPTIONS}
+        | {(n, "s") for n in STABLE_INLINABLE_EXCEPTIONS}
+        | {(n, "plpgsql") for n in QUALIFIED_PLPGSQL_EXCEPTIONS}
+    )
     assert exceptions == expected, (
         f"inlinable exceptions changed: new {sorted(exceptions - expected)}, "
-        f"gone {sorted(expected - exceptions)}; review them and update INLINABLE_EXCEPTIONS or "
-        "STABLE_INLINABLE_EXCEPTIONS"
+        f"gone {sorted(expected - exceptions)}; review them and update INLINABLE_EXCEPTIONS, "
+        "STABLE_INLINABLE_EXCEPTIONS or QUALIFIED_PLPGSQL_EXCEPTIONS"
     )
 
 
@@ -144,3 +159,28 @@ def test_inlinable_exceptions_do_not_depend_on_the_callers_search_path(conn):
         assert conn.execute("SELECT learning._decay(86400, 86400)").fetchone()[0] > 0.36
     finally:
         conn.execute("RESET search_path")
+
+
+QUALIFIED_BODIES = """
+SELECT p.proname, p.prosrc FROM pg_proc AS p
+WHERE p.pronamespace = 'learning'::regnamespace AND p.proname = ANY(%(names)s)
+"""
+# Type names a body may spell unqualified: SQL keywords, which PostgreSQL maps to pg_catalog itself.
+KEYWORD_TYPES = r"(?:integer|double precision|boolean)"
+
+
+def test_qualified_plpgsql_exceptions_spell_no_type_by_a_bare_name(conn):
+    """Every declaration and cast in their bodies is a keyword type or a schema-qualified one: a bare
+    `text` would be looked up in the caller's temp schema first when the function is compiled."""
+    rows = conn.execute(QUALIFIED_BODIES, {"names": sorted(QUALIFIED_PLPGSQL_EXCEPTIONS)}).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(QUALIFIED_PLPGSQL_EXCEPTIONS)
+    for name, body in rows:
+        body = re.sub(r"'(?:[^']|'')*'", "''", re.sub(r"--[^\n]*", "", body))
+        casts = re.findall(r"::\s*([\w.]+(?: precision)?)", body)
+        assert [c for c in casts if not re.fullmatch(KEYWORD_TYPES + r"|\w+\.\w+", c)] == [], name
+        declare = body.split("BEGIN", 1)[0]
+        declared = re.findall(
+            r"^ {4}\w+ (?:CONSTANT )?([\w.]+(?: precision)?)(?: \[\])?\s*(?::=|;)", declare, re.MULTILINE
+        )
+        assert declared, name
+        assert [t for t in declared if not re.fullmatch(KEYWORD_TYPES + r"|\w+\.\w+", t)] == [], name

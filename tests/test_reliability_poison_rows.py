@@ -264,6 +264,64 @@ def test_a_trade_with_too_many_actions_is_refused_and_nothing_written(conn):
     assert changed(before, snapshot(conn)) == set()
 
 
+def test_actions_over_a_mebibyte_of_jsonb_are_refused_compressed_or_not(conn):
+    """A trade's actions over 1 MiB as jsonb are refused, naming the field and the limit, and nothing
+    is written: sent as JSON, or copied from the writer's own table, where 15 MB of one letter is
+    stored compressed in ~170 kB. Actions just under the limit are learned."""
+    reset(conn)
+    before = snapshot(conn)
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as info:
+        insert_trades(conn, "big", [[action({"blob": "x" * 1_100_000})]])
+    assert info.value.diag.column_name == "actions" and "1048576 bytes" in str(info.value)
+    conn.execute(
+        "CREATE TEMP TABLE writer_copy AS SELECT 'packed' AS id, pg_catalog.jsonb_build_array("
+        "pg_catalog.jsonb_build_object('pattern_key', %s::text, 'action_category', 'entry', 'scope',"
+        " pg_catalog.jsonb_build_object('blob', pg_catalog.repeat('a', 15000000)))) AS actions",
+        (PATTERN,),
+    )
+    assert conn.execute("SELECT pg_column_size(actions) FROM writer_copy").fetchone()[0] < 1_048_576
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        conn.execute(
+            "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at, actions)"
+            " SELECT id, '1h', -3, %s, actions FROM writer_copy",
+            (AS_OF - timedelta(hours=1),),
+        )
+    assert changed(before, snapshot(conn)) == set()
+    insert_trades(conn, "fits", [[action({"blob": "x" * 1_000_000})]])
+    assert conn.execute("SELECT count(*) FROM public.pattern_trade_events").fetchone()[0] == 1
+
+
+def test_numbers_with_a_long_text_are_dropped_unprinted(conn):
+    """A number's text can be far longer than its jsonb (1e131071: 22 bytes, 131,072 digits). Three
+    trades whose scope holds 30,000 of them (780 kB of jsonb, so the insert takes them; 3.9 GB of
+    text, ~0.8 ms to print each) leave the builder within 2x its time without them: the miners judge
+    a number by its scale and magnitude before printing it. A short number is still a dimension."""
+    reset(conn)
+    insert_trades(conn, "ok", [[action({"chain": "base", "size": 2.5})]] * 33)
+    _, t_build = timed(run_lesson_builder, conn, as_of=AS_OF)
+    baseline = lessons(conn, "pm_strength")
+    assert baseline[(PATTERN, '{"size": 2.5}')] == 33
+
+    conn.execute(
+        "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at, actions)"
+        " SELECT 'digits' || t, '1h', -3, %s::timestamptz - t * interval '1 hour', pg_catalog.jsonb_build_array("
+        "  pg_catalog.jsonb_build_object('pattern_key', %s::text, 'action_category', 'entry', 'scope', ("
+        "   SELECT pg_catalog.jsonb_object_agg('k' || i, ('1e' || (131071 - i %% 2))::numeric)"
+        "   FROM pg_catalog.generate_series(1, 30000) AS i)))"
+        " FROM pg_catalog.generate_series(40, 42) AS t",
+        (AS_OF, PATTERN),
+    )
+    conn.execute("SET statement_timeout = '60s'")
+    _, t_build_poison = timed(run_lesson_builder, conn, as_of=AS_OF)
+    conn.execute("RESET statement_timeout")
+    after = lessons(conn, "pm_strength")
+    assert {k: n for k, n in after.items() if k != (PATTERN, "{}")} == {
+        k: n for k, n in baseline.items() if k != (PATTERN, "{}")
+    }
+    assert after[(PATTERN, "{}")] == 36
+    assert t_build_poison <= 2 * t_build + 1.0, (t_build, t_build_poison)
+
+
 # --- the materializer's deactivation -------------------------------------------------------------
 
 MATERIALIZE_SETUP = """

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from lowcap_learning.db import SQL_DIR
+from test_functions_search_path import QUALIFIED_PLPGSQL_EXCEPTIONS
 from test_functions_search_path import STABLE_INLINABLE_EXCEPTIONS as STABLE_OK
 
 UNPINNED = """
@@ -57,13 +58,24 @@ READER_DEFINER_API = {
 def test_every_function_pins_search_path_except_pure_sql_helpers(conn):
     rows = conn.execute(UNPINNED).fetchall()
     # design §2's exception is IMMUTABLE; the STABLE helpers are the listed "other exceptions".
+    # The allocation rule functions qualify every type instead (tests/test_functions_search_path.py).
     offenders = [
         sig
         for sig, secdef, volatility, language, sql_body in rows
-        if secdef
-        or language != "sql"
-        or not sql_body
-        or not (volatility == "i" or (volatility == "s" and sig.split("(")[0].removeprefix("learning.") in STABLE_OK))
+        if not (
+            not secdef
+            and language == "plpgsql"
+            and volatility == "i"
+            and sig.split("(")[0].removeprefix("learning.") in QUALIFIED_PLPGSQL_EXCEPTIONS
+        )
+        and (
+            secdef
+            or language != "sql"
+            or not sql_body
+            or not (
+                volatility == "i" or (volatility == "s" and sig.split("(")[0].removeprefix("learning.") in STABLE_OK)
+            )
+        )
     ]
     assert offenders == [], f"functions without SET search_path = pg_catalog, pg_temp: {offenders}"
     # The allowed exceptions exist (tracked_timeframes and friends), so the filter is exercised.

@@ -139,8 +139,17 @@ def _strand(n: int) -> str:
 
 # Each role's entry points: statements run one transaction each, in the attacker's session, with the
 # attacker's own types kept out of the way by spelling pg_catalog in the statement itself.
+# The per-trade rule functions carry no SET clause (design §2): called first here, they are compiled
+# in the attacker's session, with its temp types first on the path, before its trades reach them as
+# the owner.
+RULE_CALLS = [
+    "SELECT (learning.allocation_step('{{0.15,0.5,0.35}}', '{{0.01,-0.02,0.03}}', '{{5,5,5}}', 0.003, 5, 0.05,"
+    " '{{0.2,0.5,0.3}}')).reason",
+    "SELECT (learning.allocation_step('{{0.15,0.5,0.35}}', '{{0.01,-0.02,0.03}}', '{{0,0,1}}')).reason",
+    "SELECT learning.evidence_split(pg_catalog.array_fill(1.5::pg_catalog.float8, ARRAY[36]), '{{5,5,5,15}}')",
+]
 ENTRY_POINTS = {
-    "learning_writer": [
+    "learning_writer": RULE_CALLS + [
         "INSERT INTO public.closed_trades (trade_id, timeframe, rpnl_pct, closed_at, actions) VALUES "
         "('hj-{n}-a', '15m', 5, '2026-01-01T00:00:00Z', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
         "'pattern_key', 'pm.hj.S1.entry', 'action_category', 'entry', 'scope', "
@@ -267,8 +276,8 @@ def test_the_entry_points_did_their_work(attacker_db, attacker):
     with psycopg.connect(url, autocommit=True) as conn:
         plant(conn, relations, as_views=False)
         n = uuid.uuid4().int % 10**9
-        for statement in ENTRY_POINTS["learning_writer"][:2]:
-            conn.execute(statement.replace("{n}", str(n)).encode())
+        for statement in RULE_CALLS + ENTRY_POINTS["learning_writer"][len(RULE_CALLS):][:2]:
+            conn.execute(statement.replace("{n}", str(n)).replace("{{", "{").replace("}}", "}").encode())
     with psycopg.connect(db_url) as conn:
         learned = conn.execute(
             "SELECT count(*) FROM learning.allocation_history WHERE trade_id LIKE %s", (f"hj-{n}-%",)
