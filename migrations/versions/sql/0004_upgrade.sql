@@ -6,12 +6,17 @@
 -- the floor is the desired split exactly. The desired split is the floor plus the rest of the
 -- group's total in proportion to the scores; one scale factor on the whole change vector keeps
 -- the sum, the direction and the cap (p_max_step, scaled down while a member has fewer than
--- p_min_trades_full trades), and timeframes without trades keep their value bit for bit.
--- No input can make it raise: float8 products that round to exactly 0 raise "underflow" in
+-- p_min_trades_full trades), and timeframes without trades keep their value bit for bit. The
+-- group's total is 1 minus the timeframes outside it, not the sum of its members: the sum would
+-- carry each step's rounding into the next (1e-12 of drift after ~19,000 trades).
+-- No valid input makes it raise: float8 products that round to exactly 0 raise "underflow" in
 -- PostgreSQL, so every magnitude below 1e-140 (allocations, ROIs, the step, the floor) counts as 0;
 -- then no product of two or three of them, nor a quotient by a number at most 1, leaves float8's
--- normal range (design §5, allocation arithmetic). The result's arrays are plain variables until
--- the end: assigning an element of a composite variable's field copies the whole record each time.
+-- normal range (design §5, allocation arithmetic). Bad inputs raise 22023, naming the value.
+-- Written out for the three tracked timeframes in scalars, like evidence_split: it runs at every
+-- trade, and PL/pgSQL loops and array element assignments cost ~37,000 instructions a trade more
+-- (design §5). Sums add in timeframe order from 0 (or 1), a non-member adding an exact 0. No SET
+-- clause: every type is a keyword or schema-qualified (design §2).
 CREATE OR REPLACE FUNCTION learning.allocation_step(
     p_current double precision [],
     p_roi_short double precision [],
@@ -27,108 +32,109 @@ IMMUTABLE
 PARALLEL SAFE
 AS $$
 DECLARE
-    k CONSTANT integer := pg_catalog.cardinality(p_current);
     tiny CONSTANT double precision := '1e-140'::double precision;
-    max_step CONSTANT double precision := CASE WHEN p_max_step < tiny THEN 0 ELSE p_max_step END;
-    min_allocation CONSTANT double precision := CASE WHEN p_min_allocation < tiny THEN 0 ELSE p_min_allocation END;
-    new_allocation double precision [] := p_current;
+    -- Members (in1..3, m of them): the timeframes with trades; their allocation c (then the new one), ROI r
+    -- (magnitudes below tiny as 0) and score s.
+    in1 CONSTANT boolean := coalesce(p_trade_counts[1] >= 1, false);
+    in2 CONSTANT boolean := coalesce(p_trade_counts[2] >= 1, false);
+    in3 CONSTANT boolean := coalesce(p_trade_counts[3] >= 1, false);
+    m CONSTANT integer := in1::integer + in2::integer + in3::integer;
+    c1 double precision;
+    c2 double precision;
+    c3 double precision;
+    r1 double precision;
+    r2 double precision;
+    r3 double precision;
+    s1 double precision;
+    s2 double precision;
+    s3 double precision;
     desired double precision [];
-    scores double precision [];
-    step_limit double precision;
-    reason pg_catalog.text;
-    members integer [] := '{}'::integer [];
-    m integer;
-    cur double precision [] := p_current;
-    roi double precision [] := p_roi_short;
-    -- The group's total is 1 minus the timeframes outside it, not the sum of its members: the sum
-    -- would carry each step's rounding into the next, and the drift grows without bound (the
-    -- allocation left 1e-12 of 1 after ~19,000 trades). Anchored, it stays within a few ulps.
-    group_total double precision := 1;
-    min_roi double precision;
-    min_n integer;
-    split_sum double precision := 0;
-    score_sum double precision := 0;
+    min_n CONSTANT integer := LEAST(CASE WHEN in1 THEN p_trade_counts[1] END, CASE WHEN in2 THEN p_trade_counts[2] END,
+        CASE WHEN in3 THEN p_trade_counts[3] END);
+    group_total double precision;
+    split_sum double precision;
+    score_sum double precision;
     floor_value double precision;
     spread double precision;
-    max_change double precision := 0;
-    full_share double precision;
-    i integer;
+    max_change double precision;
+    step_limit double precision;
+    reason pg_catalog.text;
 BEGIN
-    FOR i IN 1..k LOOP
+    IF pg_catalog.cardinality(p_current) <> 3 THEN
+        RAISE EXCEPTION 'allocation_step: p_current has % values, one for each of the 3 tracked timeframes expected',
+            pg_catalog.cardinality(p_current) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR i IN 1..3 LOOP  -- each allocation checked before its ROI, in timeframe order
         IF p_current[i] IS NULL OR p_current[i] = 'NaN' THEN
-            RAISE EXCEPTION 'allocation_step: p_current[%] is %, not an allocation', i, coalesce(p_current[i]::pg_catalog.text, 'NULL')
-                USING ERRCODE = 'invalid_parameter_value';
+            RAISE EXCEPTION 'allocation_step: p_current[%] is %, not an allocation', i,
+                coalesce(p_current[i]::pg_catalog.text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        IF p_trade_counts[i] >= 1 THEN
-            IF p_roi_short[i] IS NULL OR p_roi_short[i] = 'NaN' THEN
-                RAISE EXCEPTION 'allocation_step: p_roi_short[%] is % for a timeframe with trades', i,
-                    coalesce(p_roi_short[i]::pg_catalog.text, 'NULL')
-                    USING ERRCODE = 'invalid_parameter_value';
-            END IF;
-            members := members || i;
-            -- Below tiny is 0 (min_allocation 0 shrinks the worst timeframe geometrically toward 0;
-            -- a trade may earn 1e-300 percent).
-            cur[i] := CASE WHEN pg_catalog.abs(cur[i]) < tiny THEN 0 ELSE cur[i] END;
-            roi[i] := CASE WHEN pg_catalog.abs(roi[i]) < tiny THEN 0 ELSE roi[i] END;
-            min_roi := LEAST(min_roi, roi[i]);
-            min_n := LEAST(min_n, p_trade_counts[i]);
-        ELSE
-            group_total := group_total - p_current[i];
+        IF p_trade_counts[i] >= 1 AND (p_roi_short[i] IS NULL OR p_roi_short[i] = 'NaN') THEN
+            RAISE EXCEPTION 'allocation_step: p_roi_short[%] is % for a timeframe with trades', i,
+                coalesce(p_roi_short[i]::pg_catalog.text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
-    m := pg_catalog.cardinality(members);
     IF m < 2 THEN
         RETURN ROW(p_current, NULL, NULL, NULL, 'skip_one_timeframe')::learning.allocation_step_result;
     END IF;
+    group_total := 1 - CASE WHEN in1 THEN 0 ELSE p_current[1] END - CASE WHEN in2 THEN 0 ELSE p_current[2] END
+        - CASE WHEN in3 THEN 0 ELSE p_current[3] END;
     group_total := CASE WHEN pg_catalog.abs(group_total) < tiny THEN 0 ELSE group_total END;
-    floor_value := LEAST(min_allocation, group_total / m);
-    spread := group_total - m * floor_value;
-    spread := CASE WHEN pg_catalog.abs(spread) < tiny THEN 0 ELSE spread END;
-
-    FOREACH i IN ARRAY CASE WHEN p_split IS NOT NULL THEN members ELSE '{}' END LOOP
-        IF p_split[i] IS NULL OR NOT p_split[i] BETWEEN 1e-50 AND 1e50 THEN
-            RAISE EXCEPTION 'allocation_step: p_split[%] is %, not a weight in [1e-50, 1e50]', i,
-                coalesce(p_split[i]::pg_catalog.text, 'NULL')
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        split_sum := split_sum + p_split[i];
-    END LOOP;
-    scores := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
-    FOREACH i IN ARRAY members LOOP
-        scores[i] := CASE
-            WHEN p_split IS NULL THEN roi[i] - LEAST(0, min_roi)
-            ELSE group_total * (p_split[i] / split_sum) - floor_value
-        END;
-        scores[i] := CASE WHEN scores[i] < tiny THEN 0 ELSE scores[i] END;
-        score_sum := score_sum + scores[i];
-    END LOOP;
-    IF NOT score_sum > 0 THEN
-        FOREACH i IN ARRAY members LOOP
-            scores[i] := 1;
+    c1 := CASE WHEN in1 THEN CASE WHEN pg_catalog.abs(p_current[1]) < tiny THEN 0 ELSE p_current[1] END END;
+    c2 := CASE WHEN in2 THEN CASE WHEN pg_catalog.abs(p_current[2]) < tiny THEN 0 ELSE p_current[2] END END;
+    c3 := CASE WHEN in3 THEN CASE WHEN pg_catalog.abs(p_current[3]) < tiny THEN 0 ELSE p_current[3] END END;
+    r1 := CASE WHEN in1 THEN CASE WHEN pg_catalog.abs(p_roi_short[1]) < tiny THEN 0 ELSE p_roi_short[1] END END;
+    r2 := CASE WHEN in2 THEN CASE WHEN pg_catalog.abs(p_roi_short[2]) < tiny THEN 0 ELSE p_roi_short[2] END END;
+    r3 := CASE WHEN in3 THEN CASE WHEN pg_catalog.abs(p_roi_short[3]) < tiny THEN 0 ELSE p_roi_short[3] END END;
+    floor_value := LEAST(CASE WHEN p_min_allocation < tiny THEN 0 ELSE p_min_allocation END, group_total / m);
+    spread := CASE WHEN pg_catalog.abs(group_total - m * floor_value) < tiny THEN 0
+        ELSE group_total - m * floor_value END;
+    IF p_split IS NULL THEN
+        s1 := CASE WHEN in1 THEN r1 - LEAST(0, LEAST(r1, r2, r3)) END;
+        s2 := CASE WHEN in2 THEN r2 - LEAST(0, LEAST(r1, r2, r3)) END;
+        s3 := CASE WHEN in3 THEN r3 - LEAST(0, LEAST(r1, r2, r3)) END;
+    ELSE
+        FOR i IN 1..3 LOOP
+            IF p_trade_counts[i] >= 1 AND (p_split[i] IS NULL OR NOT p_split[i] BETWEEN 1e-50 AND 1e50) THEN
+                RAISE EXCEPTION 'allocation_step: p_split[%] is %, not a weight in [1e-50, 1e50]', i,
+                    coalesce(p_split[i]::pg_catalog.text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+            END IF;
         END LOOP;
-        score_sum := m;
+        split_sum := 0 + CASE WHEN in1 THEN p_split[1] ELSE 0 END + CASE WHEN in2 THEN p_split[2] ELSE 0 END
+            + CASE WHEN in3 THEN p_split[3] ELSE 0 END;
+        s1 := CASE WHEN in1 THEN group_total * (p_split[1] / split_sum) - floor_value END;
+        s2 := CASE WHEN in2 THEN group_total * (p_split[2] / split_sum) - floor_value END;
+        s3 := CASE WHEN in3 THEN group_total * (p_split[3] / split_sum) - floor_value END;
     END IF;
-
-    desired := pg_catalog.array_fill(NULL::double precision, ARRAY[k]);
-    FOREACH i IN ARRAY members LOOP
-        desired[i] := floor_value + spread * scores[i] / score_sum;
-        max_change := GREATEST(max_change, pg_catalog.abs(desired[i] - cur[i]));
-    END LOOP;
-    full_share := CASE WHEN p_min_trades_full > min_n THEN min_n / p_min_trades_full ELSE 1 END;
-    step_limit := CASE WHEN full_share < tiny THEN 0 ELSE max_step * full_share END;
+    s1 := CASE WHEN s1 < tiny THEN 0 ELSE s1 END;
+    s2 := CASE WHEN s2 < tiny THEN 0 ELSE s2 END;
+    s3 := CASE WHEN s3 < tiny THEN 0 ELSE s3 END;
+    score_sum := 0 + coalesce(s1, 0) + coalesce(s2, 0) + coalesce(s3, 0);
+    s1 := CASE WHEN NOT score_sum > 0 AND in1 THEN 1 ELSE s1 END;  -- no score: equal scores
+    s2 := CASE WHEN NOT score_sum > 0 AND in2 THEN 1 ELSE s2 END;
+    s3 := CASE WHEN NOT score_sum > 0 AND in3 THEN 1 ELSE s3 END;
+    score_sum := CASE WHEN score_sum > 0 THEN score_sum ELSE m END;
+    desired := ARRAY[floor_value + spread * s1 / score_sum, floor_value + spread * s2 / score_sum,
+        floor_value + spread * s3 / score_sum];
+    max_change := GREATEST(0, pg_catalog.abs(desired[1] - c1), pg_catalog.abs(desired[2] - c2),
+        pg_catalog.abs(desired[3] - c3));
+    step_limit := CASE WHEN p_min_trades_full > min_n THEN min_n / p_min_trades_full ELSE 1 END;
+    step_limit := CASE WHEN step_limit < tiny THEN 0
+        ELSE CASE WHEN p_max_step < tiny THEN 0 ELSE p_max_step END * step_limit END;
     reason := CASE WHEN max_change <= step_limit THEN 'reached_desired' ELSE 'step' END;
-    FOREACH i IN ARRAY members LOOP
-        new_allocation[i] := CASE
-            WHEN reason = 'reached_desired' THEN desired[i]
-            -- A move whose product with the step would leave float8's range is below any
-            -- allocation that matters: it is 0.
-            WHEN step_limit = 0 OR pg_catalog.abs(desired[i] - cur[i]) < 1e-300 / step_limit
-                THEN cur[i]
-            ELSE cur[i] + (desired[i] - cur[i]) * step_limit / max_change
-        END;
-        new_allocation[i] := CASE WHEN new_allocation[i] < tiny THEN 0 ELSE new_allocation[i] END;
-    END LOOP;
-    RETURN ROW(new_allocation, desired, scores, step_limit, reason)::learning.allocation_step_result;
+    -- To desired, or step_limit / max_change of the way (a move too small to multiply is none).
+    c1 := CASE WHEN NOT in1 THEN p_current[1] WHEN reason = 'reached_desired' THEN desired[1]
+        WHEN step_limit = 0 OR pg_catalog.abs(desired[1] - c1) < 1e-300 / step_limit THEN c1
+        ELSE c1 + (desired[1] - c1) * step_limit / max_change END;
+    c2 := CASE WHEN NOT in2 THEN p_current[2] WHEN reason = 'reached_desired' THEN desired[2]
+        WHEN step_limit = 0 OR pg_catalog.abs(desired[2] - c2) < 1e-300 / step_limit THEN c2
+        ELSE c2 + (desired[2] - c2) * step_limit / max_change END;
+    c3 := CASE WHEN NOT in3 THEN p_current[3] WHEN reason = 'reached_desired' THEN desired[3]
+        WHEN step_limit = 0 OR pg_catalog.abs(desired[3] - c3) < 1e-300 / step_limit THEN c3
+        ELSE c3 + (desired[3] - c3) * step_limit / max_change END;
+    RETURN ROW(ARRAY[CASE WHEN in1 AND c1 < tiny THEN 0 ELSE c1 END, CASE WHEN in2 AND c2 < tiny THEN 0 ELSE c2 END,
+        CASE WHEN in3 AND c3 < tiny THEN 0 ELSE c3 END], desired, ARRAY[s1, s2, s3], step_limit, reason
+    )::learning.allocation_step_result;
 END;
 $$;
 
@@ -150,6 +156,7 @@ $$;
 -- Written out for the three tracked timeframes in scalars, one expression per value: it runs at
 -- every trade, and PL/pgSQL array element assignments and loops cost ~3x as much (design §5).
 -- Sums over the other timeframes add in timeframe order from 0, a non-member adding an exact 0.
+-- No SET clause, like allocation_step (design §2).
 CREATE OR REPLACE FUNCTION learning.evidence_split(
     p_states double precision [],
     p_counts integer [],
