@@ -55,28 +55,20 @@ READER_DEFINER_API = {
 }
 
 
+def allowed_unpinned(sig: str, secdef: bool, volatility: str, language: str, sql_body: bool) -> bool:
+    """design §2's exceptions: IMMUTABLE SQL-standard helpers, the listed STABLE ones, and the two
+    allocation rule functions, which qualify every type instead (tests/test_functions_search_path.py)."""
+    name = sig.split("(")[0].removeprefix("learning.")
+    if secdef:
+        return False
+    if language == "plpgsql":
+        return volatility == "i" and name in QUALIFIED_PLPGSQL_EXCEPTIONS
+    return language == "sql" and sql_body and (volatility == "i" or (volatility == "s" and name in STABLE_OK))
+
+
 def test_every_function_pins_search_path_except_pure_sql_helpers(conn):
     rows = conn.execute(UNPINNED).fetchall()
-    # design §2's exception is IMMUTABLE; the STABLE helpers are the listed "other exceptions".
-    # The allocation rule functions qualify every type instead (tests/test_functions_search_path.py).
-    offenders = [
-        sig
-        for sig, secdef, volatility, language, sql_body in rows
-        if not (
-            not secdef
-            and language == "plpgsql"
-            and volatility == "i"
-            and sig.split("(")[0].removeprefix("learning.") in QUALIFIED_PLPGSQL_EXCEPTIONS
-        )
-        and (
-            secdef
-            or language != "sql"
-            or not sql_body
-            or not (
-                volatility == "i" or (volatility == "s" and sig.split("(")[0].removeprefix("learning.") in STABLE_OK)
-            )
-        )
-    ]
+    offenders = [row[0] for row in rows if not allowed_unpinned(*row)]
     assert offenders == [], f"functions without SET search_path = pg_catalog, pg_temp: {offenders}"
     # The allowed exceptions exist (tracked_timeframes and friends), so the filter is exercised.
     assert any(sig.startswith("learning.tracked_timeframes") for sig, *_ in rows)
