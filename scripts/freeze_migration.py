@@ -38,8 +38,9 @@ RELEASED = {
     "0001_upgrade.sql": "69c18538e9d1d556b584d5f9783e25340296861e6083f8f9e43ab0f07fd46092",
     "0002_upgrade.sql": "933f8cc334135d9c02c77532296da648572a9cf36304f42562ba53cb203c1c66",
     "0003_upgrade.sql": "a42eeedf96c28024ce17df97ecff0d03e86bf253be947efc9b8addab21f3d95a",
+    "0004_upgrade.sql": "caf5fd4e89edaef7f555b4e386c10ee2ac4bf708b607873014f578b33564433b",
 }
-PREVIOUS, HEAD = "0003", "0004"
+PREVIOUS, HEAD = "0004", "0005"
 ROLES_MARKER = "-- file: sql/090_roles.sql\n"
 
 FUNCTIONS = """
@@ -167,7 +168,7 @@ def draft() -> None:
         "downgrade": _delta(head, prev, older) + [_roles_section(next(s for s in older if ROLES_MARKER in s))],
     }
     for direction, body in parts.items():
-        text = prologue[direction].read_text() if prologue[direction].exists() else ""
+        text = prologue[direction].read_text() + "\n" if prologue[direction].exists() else ""
         path = FROZEN_DIR / f"{HEAD}_{direction}.sql"
         path.write_text(GENERATED.format(rev=HEAD) + text + "\n".join(body))
         print(f"wrote {path.relative_to(CHECKOUT)}")

@@ -338,8 +338,8 @@ $$;
 -- redistributes positions once (design §6) and writes the strength facts, all in the statement.
 -- jit off: transition-table row estimates are far too high, and JIT compiling cost more than it saved.
 -- extra_float_digits 1: the decision_maker row shows the state exactly, whatever the client session set.
--- work_mem 64MB: a bulk insert's sorts (trades, history, log lines, facts) stay in memory up to
--- ~40,000 trades instead of spilling to disk (design §1); a single trade uses a few kB of it.
+-- work_mem 64MB: a bulk insert's sorts (trades, history, log lines) stay in memory for tens of
+-- thousands of trades instead of spilling to disk (design §1); a single trade uses a few kB of it.
 CREATE OR REPLACE FUNCTION learning.trg_closed_trades_learn()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -429,6 +429,7 @@ BEGIN
 
     -- Strength facts (design §11): one row per action, with the trade's roi and outcome shape;
     -- did_trim / reached_s3 are judged once per trade (one pass over its actions), not per action.
+    -- Not sorted: readers select facts by time window and trade, never by id (design §11).
     INSERT INTO public.pattern_trade_events (
         pattern_key, action_category, scope, trade_id, roi, did_trim, reached_s3, "timestamp"
     )
@@ -452,8 +453,7 @@ BEGIN
             ), false)) AS reached_s3
         FROM pg_catalog.jsonb_array_elements(n.actions) AS x (a)
     ) AS f
-    CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(n.actions) WITH ORDINALITY AS e (action, ord)
-    ORDER BY n.closed_at, n.trade_id COLLATE "C", e.ord;
+    CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(n.actions) AS e (action);
 
     RETURN NULL;
 END;
