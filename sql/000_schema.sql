@@ -164,8 +164,8 @@ BEGIN
 END
 $adopt$;
 
--- Facts are read by time window only (design §11). Revision 0001 also indexed (pattern_key, timestamp);
--- no job reads through it, and its random text keys cost a bulk replay ~9 % (design §1), so 0005 drops it.
+-- Facts are read by time window only (design §11). Revision 0001 also indexed (pattern_key, timestamp),
+-- which no job reads through and every fact row paid for; revision 0005 drops it (design §1).
 CREATE INDEX IF NOT EXISTS pattern_trade_events_ts_idx
 ON public.pattern_trade_events (timestamp);
 
