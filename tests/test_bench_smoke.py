@@ -3,8 +3,10 @@ report renders every section, measured or not, from the results' data."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -82,3 +84,23 @@ def test_report_renders_every_section_not_measured():
     assert figure_row(text, "strength lesson builder, 0 rows")[1] == "1.0 (pandas failed (exit 1): boom)"
     assert "its age in s at the end of the section: trigger 5" in text
     assert "peak RSS" not in text and "Growth of the live trade" not in text
+
+
+def test_bench_builds_from_another_versions_sql(tmp_path):
+    """--sql-from builds the database from that directory's MANIFEST (a same-run A/B against another
+    commit): the report names it and the sha256 of exactly that SQL; a directory without one is refused."""
+    other = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", other)
+    (other / "999_marker.sql").write_text("-- built from the other version\n")
+    with (other / "MANIFEST").open("a") as manifest:
+        manifest.write("999_marker.sql\n")
+    names = [n for n in (other / "MANIFEST").read_text().splitlines() if n.strip() and not n.startswith("#")]
+    digest = hashlib.sha256("\n".join((other / n).read_text() for n in names).encode()).hexdigest()[:12]
+    out = tmp_path / "bench.md"
+    proc = run_bench("--quick", "--only", "bulk", "--sql-from", str(other), "--output", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text()
+    assert f"SQL: {other.resolve()} (sha256 {digest})." in text
+    assert float(figure_row(text, "bulk replay")[2].split()[0].replace(",", "")) > 0
+    refused = run_bench("--quick", "--only", "bulk", "--sql-from", str(tmp_path))
+    assert refused.returncode != 0 and "no MANIFEST" in refused.stderr

@@ -1,4 +1,4 @@
-"""Command line of the figures: `scripts/bench.py [--quick] [--only a,b] [--output F] [--json F]`.
+"""Command line of the figures: `scripts/bench.py [--quick] [--only a,b] [--output F] [--json F] [--sql-from D]`.
 
 One fresh database (created on the DATABASE_URL server, dropped at the end) holds every section.
 Each measured job runs in a child process of its own, so its peak RSS (resource.getrusage) is the
@@ -8,6 +8,8 @@ job's alone; data is loaded by a separate child first. Data comes from lowcap_le
     scripts/bench.py                 # every figure, writes BENCHMARKS.md
     scripts/bench.py --quick         # small sizes (smoke run), prints only
     scripts/bench.py --only trigger,live
+    git worktree add /tmp/rel 9ed58f9    # a same-run A/B against that commit's SQL:
+    scripts/bench.py --only bulk --sql-from /tmp/rel/sql; scripts/bench.py --only bulk; ...
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from bench import report
 from bench.harness import (
     ROOT,
+    SQL_FROM_ENV,
     Runner,
     child_main,
     create_database,
@@ -65,6 +68,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--only", help="comma-separated sections: " + ", ".join(report.SECTIONS))
     ap.add_argument("--output", help="write the report here (default BENCHMARKS.md for a full run)")
     ap.add_argument("--json", help="also write the raw results as JSON here")
+    ap.add_argument(
+        "--sql-from",
+        metavar="DIR",
+        help="build the database from another version's sql/ (e.g. a `git worktree` of the commit to compare):"
+        " a same-run A/B alternates runs with and without it; nothing else changes between the arms",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--db-url", help=argparse.SUPPRESS)
     ap.add_argument("--extra", help=argparse.SUPPRESS)
@@ -82,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(sections) - set(report.SECTIONS)
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
-    full = not (args.quick or args.only)
+    if args.sql_from:
+        if not (Path(args.sql_from) / "MANIFEST").is_file():
+            ap.error(f"--sql-from {args.sql_from}: no MANIFEST there (give a checkout's sql/ directory)")
+        os.environ[SQL_FROM_ENV] = str(Path(args.sql_from).resolve())
+    full = not (args.quick or args.only or args.sql_from)
     results = run_all(sections, args.quick)
     text = report.render(results, "make bench" if full else "scripts/bench.py " + " ".join(argv), notes=full)
     print(text)

@@ -3,6 +3,7 @@ RSS), and timing and ratio helpers."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -165,13 +166,33 @@ def url_for(dbname: str) -> str:
     return conninfo.make_conninfo(SERVER_URL, dbname=dbname)
 
 
+# A same-run A/B against another commit builds the database from that commit's sql/ (its MANIFEST
+# order) and keeps everything else, the workload and the measuring, this checkout's: only the SQL
+# differs between the arms. Set by `--sql-from`, read by every child process.
+SQL_FROM_ENV = "LOWCAP_BENCH_SQL_FROM"
+
+
+def schema_sql() -> tuple[str, str]:
+    """(the SQL the scratch database is built from, where it came from with its sha256)."""
+    other = os.environ.get(SQL_FROM_ENV)
+    if not other:
+        text = canonical_sql()
+        source = "this checkout's sql/"
+    else:
+        root = Path(other)
+        names = [n.strip() for n in (root / "MANIFEST").read_text().splitlines() if n.strip() and not n.startswith("#")]
+        text = "\n".join((root / n).read_text() for n in names)
+        source = str(root)
+    return text, f"{source} (sha256 {hashlib.sha256(text.encode()).hexdigest()[:12]})"
+
+
 def create_database() -> tuple[str, str]:
     name = f"ll_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = url_for(name)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(canonical_sql().encode())
+        conn.execute(schema_sql()[0].encode())
     return name, url
 
 
@@ -203,6 +224,7 @@ def machine(url: str) -> dict:
         "postgresql": version,
         "settings": settings,
         "python": platform.python_version(),
+        "sql": schema_sql()[1],
         "platform": platform.platform(),
     }
 

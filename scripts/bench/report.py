@@ -64,6 +64,7 @@ def header(results: dict, command: str) -> list[str]:
         f"Machine: {m['nproc']} cores, {m['memory']} memory, load average {m.get('load_start', '?')} at the"
         f" start and {m.get('load_end', '?')} at the end, PostgreSQL {m['postgresql']} ({settings}),"
         f" Python {m['python']}, {m['platform']}.",
+        f"SQL: {m.get('sql', '?')}.",
     ]
 
 

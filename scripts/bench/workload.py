@@ -21,20 +21,29 @@ TRACKED = (
 )
 
 
+# The data tables reset empties; an older version built by `--sql-from` may lack the newer ones.
+DATA_TABLES = (
+    "public.closed_trades", "public.pattern_trade_events", "public.lowcap_positions",
+    "public.pattern_episode_events", "public.learning_lessons", "public.pm_overrides",
+    "learning.allocation_history", "learning.learning_log", "learning.pending_redistribution",
+    "learning.allocation_state",
+)
+
+
 def reset(conn: psycopg.Connection) -> None:
     """Back to the state after migration: empty data tables, fresh decision_maker row."""
+    tables = [t for t in DATA_TABLES if conn.execute("SELECT to_regclass(%s::text)", (t,)).fetchone()[0]]
     conn.execute(
-        b"""
+        sql.SQL(
+            """
         ALTER TABLE public.closed_trades DISABLE TRIGGER _100_append_only;
-        TRUNCATE public.closed_trades, public.pattern_trade_events, public.lowcap_positions,
-            public.pattern_episode_events, public.learning_lessons, public.pm_overrides,
-            learning.allocation_history, learning.learning_log, learning.pending_redistribution,
-            learning.allocation_state;
+        TRUNCATE {};
         ALTER TABLE public.closed_trades ENABLE TRIGGER _100_append_only;
         DELETE FROM public.learning_configs;
         SELECT learning.ensure_decision_maker_config();
         TRUNCATE learning.learning_log;  -- a non-default tau's delete logs a ROI RECOMPUTE line
         """
+        ).format(sql.SQL(", ").join(sql.SQL(t) for t in tables))
     )
 
 
