@@ -43,7 +43,7 @@ def reset(conn: psycopg.Connection) -> None:
         SELECT learning.ensure_decision_maker_config();
         TRUNCATE learning.learning_log;  -- a non-default tau's delete logs a ROI RECOMPUTE line
         """
-        ).format(sql.SQL(", ").join(sql.SQL(t) for t in tables))
+        ).format(sql.SQL(", ").join(sql.Identifier(*t.split(".")) for t in tables))
     )
 
 
