@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import report  # noqa: E402
+from lowcap_learning.db import canonical_sql  # noqa: E402
 
 
 def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -94,8 +95,7 @@ def test_bench_builds_from_another_versions_sql(tmp_path):
     (other / "999_marker.sql").write_text("-- built from the other version\n")
     with (other / "MANIFEST").open("a") as manifest:
         manifest.write("999_marker.sql\n")
-    names = [n for n in (other / "MANIFEST").read_text().splitlines() if n.strip() and not n.startswith("#")]
-    digest = hashlib.sha256("\n".join((other / n).read_text() for n in names).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(canonical_sql(other).encode()).hexdigest()[:12]
     out = tmp_path / "bench.md"
     proc = run_bench("--quick", "--only", "bulk", "--sql-from", str(other), "--output", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -33,19 +33,19 @@ def connection(url: str | None = None, *, autocommit: bool = False) -> Iterator[
         yield conn
 
 
-def sql_files() -> list[Traversable]:
-    """The canonical SQL files in load order (sql/MANIFEST)."""
+def sql_files(directory: Traversable = SQL_DIR) -> list[Traversable]:
+    """The canonical SQL files in load order (sql/MANIFEST); another version's sql/ if given."""
     names = [
         line.strip()
-        for line in SQL_DIR.joinpath("MANIFEST").read_text(encoding="utf-8").splitlines()
+        for line in directory.joinpath("MANIFEST").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    return [SQL_DIR.joinpath(name) for name in names]
+    return [directory.joinpath(name) for name in names]
 
 
-def canonical_sql() -> str:
+def canonical_sql(directory: Traversable = SQL_DIR) -> str:
     """All canonical SQL as one script, in load order."""
-    return "\n".join(f"-- file: sql/{p.name}\n{p.read_text(encoding='utf-8')}" for p in sql_files())
+    return "\n".join(f"-- file: sql/{p.name}\n{p.read_text(encoding='utf-8')}" for p in sql_files(directory))
 
 
 def run_script(conn: psycopg.Connection, script: str) -> None:

@@ -175,14 +175,8 @@ SQL_FROM_ENV = "LOWCAP_BENCH_SQL_FROM"
 def schema_sql() -> tuple[str, str]:
     """(the SQL the scratch database is built from, where it came from with its sha256)."""
     other = os.environ.get(SQL_FROM_ENV)
-    if not other:
-        text = canonical_sql()
-        source = "this checkout's sql/"
-    else:
-        root = Path(other)
-        names = [n.strip() for n in (root / "MANIFEST").read_text().splitlines() if n.strip() and not n.startswith("#")]
-        text = "\n".join((root / n).read_text() for n in names)
-        source = str(root)
+    text = canonical_sql(Path(other)) if other else canonical_sql()
+    source = other or "this checkout's sql/"
     return text, f"{source} (sha256 {hashlib.sha256(text.encode()).hexdigest()[:12]})"
 
 
