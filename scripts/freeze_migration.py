@@ -39,8 +39,9 @@ RELEASED = {
     "0002_upgrade.sql": "933f8cc334135d9c02c77532296da648572a9cf36304f42562ba53cb203c1c66",
     "0003_upgrade.sql": "a42eeedf96c28024ce17df97ecff0d03e86bf253be947efc9b8addab21f3d95a",
     "0004_upgrade.sql": "caf5fd4e89edaef7f555b4e386c10ee2ac4bf708b607873014f578b33564433b",
+    "0005_upgrade.sql": "1ded64bba42fee4d8d1eaa3fe8efd9c307cca444c84f58fef2eeb20b93288b90",
 }
-PREVIOUS, HEAD = "0004", "0005"
+PREVIOUS, HEAD = "0005", "0006"
 ROLES_MARKER = "-- file: sql/090_roles.sql\n"
 
 FUNCTIONS = """

@@ -412,6 +412,15 @@ ON CONFLICT (key) DO UPDATE
         description = excluded.description,
         choices = excluded.choices;
 
+-- learning.effective_tunables: every tunable's value in effect (the learning row's, else its
+-- default) as one jsonb, one row. learning.tunables() reads it; triggers on the learning row and on
+-- tunable_specs rewrite it (design §3), so a trade reads one row instead of merging the specs.
+CREATE TABLE IF NOT EXISTS learning.effective_tunables (
+    singleton boolean PRIMARY KEY DEFAULT true,
+    tunables jsonb NOT NULL,
+    CONSTRAINT effective_tunables_singleton_check CHECK (singleton)
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- learning.pending_redistribution: tokens a redistribution skipped because another transaction
 -- held one of their position rows. The next trade (or learning.redistribute_pending, from the jobs)

@@ -12,26 +12,72 @@ BEGIN ATOMIC
     SELECT pg_catalog.pg_notify('learning_log', '');
 END;
 
--- learning.tunables: every tunable (design §3), stored value or default, as one jsonb.
--- A missing key means its default, so the learning row may be absent or partial. plpgsql so the
--- plan is cached per session (PostgreSQL 15 re-plans a SQL function on every trigger call).
+-- learning._effective_tunables: the tunables in effect for a learning row's config_data (NULL: no
+-- row): every tunable of learning.tunable_specs, its stored value or else its default (design §3).
+-- A key that is not a tunable (one kept from an older version) is not among them.
+CREATE OR REPLACE FUNCTION learning._effective_tunables(p_config jsonb)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT pg_catalog.jsonb_object_agg(s.key, coalesce(p_config -> s.key, s.default_value))
+    FROM learning.tunable_specs AS s;
+END;
+
+-- learning.tunables: every tunable (design §3), stored value or default, as one jsonb: the row of
+-- learning.effective_tunables, or, should that row be missing, the same merge made here.
 CREATE OR REPLACE FUNCTION learning.tunables()
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    tun jsonb;
 BEGIN
-    RETURN (
-        SELECT
-            pg_catalog.jsonb_object_agg(
-                s.key,
-                coalesce(c.config_data -> s.key, s.default_value)
-                ORDER BY s.key
-            )
-        FROM learning.tunable_specs AS s
-        LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning'
+    SELECT t.tunables INTO tun FROM learning.effective_tunables AS t;
+    IF NOT FOUND THEN
+        tun := learning._effective_tunables(
+            (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
+        );
+    END IF;
+    RETURN tun;
+END;
+$$;
+
+-- learning._refresh_tunables: rewrite learning.effective_tunables from the learning row and the
+-- specs as they are now. When the effective tau_short_days or tau_long_days changed, the EWMA state
+-- is rebuilt from closed_trades (design §4), whoever changed them and however: a write of the row,
+-- its removal, a TRUNCATE, a new default. Called by the triggers below, after the row is written (and
+-- locked): the effective row is locked next and the decision_maker row (by recompute_roi_state) last,
+-- the lock order of set_tunable, so a trade waiting on that row folds with the new tau.
+CREATE OR REPLACE FUNCTION learning._refresh_tunables()
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_tunables jsonb;
+    new_tunables jsonb;
+BEGIN
+    SELECT t.tunables INTO old_tunables FROM learning.effective_tunables AS t FOR UPDATE;
+    new_tunables := learning._effective_tunables(
+        (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
     );
+    IF old_tunables IS NOT DISTINCT FROM new_tunables THEN
+        RETURN;
+    END IF;
+    INSERT INTO learning.effective_tunables AS t (singleton, tunables)
+    VALUES (true, new_tunables)
+    ON CONFLICT (singleton) DO UPDATE SET tunables = excluded.tunables;
+    -- The first row (an install) has no state to rebuild.
+    IF old_tunables IS NOT NULL
+        AND (old_tunables -> 'tau_short_days', old_tunables -> 'tau_long_days')
+        IS DISTINCT FROM (new_tunables -> 'tau_short_days', new_tunables -> 'tau_long_days') THEN
+        PERFORM learning.recompute_roi_state();
+    END IF;
 END;
 $$;
 
@@ -243,40 +289,18 @@ BEGIN
 END;
 $$;
 
--- learning.trg_learning_configs_tau: AFTER INSERT, UPDATE or DELETE of the learning row (WHEN
--- clauses as above). When the effective tau_short_days or tau_long_days (stored value, else the
--- default) changes, the EWMA state is rebuilt from closed_trades (design §4), whoever wrote the row.
--- The row is written (and locked) before recompute_roi_state locks the decision_maker row: the
--- lock order of set_tunable, so a trade waiting on it folds with the new tau.
-CREATE OR REPLACE FUNCTION learning.trg_learning_configs_tau()
+-- learning.trg_refresh_tunables: AFTER any change of the learning row (WHEN clauses below), a
+-- TRUNCATE of learning_configs or any change of tunable_specs: learning._refresh_tunables. Definer:
+-- whoever wrote the row need not reach the tables it rewrites.
+CREATE OR REPLACE FUNCTION learning.trg_refresh_tunables()
 RETURNS trigger
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    old_cfg jsonb;
-    new_cfg jsonb;
 BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        IF OLD.module_id = 'learning' THEN
-            old_cfg := OLD.config_data;
-        END IF;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        IF NEW.module_id = 'learning' THEN
-            new_cfg := NEW.config_data;
-        END IF;
-    END IF;
-    IF EXISTS (
-        SELECT FROM learning.tunable_specs AS s
-        WHERE s.key IN ('tau_short_days', 'tau_long_days')
-            AND coalesce(old_cfg -> s.key, s.default_value)
-            IS DISTINCT FROM coalesce(new_cfg -> s.key, s.default_value)
-    ) THEN
-        PERFORM learning.recompute_roi_state();
-    END IF;
+    PERFORM learning._refresh_tunables();
     RETURN NULL;
 END;
 $$;
@@ -286,21 +310,30 @@ BEFORE INSERT OR UPDATE ON public.learning_configs
 FOR EACH ROW WHEN (new.module_id = 'learning')
 EXECUTE FUNCTION learning.trg_learning_configs_validate();
 
--- One trigger per event: an INSERT trigger's WHEN cannot name OLD, a DELETE trigger's not NEW.
-CREATE TRIGGER _900_tau_recompute_insert
+-- One trigger per event: an INSERT trigger's WHEN cannot name OLD, a DELETE trigger's not NEW. Row
+-- triggers with a WHEN clause, so the decision_maker row written at every trade fires none of them.
+CREATE TRIGGER _900_refresh_tunables_insert
 AFTER INSERT ON public.learning_configs
 FOR EACH ROW WHEN (new.module_id = 'learning')
-EXECUTE FUNCTION learning.trg_learning_configs_tau();
+EXECUTE FUNCTION learning.trg_refresh_tunables();
 
-CREATE TRIGGER _900_tau_recompute_update
+CREATE TRIGGER _900_refresh_tunables_update
 AFTER UPDATE ON public.learning_configs
 FOR EACH ROW WHEN (old.module_id = 'learning' OR new.module_id = 'learning')
-EXECUTE FUNCTION learning.trg_learning_configs_tau();
+EXECUTE FUNCTION learning.trg_refresh_tunables();
 
-CREATE TRIGGER _900_tau_recompute_delete
+CREATE TRIGGER _900_refresh_tunables_delete
 AFTER DELETE ON public.learning_configs
 FOR EACH ROW WHEN (old.module_id = 'learning')
-EXECUTE FUNCTION learning.trg_learning_configs_tau();
+EXECUTE FUNCTION learning.trg_refresh_tunables();
+
+CREATE TRIGGER _900_refresh_tunables_truncate
+AFTER TRUNCATE ON public.learning_configs
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_refresh_tunables();
+
+CREATE TRIGGER _900_refresh_tunables
+AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON learning.tunable_specs
+FOR EACH STATEMENT EXECUTE FUNCTION learning.trg_refresh_tunables();
 
 -- A learning row that was written before the validation trigger existed (the bot's own, adopted by
 -- a migration) is held to the same rule now: an unusable tunable would fail every trade later
@@ -343,6 +376,8 @@ BEGIN
     END;
 END
 $adopted_tunables$;
+
+SELECT learning._refresh_tunables();
 
 -- learning.feature_flag: the flag's value in module's feature_flags, false when anything is missing.
 CREATE OR REPLACE FUNCTION learning.feature_flag(p_module text, p_flag text)

@@ -55,14 +55,45 @@ RETURN CASE WHEN factor = 0 OR abs(x) < 1e-200 THEN 0 ELSE x * factor END;
 -- sumsq_long, weight2_long}: per horizon sum w*roi, sum w, sum w*roi^2 and sum w^2, taken at
 -- ref_epoch (the newest time seen): equal times weigh equally and a late observation folds in
 -- exactly. The first five give the means; the rest the second moment and the effective count.
--- A squared weight exp(-2a/tau) is _decay(a, tau / 2): exactly 0 past 115 tau, so no product
--- leaves float8's range (and every argument stays cheap enough for the planner to inline).
+-- An observation age seconds from ref_epoch weighs w = exp(-age / tau) on each horizon, and w^2 =
+-- exp(-2 age / tau) is _decay(age, tau / 2): exactly 0 past 115 tau, so no product leaves float8's
+-- range. The weights are computed once, into variables, and handed to _ewma_fold_weighted: inlined,
+-- each use of an argument is a copy of it, and PL/pgSQL sets a trade's expressions up again in every
+-- transaction (design §4). No SET clause: every type is a keyword or schema-qualified (design §2).
 CREATE OR REPLACE FUNCTION learning.ewma_fold(
     state double precision [],
     roi double precision,
     at_epoch double precision,
     tau_short_seconds double precision,
     tau_long_seconds double precision
+)
+RETURNS double precision []
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+AS $$
+DECLARE
+    age CONSTANT double precision := pg_catalog.abs(at_epoch - state[1]);
+    w_short CONSTANT double precision := learning._decay(age, tau_short_seconds);
+    w_long CONSTANT double precision := learning._decay(age, tau_long_seconds);
+    w2_short CONSTANT double precision := learning._decay(age, tau_short_seconds / 2);
+    w2_long CONSTANT double precision := learning._decay(age, tau_long_seconds / 2);
+BEGIN
+    RETURN learning._ewma_fold_weighted(state, roi, at_epoch, w_short, w_long, w2_short, w2_long);
+END;
+$$;
+
+-- learning._ewma_fold_weighted: ewma_fold given the observation's weights (of |at_epoch - ref_epoch|).
+-- A newer observation becomes the reference time and the sums are scaled down by its weights; an
+-- older one is added at its weights.
+CREATE OR REPLACE FUNCTION learning._ewma_fold_weighted(
+    state double precision [],
+    roi double precision,
+    at_epoch double precision,
+    w_short double precision,
+    w_long double precision,
+    w2_short double precision,
+    w2_long double precision
 )
 RETURNS double precision []
 LANGUAGE sql
@@ -74,42 +105,44 @@ RETURN CASE
     WHEN at_epoch >= state[1]
         THEN ARRAY[
             at_epoch,
-            learning._scaled(state[2], learning._decay(at_epoch - state[1], tau_short_seconds)) + roi,
-            learning._scaled(state[3], learning._decay(at_epoch - state[1], tau_short_seconds)) + 1,
-            learning._scaled(state[4], learning._decay(at_epoch - state[1], tau_long_seconds)) + roi,
-            learning._scaled(state[5], learning._decay(at_epoch - state[1], tau_long_seconds)) + 1,
-            learning._scaled(state[6], learning._decay(at_epoch - state[1], tau_short_seconds)) + roi * roi,
-            learning._scaled(state[7], learning._decay(at_epoch - state[1], tau_short_seconds / 2)) + 1,
-            learning._scaled(state[8], learning._decay(at_epoch - state[1], tau_long_seconds)) + roi * roi,
-            learning._scaled(state[9], learning._decay(at_epoch - state[1], tau_long_seconds / 2)) + 1
+            learning._scaled(state[2], w_short) + roi,
+            learning._scaled(state[3], w_short) + 1,
+            learning._scaled(state[4], w_long) + roi,
+            learning._scaled(state[5], w_long) + 1,
+            learning._scaled(state[6], w_short) + roi * roi,
+            learning._scaled(state[7], w2_short) + 1,
+            learning._scaled(state[8], w_long) + roi * roi,
+            learning._scaled(state[9], w2_long) + 1
         ]
     ELSE ARRAY[
         state[1],
-        state[2] + learning._scaled(roi, learning._decay(state[1] - at_epoch, tau_short_seconds)),
-        state[3] + learning._decay(state[1] - at_epoch, tau_short_seconds),
-        state[4] + learning._scaled(roi, learning._decay(state[1] - at_epoch, tau_long_seconds)),
-        state[5] + learning._decay(state[1] - at_epoch, tau_long_seconds),
-        state[6] + learning._scaled(roi * roi, learning._decay(state[1] - at_epoch, tau_short_seconds)),
-        state[7] + learning._decay(state[1] - at_epoch, tau_short_seconds / 2),
-        state[8] + learning._scaled(roi * roi, learning._decay(state[1] - at_epoch, tau_long_seconds)),
-        state[9] + learning._decay(state[1] - at_epoch, tau_long_seconds / 2)
+        state[2] + learning._scaled(roi, w_short),
+        state[3] + w_short,
+        state[4] + learning._scaled(roi, w_long),
+        state[5] + w_long,
+        state[6] + learning._scaled(roi * roi, w_short),
+        state[7] + w2_short,
+        state[8] + learning._scaled(roi * roi, w_long),
+        state[9] + w2_long
     ]
 END;
 
--- learning.ewma_short / ewma_long: the means a fold state holds (NULL when empty).
-CREATE OR REPLACE FUNCTION learning.ewma_short(state double precision [])
+-- learning.ewma_short / ewma_long: the means a fold state holds (NULL when empty): of its series
+-- number `series` when it holds several series of 9 values (the trigger's 15m, 1h, 4h, global), so
+-- no caller takes a slice of them first (a slice is one more subscript to set up at each use).
+CREATE OR REPLACE FUNCTION learning.ewma_short(state double precision [], series integer DEFAULT 1)
 RETURNS double precision
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-RETURN CASE WHEN state[3] > 0 THEN state[2] / state[3] END;
+RETURN CASE WHEN state[series * 9 - 6] > 0 THEN state[series * 9 - 7] / state[series * 9 - 6] END;
 
-CREATE OR REPLACE FUNCTION learning.ewma_long(state double precision [])
+CREATE OR REPLACE FUNCTION learning.ewma_long(state double precision [], series integer DEFAULT 1)
 RETURNS double precision
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-RETURN CASE WHEN state[5] > 0 THEN state[4] / state[5] END;
+RETURN CASE WHEN state[series * 9 - 4] > 0 THEN state[series * 9 - 5] / state[series * 9 - 4] END;
 
 -- learning._state_arrays: the typed state as the trigger's arrays: 4 series x 9 fold values (15m,
 -- 1h, 4h, global; ewma_fold's order), their n, the tracked timeframes' allocation, and how many

@@ -4,19 +4,19 @@
 -- strength facts, all in the same transaction.
 
 -- learning._series_json: one series' entry in the decision_maker row (roi_short, roi_long, n,
--- updated_at = the newest trade folded in).
+-- updated_at = the newest trade folded in), series number p_series of p_states.
 -- SQL with no SET clause so it inlines; STABLE like jsonb_build_object (an IMMUTABLE function
 -- whose body is STABLE is never inlined).
-CREATE OR REPLACE FUNCTION learning._series_json(p_state double precision [], p_n integer)
+CREATE OR REPLACE FUNCTION learning._series_json(p_states double precision [], p_series integer, p_n integer)
 RETURNS jsonb
 LANGUAGE sql
 STABLE
 PARALLEL SAFE
 RETURN pg_catalog.jsonb_build_object(
-    'roi_short', learning.ewma_short(p_state),
-    'roi_long', learning.ewma_long(p_state),
+    'roi_short', learning.ewma_short(p_states, p_series),
+    'roi_long', learning.ewma_long(p_states, p_series),
     'n', p_n,
-    'updated_at', CASE WHEN p_n > 0 THEN pg_catalog.to_timestamp(p_state[1]) END
+    'updated_at', CASE WHEN p_n > 0 THEN pg_catalog.to_timestamp(p_states[p_series * 9 - 8]) END
 );
 
 -- learning._decision_maker_config: the plan's timeframe_allocation and global_roi keys of the
@@ -36,16 +36,16 @@ PARALLEL SAFE
 RETURN pg_catalog.jsonb_build_object(
     'timeframe_allocation', pg_catalog.jsonb_build_object(
         (learning.tracked_timeframes())[1],
-        learning._series_json(p_states[1:9], p_counts[1])
+        learning._series_json(p_states, 1, p_counts[1])
         || pg_catalog.jsonb_build_object('current_allocation', p_allocation[1]),
         (learning.tracked_timeframes())[2],
-        learning._series_json(p_states[10:18], p_counts[2])
+        learning._series_json(p_states, 2, p_counts[2])
         || pg_catalog.jsonb_build_object('current_allocation', p_allocation[2]),
         (learning.tracked_timeframes())[3],
-        learning._series_json(p_states[19:27], p_counts[3])
+        learning._series_json(p_states, 3, p_counts[3])
         || pg_catalog.jsonb_build_object('current_allocation', p_allocation[3])
     ),
-    'global_roi', learning._series_json(p_states[28:36], p_counts[4])
+    'global_roi', learning._series_json(p_states, 4, p_counts[4])
 );
 
 -- learning._decision_maker_output: the decision_maker row with our keys written over it. What the
@@ -190,7 +190,7 @@ BEGIN
         PERFORM learning._ensure_state_rows();
     END IF;
     roi_short := ARRAY[
-        learning.ewma_short(states[1:9]), learning.ewma_short(states[10:18]), learning.ewma_short(states[19:27])
+        learning.ewma_short(states, 1), learning.ewma_short(states, 2), learning.ewma_short(states, 3)
     ];
     steps := '{}';
     moved := false;
@@ -304,12 +304,14 @@ BEGIN
             )
             WHEN 'skip_one_timeframe' THEN pg_catalog.format(
                 'ALLOCATION SKIP: Only %s timeframe has trades (need 2+) | timeframes_with_trades=[%s] | trade_id=%s',
-                (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(h.trade_counts) AS c (n) WHERE c.n > 0),
-                (
-                    SELECT pg_catalog.string_agg(tf, ', ' ORDER BY o)
-                    FROM unnest(learning.tracked_timeframes(), h.trade_counts) WITH ORDINALITY AS c (tf, n, o)
-                    WHERE c.n > 0
-                ),
+                -- Written out for the three tracked timeframes: a sub-select here is a plan that every
+                -- statement sets up, though a skip is rare (design §4).
+                (h.trade_counts[1] > 0)::integer + (h.trade_counts[2] > 0)::integer
+                + (h.trade_counts[3] > 0)::integer,
+                pg_catalog.concat_ws(', ',
+                    CASE WHEN h.trade_counts[1] > 0 THEN (learning.tracked_timeframes())[1] END,
+                    CASE WHEN h.trade_counts[2] > 0 THEN (learning.tracked_timeframes())[2] END,
+                    CASE WHEN h.trade_counts[3] > 0 THEN (learning.tracked_timeframes())[3] END),
                 h.trade_id
             )
             ELSE pg_catalog.format(

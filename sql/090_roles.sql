@@ -53,8 +53,10 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT ON TABLES TO learning_r
 -- grants from the default privileges above (created by a later migration) or from here.
 REVOKE ALL ON ALL TABLES IN SCHEMA learning FROM learning_admin, learning_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA learning TO learning_admin;
--- What the tunables may be, and which tables a downgrade may drop, are the migration's alone.
-REVOKE INSERT, UPDATE, DELETE ON learning.tunable_specs, learning.adopted_tables FROM learning_admin;
+-- What the tunables may be, and which tables a downgrade may drop, are the migration's alone; the
+-- tunables in effect are its triggers' (set_tunable and the learning row set them, validated).
+REVOKE INSERT, UPDATE, DELETE ON learning.tunable_specs, learning.adopted_tables, learning.effective_tunables
+FROM learning_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA learning TO learning_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA learning TO learning_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA learning TO learning_reader;

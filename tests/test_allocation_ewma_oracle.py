@@ -243,3 +243,57 @@ def test_allocation_path_equals_the_spec_oracle(conn, seed):
         assert before == pytest.approx(m_before, abs=1e-12), trade_id
         assert after == pytest.approx(m_after, abs=1e-12), trade_id
     assert model.allocation != list(START)  # the stream did move the allocation
+
+
+def _fold_as_released(conn: psycopg.Connection) -> None:
+    """pg_temp.ewma_fold_0005: ewma_fold as revisions 0002 to 0005 shipped it (weights written in place),
+    taken from the frozen 0002 upgrade script."""
+    from lowcap_learning.db import MIGRATIONS_DIR
+
+    script = (MIGRATIONS_DIR / "versions" / "sql" / "0002_upgrade.sql").read_text()
+    start = script.index("CREATE OR REPLACE FUNCTION learning.ewma_fold(")
+    body = script[start : script.index(";\n", script.index("\nEND", start)) + 1]
+    conn.execute(body.replace("FUNCTION learning.ewma_fold(", "FUNCTION pg_temp.ewma_fold_0005(", 1))
+
+
+FOLD_DIFFERENCES = """
+SELECT count(*) FILTER (WHERE learning.ewma_fold(s.state, s.roi, s.at_epoch, s.tau_s, s.tau_l)
+        IS DISTINCT FROM pg_temp.ewma_fold_0005(s.state, s.roi, s.at_epoch, s.tau_s, s.tau_l)),
+    count(*)
+FROM (
+    SELECT array_agg(v ORDER BY k) AS state, t.roi, t.at_epoch, t.tau_s, t.tau_l
+    FROM unnest(%(roi)s::float8[], %(at)s::float8[], %(tau_s)s::float8[], %(tau_l)s::float8[])
+        WITH ORDINALITY AS t (roi, at_epoch, tau_s, tau_l, i)
+    CROSS JOIN LATERAL unnest((%(states)s::float8[])[(t.i - 1) * 9 + 1:t.i * 9]) WITH ORDINALITY AS x (v, k)
+    GROUP BY t.i, t.roi, t.at_epoch, t.tau_s, t.tau_l
+) AS s
+"""
+
+
+def test_fold_equals_the_released_fold_bit_for_bit(conn):
+    """Computing the weights once (design §4) changes no bit: 60,000 folds of random states (empty, newer,
+    older and equal times, weights past 230 tau, sums near float8's limits) against the released form."""
+    _fold_as_released(conn)
+    rng = random.Random(20261207)
+    n = 60_000
+    states, rois, ats, tau_s, tau_l = [], [], [], [], []
+    for _ in range(n):
+        ref = rng.choice([0.0, rng.uniform(1.6e9, 1.9e9)])
+        empty = rng.random() < 0.05
+        sums = [rng.choice([0.0, 1e-250, rng.uniform(-50, 50), rng.uniform(0, 1e6)]) for _ in range(8)]
+        if empty:
+            sums[1] = 0.0  # weight_short 0: the first trade of a series
+        states += [ref, *sums]
+        gap = rng.choice([0.0, rng.uniform(0, 600), rng.uniform(0, 86_400 * 400), rng.uniform(0, 86_400 * 40_000)])
+        ats.append(ref + gap * rng.choice([1, -1]))
+        rois.append(rng.choice([0.0, rng.uniform(-0.9, 5.0), 1e-9]))
+        tau_s.append(rng.choice([1209600.0, rng.uniform(60, 1e8)]))
+        tau_l.append(rng.choice([7776000.0, rng.uniform(60, 1e9)]))
+    differences, total = conn.execute(
+        FOLD_DIFFERENCES, {"states": states, "roi": rois, "at": ats, "tau_s": tau_s, "tau_l": tau_l}
+    ).fetchone()
+    assert total == n
+    assert differences == 0
+    assert conn.execute("SELECT learning.ewma_fold(NULL, 0.1, 5, 86400, 864000)").fetchone()[0] == [
+        5.0, 0.1, 1.0, 0.1, 1.0, 0.010000000000000002, 1.0, 0.010000000000000002, 1.0
+    ]

@@ -22,7 +22,7 @@ INLINABLE_EXCEPTIONS = {
     # sql/020_allocation_fold.sql
     "_decay",
     "_scaled",
-    "ewma_fold",
+    "_ewma_fold_weighted",
     "ewma_long",
     "ewma_short",
     "starting_allocation",
@@ -53,13 +53,14 @@ STABLE_INLINABLE_EXCEPTIONS = {
     "_decision_maker_output",  # jsonb_build_object
 }
 
-# PL/pgSQL exceptions: the allocation rule functions called at every trade (design §5). A SET clause
-# costs ~7,000 instructions a call in PostgreSQL 15 (restoring it visits every setting); instead they
-# spell every type with a keyword (integer, double precision, boolean) or its schema
-# (pg_catalog.text), so no caller's temp type can be bound when they are compiled, and PostgreSQL
-# plans their expressions again whenever the caller's search_path differs. IMMUTABLE, not definers;
-# tests/test_security_temp_hijack.py compiles them in an attacker's session before its trades.
-QUALIFIED_PLPGSQL_EXCEPTIONS = {"allocation_step", "evidence_split"}
+# PL/pgSQL exceptions: the allocation rule functions and the EWMA fold, called at every trade
+# (design §4, §5). A SET clause costs ~7,000 instructions a call in PostgreSQL 15 (restoring it
+# visits every setting); instead they spell every type with a keyword (integer, double precision,
+# boolean) or its schema (pg_catalog.text), so no caller's temp type can be bound when they are
+# compiled, and PostgreSQL plans their expressions again whenever the caller's search_path differs.
+# IMMUTABLE, not definers; tests/test_security_temp_hijack.py compiles them in an attacker's session
+# before its trades.
+QUALIFIED_PLPGSQL_EXCEPTIONS = {"allocation_step", "evidence_split", "ewma_fold"}
 
 # Exceptions the planner does not inline, and why that is acceptable.
 NOT_INLINED = {

@@ -100,7 +100,7 @@ def test_revision_0001_is_its_frozen_script():
         assert_same_schema(schema_dump(released_url), schema_dump(url), "upgrade 0001")
 
 
-@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004"])
+@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004", "0005"])
 def test_downgrade_returns_the_previous_revision_and_upgrades_again(revision):
     """Each revision's downgrade returns exactly the previous revision's schema (design §17)."""
     with empty_db(f"mig_{revision}") as released_url, empty_db("mig_step") as url:

@@ -273,14 +273,10 @@ def test_a_new_definition_of_learning_tunables_is_seen_by_the_next_call(clean):
     conn = clean
     _tuned_overrides(conn)
     definition = conn.execute("SELECT pg_get_functiondef('learning.tunables()'::regprocedure)").fetchone()[0]
-    assert definition.count("s.default_value") == 1
+    assert definition.count("RETURN tun;") == 1
     try:
         assert _steer_base(conn) == 0.03
-        conn.execute(
-            definition.replace(
-                "s.default_value", "CASE s.key WHEN 'steer_base' THEN '0.2'::jsonb ELSE s.default_value END"
-            )
-        )
+        conn.execute(definition.replace("RETURN tun;", """RETURN tun || '{"steer_base": 0.2}'::jsonb;"""))
         assert _steer_base(conn) == 0.2
     finally:
         conn.execute(definition)

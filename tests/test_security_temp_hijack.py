@@ -147,6 +147,7 @@ RULE_CALLS = [
     " '{{0.2,0.5,0.3}}')).reason",
     "SELECT (learning.allocation_step('{{0.15,0.5,0.35}}', '{{0.01,-0.02,0.03}}', '{{0,0,1}}')).reason",
     "SELECT learning.evidence_split(pg_catalog.array_fill(1.5::pg_catalog.float8, ARRAY[36]), '{{5,5,5,15}}')",
+    "SELECT learning.ewma_fold('{{0,0.1,1,0.1,1,0.01,1,0.01,1}}', 0.2, 1000, 86400, 864000)",
 ]
 ENTRY_POINTS = {
     "learning_writer": RULE_CALLS + [

@@ -60,7 +60,8 @@ def test_upgrade_over_an_invalid_learning_row_then_validate_on_write_then_downgr
             repaired = dict(OLD_LEARNING_ROW, steer_gain=0.2, tau_short_days=14)
             assert _learning_row(conn) == repaired  # the retired key is kept
             assert conn.execute(OUR_TRIGGERS).fetchone()[0] == (
-                "_100_validate_tunables,_900_tau_recompute_delete,_900_tau_recompute_insert,_900_tau_recompute_update"
+                "_100_validate_tunables,_900_refresh_tunables_delete,_900_refresh_tunables_insert,"
+                "_900_refresh_tunables_truncate,_900_refresh_tunables_update"
             )
             # From now on a direct write is validated.
             with pytest.raises(psycopg.errors.InvalidParameterValue) as info:

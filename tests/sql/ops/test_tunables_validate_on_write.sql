@@ -45,14 +45,14 @@ AS $$ SELECT config_data FROM public.learning_configs WHERE module_id = 'learnin
 SELECT is(
     (SELECT count(*)::integer FROM pg_catalog.pg_trigger
      WHERE tgrelid = 'public.learning_configs'::regclass AND NOT tgisinternal
-        AND tgfoid IN ('learning.trg_learning_configs_validate'::regproc, 'learning.trg_learning_configs_tau'::regproc)
+        AND tgfoid IN ('learning.trg_learning_configs_validate'::regproc, 'learning.trg_refresh_tunables'::regproc)
         AND tgqual IS NOT NULL
         AND pg_catalog.pg_get_triggerdef(oid) ~ 'WHEN \(.*module_id = ''learning''::text'),
     4,
     'four triggers on learning_configs, each with a WHEN clause on module_id = ''learning''');
 SELECT is(
     (SELECT count(*)::integer FROM pg_catalog.pg_proc
-     WHERE oid IN ('learning.trg_learning_configs_validate'::regproc, 'learning.trg_learning_configs_tau'::regproc)
+     WHERE oid IN ('learning.trg_learning_configs_validate'::regproc, 'learning.trg_refresh_tunables'::regproc)
         AND prosecdef AND proconfig @> ARRAY['search_path=pg_catalog, pg_temp']),
     2,
     'both trigger functions are SECURITY DEFINER with search_path pg_catalog, pg_temp');
@@ -141,7 +141,7 @@ SELECT results_eq(
 SELECT is(
     (SELECT coalesce(sum(pg_catalog.pg_stat_get_xact_function_calls(f)), 0)::integer
      FROM unnest(ARRAY['learning.trg_learning_configs_validate'::regproc::oid,
-        'learning.trg_learning_configs_tau'::regproc::oid]) AS f),
+        'learning.trg_refresh_tunables'::regproc::oid]) AS f),
     0,
     'a trade (which updates the decision_maker row) calls neither learning_configs trigger function');
 UPDATE public.learning_configs SET config_data = config_data || '{"max_step": 0.004, "min_trades_full": 1}'
