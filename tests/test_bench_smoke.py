@@ -104,3 +104,20 @@ def test_bench_builds_from_another_versions_sql(tmp_path):
     assert float(figure_row(text, "bulk replay")[2].split()[0].replace(",", "")) > 0
     refused = run_bench("--quick", "--only", "bulk", "--sql-from", str(tmp_path))
     assert refused.returncode != 0 and "no MANIFEST" in refused.stderr
+
+
+def test_callgrind_workloads_are_the_trigger_path(conn):
+    """scripts/bench/callgrind.py's statements (it runs them in `postgres --single`, one per line) insert
+    their trades through the trigger: the bulk one as one statement, the single ones one each."""
+    from bench import callgrind
+    from lowcap_learning import synthetic
+
+    trades = synthetic.closed_trades(5, seed=21)
+    bulk = callgrind._statements(trades, "bulk", 3)
+    single = callgrind._statements(trades[3:], "single", 2)
+    assert bulk.count("\n") == 1 and single.count("\n") == 2
+    conn.execute(bulk)
+    for line in single.splitlines():
+        conn.execute(line)
+    learned = conn.execute("SELECT count(*) FROM learning.allocation_history").fetchone()[0]
+    assert learned == 5
