@@ -7,9 +7,14 @@ sql/ is the canonical schema of the current release. A revision's upgrade script
 changed since the previous revision: its hand-written prologue (tables, data, drops the generator
 cannot infer: NNNN_upgrade_prologue.sql), then the functions and triggers that are new or differ,
 copied from sql/ as written there, then the drops of those that went, then the grants re-derived
-(sql/090_roles.sql, which is written to re-run). Its downgrade script is drafted the same way in
-reverse, from the previous revisions' frozen text. `make test` proves that `upgrade head` builds
-exactly what sql/ builds and that the downgrade returns the previous revision's schema (design §17).
+(sql/090_roles.sql, which is written to re-run), then its hand-written epilogue, if any
+(NNNN_upgrade_epilogue.sql: what needs the new functions). A revision that writes
+learning.tunable_specs does it in its prologue between `ALTER TABLE learning.tunable_specs DISABLE
+TRIGGER _900_refresh_tunables` and `ENABLE TRIGGER`, so the old functions do not recompute anything,
+and calls `SELECT learning._refresh_tunables()` in its epilogue, with the new ones (design §17). Its
+downgrade script is drafted the same way in reverse, from the previous revisions' frozen text. `make
+test` proves that `upgrade head` builds exactly what sql/ builds and that the downgrade returns the
+previous revision's schema (design §17).
 """
 
 from __future__ import annotations
@@ -51,9 +56,12 @@ FROM pg_catalog.pg_proc AS p
 WHERE p.pronamespace = 'learning'::regnamespace
 ORDER BY p.oid
 """
+# Tables by schema and name whatever the search_path, so a drafted DROP TRIGGER runs under any path.
 TRIGGERS = """
-SELECT t.tgname || ' ON ' || t.tgrelid::regclass::text, pg_catalog.pg_get_triggerdef(t.oid)
+SELECT t.tgname || ' ON ' || pg_catalog.format('%I.%I', n.nspname, c.relname), pg_catalog.pg_get_triggerdef(t.oid)
 FROM pg_catalog.pg_trigger AS t
+INNER JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid
+INNER JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE NOT t.tgisinternal
 ORDER BY t.oid
 """
@@ -105,7 +113,7 @@ def _key(statement: str) -> tuple[str, str] | None:
     if m := re.match(r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+learning\.(\w+)\s*\(", body, re.I):
         return ("function", m.group(1))
     if m := re.match(r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+(\w+)\s.*?\sON\s+([\w.]+)", body, re.I | re.S):
-        return ("trigger", f"{m.group(1)} ON {m.group(2).removeprefix('public.')}")
+        return ("trigger", f"{m.group(1)} ON {m.group(2)}")
     return None
 
 
@@ -158,6 +166,7 @@ def _roles_section(script: str) -> str:
 
 def draft() -> None:
     prologue = {d: FROZEN_DIR / f"{HEAD}_{d}_prologue.sql" for d in ("upgrade", "downgrade")}
+    epilogue = {d: FROZEN_DIR / f"{HEAD}_{d}_epilogue.sql" for d in ("upgrade", "downgrade")}
     with _scratch("prev") as prev_url, _scratch("sql") as sql_url:
         migrate.upgrade(prev_url, PREVIOUS)
         with psycopg.connect(sql_url, autocommit=True) as conn:
@@ -170,8 +179,9 @@ def draft() -> None:
     }
     for direction, body in parts.items():
         text = prologue[direction].read_text() + "\n" if prologue[direction].exists() else ""
+        last = "\n" + epilogue[direction].read_text() if epilogue[direction].exists() else ""
         path = FROZEN_DIR / f"{HEAD}_{direction}.sql"
-        path.write_text(GENERATED.format(rev=HEAD) + text + "\n".join(body))
+        path.write_text(GENERATED.format(rev=HEAD) + text + "\n".join(body) + last)
         print(f"wrote {path.relative_to(CHECKOUT)}")
 
 

@@ -51,7 +51,10 @@ $$;
 -- is rebuilt from closed_trades (design §4), whoever changed them and however: a write of the row,
 -- its removal, a TRUNCATE, a new default. Called by the triggers below, after the row is written (and
 -- locked): the effective row is locked next and the decision_maker row (by recompute_roi_state) last,
--- the lock order of set_tunable, so a trade waiting on that row folds with the new tau.
+-- the lock order of set_tunable, so a trade waiting on that row folds with the new tau. The merge is
+-- read after that lock, so of two concurrent refreshes the second sees the first's change. A missing
+-- effective row (only the owner can delete it) is made again as '{}' first, so there is always a row
+-- to lock; its tau is unknown, so the state is rebuilt.
 CREATE OR REPLACE FUNCTION learning._refresh_tunables()
 RETURNS void
 LANGUAGE plpgsql
@@ -62,19 +65,17 @@ DECLARE
     old_tunables jsonb;
     new_tunables jsonb;
 BEGIN
+    INSERT INTO learning.effective_tunables (singleton, tunables) VALUES (true, '{}')
+    ON CONFLICT (singleton) DO NOTHING;
     SELECT t.tunables INTO old_tunables FROM learning.effective_tunables AS t FOR UPDATE;
     new_tunables := learning._effective_tunables(
         (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
     );
-    IF old_tunables IS NOT DISTINCT FROM new_tunables THEN
+    IF old_tunables = new_tunables THEN
         RETURN;
     END IF;
-    INSERT INTO learning.effective_tunables AS t (singleton, tunables)
-    VALUES (true, new_tunables)
-    ON CONFLICT (singleton) DO UPDATE SET tunables = excluded.tunables;
-    -- The first row (an install) has no state to rebuild.
-    IF old_tunables IS NOT NULL
-        AND (old_tunables -> 'tau_short_days', old_tunables -> 'tau_long_days')
+    UPDATE learning.effective_tunables SET tunables = new_tunables;
+    IF (old_tunables -> 'tau_short_days', old_tunables -> 'tau_long_days')
         IS DISTINCT FROM (new_tunables -> 'tau_short_days', new_tunables -> 'tau_long_days') THEN
         PERFORM learning.recompute_roi_state();
     END IF;
@@ -377,7 +378,18 @@ BEGIN
 END
 $adopted_tunables$;
 
-SELECT learning._refresh_tunables();
+-- The tunables in effect at install (the triggers above keep them from now on).
+INSERT INTO learning.effective_tunables (singleton, tunables)
+SELECT
+    true,
+    learning._effective_tunables(
+        (
+            SELECT c.config_data
+            FROM public.learning_configs AS c
+            WHERE c.module_id = 'learning'
+        )
+    )
+ON CONFLICT (singleton) DO NOTHING;
 
 -- learning.feature_flag: the flag's value in module's feature_flags, false when anything is missing.
 CREATE OR REPLACE FUNCTION learning.feature_flag(p_module text, p_flag text)

@@ -204,14 +204,12 @@ BEGIN
             CONTINUE;
         END IF;
         at_epoch := EXTRACT(EPOCH FROM t.closed_at);
-        -- Each series' 9 values through a plain variable: ewma_fold inlines, and a slice as its
-        -- argument would be taken again at each of its ~20 references (~30 us a trade).
-        st := states[(i - 1) * 9 + 1:i * 9];
-        st := learning.ewma_fold(st, t.trade_roi, at_epoch, tau_short, tau_long);
+        st := learning.ewma_fold(states[(i - 1) * 9 + 1:i * 9], t.trade_roi, at_epoch, tau_short, tau_long);
         states[(i - 1) * 9 + 1:i * 9] := st;
         roi_short[i] := learning.ewma_short(st);
-        st := states[(g - 1) * 9 + 1:g * 9];
-        states[(g - 1) * 9 + 1:g * 9] := learning.ewma_fold(st, t.trade_roi, at_epoch, tau_short, tau_long);
+        states[(g - 1) * 9 + 1:g * 9] := learning.ewma_fold(
+            states[(g - 1) * 9 + 1:g * 9], t.trade_roi, at_epoch, tau_short, tau_long
+        );
         counts[i] := counts[i] + 1;
         counts[g] := counts[g] + 1;
         -- The plan rule scores the ROIs; the evidence rule asks for its split (design §5).

@@ -115,6 +115,46 @@ def test_downgrade_returns_the_previous_revision_and_upgrades_again(revision):
             assert_same_schema(schema_dump(sql_url), schema_dump(url), f"downgrade {revision} -> upgrade head")
 
 
+def test_migrations_run_whatever_the_databases_search_path():
+    """A database whose search_path leaves out public upgrades, downgrades and upgrades again: every
+    frozen statement names its schema (design §17)."""
+    with empty_db("mig_path") as url, empty_db("mig_path_sql") as sql_url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET search_path = \"$user\"").format(sql.Identifier(conn.info.dbname))
+            )
+        migrate.upgrade(url)
+        migrate.downgrade(url, "0005")
+        migrate.upgrade(url)
+        build_from_sql(sql_url)
+        assert_same_schema(schema_dump(sql_url), schema_dump(url), "upgrade head under search_path \"$user\"")
+
+
+def test_a_tunable_written_while_0006_upgrades_is_in_effect_after_it():
+    """The upgrade that makes learning.effective_tunables locks learning_configs before it reads the merge:
+    a tau written by a transaction still open when the upgrade starts is in effect after both commit."""
+    import threading
+
+    with empty_db("mig_race") as url:
+        migrate.upgrade(url, "0005")
+        with psycopg.connect(url) as writer:
+            writer.execute("SELECT learning.set_tunable('tau_short_days', '5')")  # open, uncommitted
+            upgrade = threading.Thread(target=migrate.upgrade, args=(url,))
+            upgrade.start()
+            upgrade.join(timeout=2)
+            assert upgrade.is_alive()  # waiting for the writer
+            writer.commit()
+        upgrade.join(timeout=60)
+        assert not upgrade.is_alive()
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT learning.tunables() ->> 'tau_short_days'").fetchone()[0] == "5"
+            stored, merged = conn.execute(
+                "SELECT t.tunables, learning._effective_tunables(c.config_data) FROM learning.effective_tunables AS t"
+                " CROSS JOIN public.learning_configs AS c WHERE c.module_id = 'learning'"
+            ).fetchone()
+            assert stored == merged
+
+
 STATE_0001 = "SELECT config_data -> 'learning_state' FROM public.learning_configs WHERE module_id = 'decision_maker'"
 TYPED_STATE = """
 SELECT series, ref_epoch, short_sum_w_roi, short_sum_w, long_sum_w_roi, long_sum_w, short_sum_w_roi2, short_sum_w2,

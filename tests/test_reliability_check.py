@@ -111,6 +111,11 @@ TAMPERING = [
         "4h: stored",
     ),
     (
+        "the tunables in effect written by hand",
+        """UPDATE learning.effective_tunables SET tunables = tunables || '{"max_step": 0.009}'""",
+        "effective_tunables differs from the learning row and the defaults at ['max_step']",
+    ),
+    (
         "a position set to NaN",
         """UPDATE public.lowcap_positions SET total_allocation_pct = 'NaN'
            WHERE id = (SELECT id FROM public.lowcap_positions WHERE status = 'active'

@@ -6,9 +6,10 @@ EWMAs, second moments, effective counts and n are recomputed in closed form
 `learning.allocation_history` with learning.allocation_step, using each step's recorded limit and
 (evidence rule) split, so a later change of max_step or min_trades_full is not mistaken for
 corruption; the steps must chain (after[k] = before[k+1]), every trade must have exactly one step,
-Σ allocation = 1, and positions must be finite and non-negative. Positions off the current split
-and a decision_maker row that differs from the state are warnings only: the bot may have written
-them since the last step, and the next step rewrites them.
+Σ allocation = 1, positions must be finite and non-negative, and the tunables in effect
+(learning.effective_tunables) must be the merge of the learning row and the defaults (design §3).
+Positions off the current split and a decision_maker row that differs from the state are warnings
+only: the bot may have written them since the last step, and the next step rewrites them.
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ LIMIT %(limit)s::integer
 """
 
 CURRENT_ALLOCATION = "SELECT timeframe, current_allocation FROM learning.timeframe_allocation()"
+
+TUNABLES_IN_EFFECT = """
+SELECT
+    (SELECT t.tunables FROM learning.effective_tunables AS t),
+    learning._effective_tunables(
+        (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
+    )
+"""
 
 POSITIONS = """
 WITH alloc AS (
@@ -246,6 +255,17 @@ def _check_allocation(cur: psycopg.Cursor, report: CheckReport, last_after: list
         report.diverge(f"current allocation {values} differs from the last history step {last_after}")
 
 
+def _check_tunables(cur: psycopg.Cursor, report: CheckReport) -> None:
+    stored, merged = cur.execute(TUNABLES_IN_EFFECT).fetchone()
+    stored, merged = stored or {}, merged or {}
+    differ = sorted(k for k in stored.keys() | merged.keys() if stored.get(k, "missing") != merged.get(k, "missing"))
+    if differ:
+        report.diverge(
+            f"learning.effective_tunables differs from the learning row and the defaults at {differ[:LIST_LIMIT]}; "
+            "`SELECT learning._refresh_tunables()` as the owner rewrites it"
+        )
+
+
 def _check_positions(cur: psycopg.Cursor, report: CheckReport) -> None:
     off = 0
     for contract, chain, tf, pct, _total, expected, tokens in cur.execute(POSITIONS):
@@ -276,4 +296,5 @@ def run_check(conn: psycopg.Connection) -> CheckReport:
         last_after = _check_history(cur, report)
         _check_allocation(cur, report, last_after)
         _check_positions(cur, report)
+        _check_tunables(cur, report)
     return report

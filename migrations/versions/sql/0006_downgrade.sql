@@ -6,13 +6,13 @@ DROP TABLE IF EXISTS learning.effective_tunables;
 -- are created again below).
 DROP FUNCTION IF EXISTS learning._decision_maker_config(double precision [], double precision [], integer []);
 
-DROP TRIGGER _900_refresh_tunables_insert ON learning_configs;
+DROP TRIGGER _900_refresh_tunables_insert ON public.learning_configs;
 
-DROP TRIGGER _900_refresh_tunables_update ON learning_configs;
+DROP TRIGGER _900_refresh_tunables_update ON public.learning_configs;
 
-DROP TRIGGER _900_refresh_tunables_delete ON learning_configs;
+DROP TRIGGER _900_refresh_tunables_delete ON public.learning_configs;
 
-DROP TRIGGER _900_refresh_tunables_truncate ON learning_configs;
+DROP TRIGGER _900_refresh_tunables_truncate ON public.learning_configs;
 
 DROP TRIGGER _900_refresh_tunables ON learning.tunable_specs;
 

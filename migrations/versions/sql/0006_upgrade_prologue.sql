@@ -1,3 +1,7 @@
+-- No write of learning_configs until this commits: one that landed after the merge below is read
+-- would be in effect in the learning row but not in learning.effective_tunables.
+LOCK TABLE public.learning_configs IN SHARE ROW EXCLUSIVE MODE;
+
 -- The tunables in effect, kept by triggers so a trade reads one row (design §3). Filled here with
 -- the merge revision 0005's learning.tunables() made; the triggers below keep it from now on.
 CREATE TABLE IF NOT EXISTS learning.effective_tunables (

@@ -4,7 +4,7 @@
 -- itself should the row be missing; a change of the effective tau, however made, rebuilds the EWMA
 -- state once; only the triggers write the row.
 BEGIN;
-SELECT plan(29);
+SELECT plan(30);
 
 -- in_sync(): the stored row is the merge of the learning row as it is now.
 CREATE FUNCTION pg_temp.in_sync()
@@ -105,6 +105,7 @@ SELECT is(
     'a missing row: tunables() makes the merge itself');
 SELECT pg_temp.run($$SELECT learning._refresh_tunables()$$);
 SELECT ok(pg_temp.in_sync(), '_refresh_tunables writes it again');
+SELECT is(pg_temp.recomputes(), 6, 'and, the tau of a missing row being unknown, rebuilds the state');
 
 -- ----------------------------------------------------------------------------- only the triggers
 SET LOCAL ROLE learning_admin;
