@@ -12,17 +12,18 @@ BEGIN ATOMIC
     SELECT pg_catalog.pg_notify('learning_log', '');
 END;
 
--- learning._effective_tunables: the tunables in effect for a learning row's config_data (NULL: no
--- row): every tunable of learning.tunable_specs, its stored value or else its default (design §3).
--- A key that is not a tunable (one kept from an older version) is not among them.
-CREATE OR REPLACE FUNCTION learning._effective_tunables(p_config jsonb)
+-- learning._effective_tunables: the tunables in effect now: every tunable of learning.tunable_specs,
+-- its value in the learning row of learning_configs or else its default (design §3). The row may be
+-- absent or partial; a key of it that is not a tunable (one kept from an older version) is left out.
+CREATE OR REPLACE FUNCTION learning._effective_tunables()
 RETURNS jsonb
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT pg_catalog.jsonb_object_agg(s.key, coalesce(p_config -> s.key, s.default_value))
-    FROM learning.tunable_specs AS s;
+    SELECT pg_catalog.jsonb_object_agg(s.key, coalesce(c.config_data -> s.key, s.default_value))
+    FROM learning.tunable_specs AS s
+    LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning';
 END;
 
 -- learning.tunables: every tunable (design §3), stored value or default, as one jsonb: the row of
@@ -38,9 +39,7 @@ DECLARE
 BEGIN
     SELECT t.tunables INTO tun FROM learning.effective_tunables AS t;
     IF NOT FOUND THEN
-        tun := learning._effective_tunables(
-            (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
-        );
+        tun := learning._effective_tunables();
     END IF;
     RETURN tun;
 END;
@@ -68,9 +67,7 @@ BEGIN
     INSERT INTO learning.effective_tunables (singleton, tunables) VALUES (true, '{}')
     ON CONFLICT (singleton) DO NOTHING;
     SELECT t.tunables INTO old_tunables FROM learning.effective_tunables AS t FOR UPDATE;
-    new_tunables := learning._effective_tunables(
-        (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
-    );
+    new_tunables := learning._effective_tunables();
     IF old_tunables = new_tunables THEN
         RETURN;
     END IF;
@@ -380,15 +377,7 @@ $adopted_tunables$;
 
 -- The tunables in effect at install (the triggers above keep them from now on).
 INSERT INTO learning.effective_tunables (singleton, tunables)
-SELECT
-    true,
-    learning._effective_tunables(
-        (
-            SELECT c.config_data
-            FROM public.learning_configs AS c
-            WHERE c.module_id = 'learning'
-        )
-    )
+VALUES (true, learning._effective_tunables())
 ON CONFLICT (singleton) DO NOTHING;
 
 -- learning.feature_flag: the flag's value in module's feature_flags, false when anything is missing.

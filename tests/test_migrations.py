@@ -149,8 +149,7 @@ def test_a_tunable_written_while_0006_upgrades_is_in_effect_after_it():
         with psycopg.connect(url, autocommit=True) as conn:
             assert conn.execute("SELECT learning.tunables() ->> 'tau_short_days'").fetchone()[0] == "5"
             stored, merged = conn.execute(
-                "SELECT t.tunables, learning._effective_tunables(c.config_data) FROM learning.effective_tunables AS t"
-                " CROSS JOIN public.learning_configs AS c WHERE c.module_id = 'learning'"
+                "SELECT t.tunables, learning._effective_tunables() FROM learning.effective_tunables AS t"
             ).fetchone()
             assert stored == merged
 

@@ -115,11 +115,7 @@ LIMIT %(limit)s::integer
 CURRENT_ALLOCATION = "SELECT timeframe, current_allocation FROM learning.timeframe_allocation()"
 
 TUNABLES_IN_EFFECT = """
-SELECT
-    (SELECT t.tunables FROM learning.effective_tunables AS t),
-    learning._effective_tunables(
-        (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
-    )
+SELECT (SELECT t.tunables FROM learning.effective_tunables AS t), learning._effective_tunables()
 """
 
 POSITIONS = """

@@ -375,7 +375,7 @@ DROP FUNCTION learning.trg_refresh_tunables();
 
 DROP FUNCTION learning._refresh_tunables();
 
-DROP FUNCTION learning._effective_tunables(jsonb);
+DROP FUNCTION learning._effective_tunables();
 
 -- file: sql/090_roles.sql
 -- Roles and grants (design §2). Loaded last, so every function of sql/ exists here.

@@ -3,21 +3,12 @@
 -- would be in effect in the learning row but not in learning.effective_tunables.
 LOCK TABLE public.learning_configs IN SHARE ROW EXCLUSIVE MODE;
 
--- The tunables in effect, kept by triggers so a trade reads one row (design §3). Filled here with
--- the merge revision 0005's learning.tunables() made; the triggers below keep it from now on.
+-- The tunables in effect, kept by triggers so a trade reads one row (design §3); filled at the end.
 CREATE TABLE IF NOT EXISTS learning.effective_tunables (
     singleton boolean PRIMARY KEY DEFAULT true,
     tunables jsonb NOT NULL,
     CONSTRAINT effective_tunables_singleton_check CHECK (singleton)
 );
-
-INSERT INTO learning.effective_tunables (singleton, tunables)
-SELECT
-    true,
-    pg_catalog.jsonb_object_agg(s.key, coalesce(c.config_data -> s.key, s.default_value))
-FROM learning.tunable_specs AS s
-LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning'
-ON CONFLICT (singleton) DO NOTHING;
 
 -- ewma_short, ewma_long and _series_json take a series number now; the SQL-bodied functions that
 -- call them depend on them and go first (they are created again below).
@@ -35,17 +26,18 @@ DROP FUNCTION learning.ewma_long(double precision[]);
 
 DROP FUNCTION learning.ewma_short(double precision[]);
 
--- learning._effective_tunables: the tunables in effect for a learning row's config_data (NULL: no
--- row): every tunable of learning.tunable_specs, its stored value or else its default (design §3).
--- A key that is not a tunable (one kept from an older version) is not among them.
-CREATE OR REPLACE FUNCTION learning._effective_tunables(p_config jsonb)
+-- learning._effective_tunables: the tunables in effect now: every tunable of learning.tunable_specs,
+-- its value in the learning row of learning_configs or else its default (design §3). The row may be
+-- absent or partial; a key of it that is not a tunable (one kept from an older version) is left out.
+CREATE OR REPLACE FUNCTION learning._effective_tunables()
 RETURNS jsonb
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT pg_catalog.jsonb_object_agg(s.key, coalesce(p_config -> s.key, s.default_value))
-    FROM learning.tunable_specs AS s;
+    SELECT pg_catalog.jsonb_object_agg(s.key, coalesce(c.config_data -> s.key, s.default_value))
+    FROM learning.tunable_specs AS s
+    LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning';
 END;
 
 -- learning.tunables: every tunable (design §3), stored value or default, as one jsonb: the row of
@@ -61,9 +53,7 @@ DECLARE
 BEGIN
     SELECT t.tunables INTO tun FROM learning.effective_tunables AS t;
     IF NOT FOUND THEN
-        tun := learning._effective_tunables(
-            (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
-        );
+        tun := learning._effective_tunables();
     END IF;
     RETURN tun;
 END;
@@ -91,9 +81,7 @@ BEGIN
     INSERT INTO learning.effective_tunables (singleton, tunables) VALUES (true, '{}')
     ON CONFLICT (singleton) DO NOTHING;
     SELECT t.tunables INTO old_tunables FROM learning.effective_tunables AS t FOR UPDATE;
-    new_tunables := learning._effective_tunables(
-        (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
-    );
+    new_tunables := learning._effective_tunables();
     IF old_tunables = new_tunables THEN
         RETURN;
     END IF;
@@ -618,3 +606,8 @@ BEGIN
     END LOOP;
 END
 $functions$;
+
+-- The tunables in effect at this upgrade, merged by the function that keeps them from now on.
+INSERT INTO learning.effective_tunables (singleton, tunables)
+VALUES (true, learning._effective_tunables())
+ON CONFLICT (singleton) DO NOTHING;

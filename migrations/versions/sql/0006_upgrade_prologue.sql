@@ -2,21 +2,12 @@
 -- would be in effect in the learning row but not in learning.effective_tunables.
 LOCK TABLE public.learning_configs IN SHARE ROW EXCLUSIVE MODE;
 
--- The tunables in effect, kept by triggers so a trade reads one row (design §3). Filled here with
--- the merge revision 0005's learning.tunables() made; the triggers below keep it from now on.
+-- The tunables in effect, kept by triggers so a trade reads one row (design §3); filled at the end.
 CREATE TABLE IF NOT EXISTS learning.effective_tunables (
     singleton boolean PRIMARY KEY DEFAULT true,
     tunables jsonb NOT NULL,
     CONSTRAINT effective_tunables_singleton_check CHECK (singleton)
 );
-
-INSERT INTO learning.effective_tunables (singleton, tunables)
-SELECT
-    true,
-    pg_catalog.jsonb_object_agg(s.key, coalesce(c.config_data -> s.key, s.default_value))
-FROM learning.tunable_specs AS s
-LEFT JOIN public.learning_configs AS c ON c.module_id = 'learning'
-ON CONFLICT (singleton) DO NOTHING;
 
 -- ewma_short, ewma_long and _series_json take a series number now; the SQL-bodied functions that
 -- call them depend on them and go first (they are created again below).

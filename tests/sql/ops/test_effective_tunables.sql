@@ -12,9 +12,7 @@ RETURNS boolean
 LANGUAGE sql
 AS $$
     SELECT (SELECT t.tunables FROM learning.effective_tunables AS t)
-        = learning._effective_tunables(
-            (SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')
-        )
+        = learning._effective_tunables()
 $$;
 
 -- run(sql): run a statement, its result kept out of the TAP output.
@@ -101,7 +99,7 @@ SELECT ok(NOT learning.tunables() ? 'retired_key', 'a key that is not a tunable 
 DELETE FROM learning.effective_tunables;
 SELECT is(
     learning.tunables(),
-    learning._effective_tunables((SELECT c.config_data FROM public.learning_configs AS c WHERE c.module_id = 'learning')),
+    learning._effective_tunables(),
     'a missing row: tunables() makes the merge itself');
 SELECT pg_temp.run($$SELECT learning._refresh_tunables()$$);
 SELECT ok(pg_temp.in_sync(), '_refresh_tunables writes it again');
